@@ -1,0 +1,43 @@
+# Tessera: `make run` serves the bundled model, `make test` runs the suite.
+SHELL := /bin/bash
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+PY := .venv/bin/python
+
+.PHONY: all setup configure build test run bench fuzz clean
+
+all: build
+
+setup:
+	@tools/setup/setup.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+configure: setup $(BUILD)/build.ninja
+
+build: configure
+	ninja -C $(BUILD) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+
+run: build
+	@echo "tessera: the gateway and worker arrive with issue 3; for now, one chat turn:"
+	$(BUILD)/bin/tessera-generate --chat "Write a haiku about the sea." --max-tokens 64
+
+bench: build
+	$(PY) tests/bench/bench_generate.py --tessera-bin $(BUILD)/bin
+
+# libFuzzer + ASan/UBSan build of the file-format parsers, run briefly.
+FUZZ_SECONDS ?= 30
+fuzz: setup
+	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTESSERA_FUZZ=ON \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
+	ninja -C $(BUILD)-fuzz
+	$(BUILD)-fuzz/bin/gguf_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 \
+	  $(BUILD)-fuzz/fuzz-corpus-gguf tests/fuzz/corpus/gguf
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-fuzz

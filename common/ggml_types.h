@@ -1,0 +1,55 @@
+// Tensor element types as numbered by the GGUF format, with their block
+// geometry. One table is the single source of truth for block sizes; the
+// quantized block structs themselves live in quant_blocks.h.
+#ifndef TESSERA_COMMON_GGML_TYPES_H_
+#define TESSERA_COMMON_GGML_TYPES_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace tessera {
+
+// Values are the on-disk GGUF type ids; never renumber.
+enum class GgmlType : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ8_1 = 9,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kQ8_K = 15,
+  kI8 = 24,
+  kI16 = 25,
+  kI32 = 26,
+  kI64 = 27,
+  kF64 = 28,
+  kBF16 = 30,
+};
+
+struct GgmlTypeTraits {
+  std::string_view name;
+  int64_t block_elems;   // elements per block (1 for plain types)
+  size_t block_bytes;    // bytes per block
+};
+
+// Returns the traits of a known type id, or nullopt for ids Tessera does not
+// know (which includes ids GGUF defines but Tessera cannot compute with, such
+// as the IQ formats: those files are refused with a message naming the type).
+std::optional<GgmlTypeTraits> TraitsOf(uint32_t type_id);
+inline std::optional<GgmlTypeTraits> TraitsOf(GgmlType t) {
+  return TraitsOf(static_cast<uint32_t>(t));
+}
+std::string_view TypeName(GgmlType t);
+
+}  // namespace tessera
+
+#endif  // TESSERA_COMMON_GGML_TYPES_H_

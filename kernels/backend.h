@@ -1,0 +1,131 @@
+// Backend: the op set that model code is written against.
+//
+// Model code (worker/model) only ever calls these ops on handles; it never
+// dereferences activation or KV memory, so a CUDA backend with device memory
+// and streams implements the same interface without touching the model.
+// Weights stay in their file encoding (WeightView) and are multiplied in
+// place; a backend that needs another layout (device copies, repacking)
+// converts them once in PrepareWeight.
+//
+// Tensor parallelism: a linear layer split column-wise across ranks is a
+// WeightView over a row range of the weight (rows = output features); split
+// row-wise it is a view over a column range aligned to the block size
+// (WeightView::col_offset), followed by an all-reduce of the outputs. Both
+// are plain views, so the ops below need no rank awareness.
+//
+// Thread-safety: a Backend instance is used by one engine thread at a time;
+// ops may use internal parallelism.
+#ifndef TESSERA_KERNELS_BACKEND_H_
+#define TESSERA_KERNELS_BACKEND_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/ggml_types.h"
+
+namespace tessera {
+
+// A dense row-major f32 matrix in backend memory: element (r, c) is at
+// data[r * stride + c].
+struct Mat {
+  float* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t stride = 0;
+  float* row(int64_t r) const { return data + r * stride; }
+};
+
+// A weight matrix [rows = output features][cols = input features] in its
+// file encoding. For 1-D tensors (norm weights, biases) rows == 1.
+struct WeightView {
+  const uint8_t* data = nullptr;
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  size_t row_bytes = 0;   // bytes between consecutive rows
+  int64_t col_offset = 0; // first column (tensor-parallel row split); multiple of the block size
+};
+
+struct RopeParams {
+  int n_rot = 0;              // rotated dimensions per head (<= head_dim)
+  float freq_base = 10000.f;
+  float freq_scale = 1.f;     // linear scaling: positions are multiplied by it
+  const float* freq_factors = nullptr;  // optional, n_rot/2 divisors (Llama 3 rope_freqs)
+  bool neox = false;          // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+};
+
+// Paged KV storage of one layer: blocks of `block_size` token slots, each
+// slot holding kv_dim = n_kv_heads * head_dim halves for K and for V.
+struct KvLayer {
+  uint16_t* k = nullptr;
+  uint16_t* v = nullptr;
+  int block_size = 0;
+  int kv_dim = 0;
+  int64_t num_blocks = 0;
+};
+
+// Where each row of a batch lives: its absolute position and the block table
+// of its sequence. A row attends to positions [0, position] of its sequence.
+struct BatchLayout {
+  std::span<const int32_t> positions;                    // one per row
+  std::span<const int32_t> row_sequence;                 // one per row: index into block_tables
+  std::span<const std::span<const int32_t>> block_tables;  // one per sequence
+};
+
+struct AttentionShape {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 1.f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // Whether MatMul accepts weights of `type`. Checked at model load so that an
+  // unsupported file fails with a Status, never mid-generation.
+  virtual bool SupportsWeightType(GgmlType type) const = 0;
+
+  // Allocates an f32 matrix (activations, scratch); freed with the backend.
+  virtual absl::StatusOr<Mat> AllocateMat(int64_t rows, int64_t cols) = 0;
+  // Allocates paged KV storage for one layer.
+  virtual absl::StatusOr<KvLayer> AllocateKvLayer(int64_t num_blocks, int block_size, int kv_dim) = 0;
+  virtual void CopyToHost(const Mat& src, int64_t row, float* dst) = 0;
+
+  // out[i] = table row ids[i], dequantized.
+  virtual void GetRows(const WeightView& table, std::span<const int32_t> ids, Mat out) = 0;
+  // y = x · wᵀ (+ y if accumulate). REQUIRES: x.cols == w.cols, y.cols == w.rows.
+  virtual void MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulate = false) = 0;
+  // y[r] += bias (a 1-D F32 weight of y.cols elements).
+  virtual void AddBias(const WeightView& bias, Mat y) = 0;
+  // y = x / rms(x) * gamma, row-wise.
+  virtual void RmsNorm(const Mat& x, const WeightView& gamma, float eps, Mat y) = 0;
+  // y += x.
+  virtual void Add(const Mat& x, Mat y) = 0;
+  // out = silu(gate) * up.
+  virtual void SwiGlu(const Mat& gate, const Mat& up, Mat out) = 0;
+  // Rotates each head of x (rows of n_heads * head_dim) by its row's position.
+  virtual void Rope(Mat x, int n_heads, int head_dim, std::span<const int32_t> positions,
+                    const RopeParams& p) = 0;
+  // Writes rows of k and v into their sequences' KV slots.
+  virtual void StoreKv(const Mat& k, const Mat& v, const BatchLayout& layout, KvLayer kv) = 0;
+  // Causal attention of q rows over their sequences' cached K/V.
+  virtual void Attention(const Mat& q, const KvLayer& kv, const BatchLayout& layout,
+                         const AttentionShape& shape, Mat out) = 0;
+};
+
+struct CpuBackendOptions {
+  int threads = 0;  // 0: all hardware threads
+};
+std::unique_ptr<Backend> CreateCpuBackend(const CpuBackendOptions& options = {});
+
+}  // namespace tessera
+
+#endif  // TESSERA_KERNELS_BACKEND_H_

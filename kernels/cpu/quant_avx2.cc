@@ -1,0 +1,305 @@
+// AVX2 + FMA + F16C kernels. This translation unit is compiled with those
+// target flags and its functions are only reached through the registry after
+// BestIsa() confirmed the CPU has them.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "common/quant_blocks.h"
+#include "kernels/cpu/quant_kernels.h"
+#include "kernels/cpu/quant_reference.h"
+
+namespace tessera::cpu {
+namespace {
+
+inline float H(uint16_t h) { return _cvtsh_ss(h); }
+
+inline float HSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+inline int HSumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+// 32 nibbles -> 32 bytes: low nibbles (elements 0..15) then high (16..31).
+inline __m256i Nibbles(const uint8_t* p) {
+  const __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i bytes = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
+  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
+}
+
+// Sum of products of unsigned bytes ux with signed bytes sy, as 8 floats.
+inline __m256 MulSumUS8(__m256i ux, __m256i sy) {
+  const __m256i dot16 = _mm256_maddubs_epi16(ux, sy);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+}
+
+// Sum of products of signed bytes x and y, as 8 floats.
+inline __m256 MulSumI8(__m256i x, __m256i y) {
+  const __m256i ax = _mm256_sign_epi8(x, x);
+  const __m256i sy = _mm256_sign_epi8(y, x);
+  return MulSumUS8(ax, sy);
+}
+
+inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// 32 fifth-bits of qh expanded to bytes of 0x10 (bit set) or 0.
+inline __m256i HighBits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                         0x0101010101010101, 0x0000000000000000);
+  __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), shuf);
+  const __m256i bit_mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  bytes = _mm256_or_si256(bytes, bit_mask);
+  bytes = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x10));
+}
+
+float DotQ4_0(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ4_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    const __m256 d = _mm256_set1_ps(H(a[i].d) * H(b[i].d));
+    const __m256i qx = _mm256_sub_epi8(Nibbles(a[i].qs), _mm256_set1_epi8(8));
+    acc = _mm256_fmadd_ps(d, MulSumI8(qx, Load256(b[i].qs)), acc);
+  }
+  return HSum(acc);
+}
+
+float DotQ4_1(int64_t n, const void* w, const void* x) {
+  // One accumulator, in ggml's order, so that results match llama.cpp bit
+  // for bit on the same activations.
+  auto* a = static_cast<const BlockQ4_1*>(w);
+  auto* b = static_cast<const BlockQ8_1*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0;
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    summs += H(a[i].m) * H(b[i].s);
+    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(H(a[i].d)), _mm256_set1_ps(H(b[i].d)));
+    acc = _mm256_fmadd_ps(d, MulSumUS8(Nibbles(a[i].qs), Load256(b[i].qs)), acc);
+  }
+  return HSum(acc) + summs;
+}
+
+float DotQ5_0(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ5_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    const __m256 d = _mm256_set1_ps(H(a[i].d) * H(b[i].d));
+    __m256i qx = _mm256_or_si256(Nibbles(a[i].qs), HighBits(a[i].qh));
+    qx = _mm256_sub_epi8(qx, _mm256_set1_epi8(16));
+    acc = _mm256_fmadd_ps(d, MulSumI8(qx, Load256(b[i].qs)), acc);
+  }
+  return HSum(acc);
+}
+
+float DotQ5_1(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ5_1*>(w);
+  auto* b = static_cast<const BlockQ8_1*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0;
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    summs += H(a[i].m) * H(b[i].s);
+    const __m256 d = _mm256_set1_ps(H(a[i].d) * H(b[i].d));
+    const __m256i qx = _mm256_or_si256(Nibbles(a[i].qs), HighBits(a[i].qh));
+    acc = _mm256_fmadd_ps(d, MulSumUS8(qx, Load256(b[i].qs)), acc);
+  }
+  return HSum(acc) + summs;
+}
+
+float DotQ8_0(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ8_0*>(w);
+  auto* b = static_cast<const BlockQ8_0*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(H(a[i].d) * H(b[i].d)),
+                          MulSumI8(Load256(a[i].qs), Load256(b[i].qs)), acc);
+  }
+  return HSum(acc);
+}
+
+// Q4_K x Q8_K: per 32-element sub-block, an integer dot scaled by its 6-bit
+// scale; the mins are folded in through the activation block sums.
+float DotQ4_K(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ4_K*>(w);
+  auto* b = static_cast<const BlockQ8_K*>(x);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kQkK; ++i) {
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) ScaleMinK4(j, a[i].scales, &sc[j], &mn[j]);
+    int summ = 0;
+    for (int j = 0; j < 8; ++j) summ += mn[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+    __m256i acc = _mm256_setzero_si256();
+    const uint8_t* q4 = a[i].qs;
+    const int8_t* q8 = b[i].qs;
+    for (int j = 0; j < 4; ++j, q4 += 32, q8 += 64) {
+      const __m256i raw = Load256(q4);
+      const __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi8(0x0F));
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
+      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, Load256(q8)), _mm256_set1_epi16(sc[2 * j]));
+      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, Load256(q8 + 32)), _mm256_set1_epi16(sc[2 * j + 1]));
+      acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+    }
+    const float d = H(a[i].d) * b[i].d, dmin = H(a[i].dmin) * b[i].d;
+    sum += d * HSumI32(acc) - dmin * summ;
+  }
+  return sum;
+}
+
+// Q6_K x Q8_K: values q - 32 computed as q*y - 32*y with the block sums.
+float DotQ6_K(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ6_K*>(w);
+  auto* b = static_cast<const BlockQ8_K*>(x);
+  float sum = 0;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+  for (int64_t i = 0; i < n / kQkK; ++i) {
+    const uint8_t* ql = a[i].ql;
+    const uint8_t* qh = a[i].qh;
+    const int8_t* q8 = b[i].qs;
+    const int8_t* sc = a[i].scales;
+    __m256i acc = _mm256_setzero_si256();
+    int bias = 0;
+    for (int j = 0; j < 16; ++j) bias += sc[j] * b[i].bsums[j];
+    for (int half = 0; half < 2; ++half, ql += 64, qh += 32, q8 += 128, sc += 8) {
+      const __m256i l0 = Load256(ql), l1 = Load256(ql + 32), h = Load256(qh);
+      const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+      const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
+      const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
+      const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
+      const __m256i qs[4] = {q0, q1, q2, q3};
+      for (int k = 0; k < 4; ++k) {
+        // 32 elements of group k use scales sc[2k] (first 16) and sc[2k+1].
+        const __m256i prod = _mm256_maddubs_epi16(qs[k], Load256(q8 + 32 * k));
+        const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, scales));
+      }
+    }
+    sum += H(a[i].d) * b[i].d * (HSumI32(acc) - 32 * bias);
+  }
+  return sum;
+}
+
+float DotF32(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const float*>(w);
+  auto* b = static_cast<const float*>(x);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  float s = HSum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+float DotF16(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const uint16_t*>(w);
+  auto* b = static_cast<const float*>(x);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
+    const __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i + 8)));
+    acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  float s = HSum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += _cvtsh_ss(a[i]) * b[i];
+  return s;
+}
+
+float DotBF16(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const uint16_t*>(w);
+  auto* b = static_cast<const float*>(x);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i wi = _mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))), 16);
+    acc = _mm256_fmadd_ps(_mm256_castsi256_ps(wi), _mm256_loadu_ps(b + i), acc);
+  }
+  float s = HSum(acc);
+  for (; i < n; ++i) {
+    uint32_t u = static_cast<uint32_t>(a[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    s += f * b[i];
+  }
+  return s;
+}
+
+}  // namespace
+
+HalfKernels Avx2HalfKernels() {
+  HalfKernels k;
+  k.isa = Isa::kAvx2;
+  k.dot = [](const uint16_t* a, const float* b, int n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+      acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
+                             _mm256_loadu_ps(b + i), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i + 8))),
+                             _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    float s = HSum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; ++i) s += _cvtsh_ss(a[i]) * b[i];
+    return s;
+  };
+  k.axpy = [](float alpha, const uint16_t* x, float* y, int n) {
+    const __m256 va = _mm256_set1_ps(alpha);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; ++i) y[i] += alpha * _cvtsh_ss(x[i]);
+  };
+  k.from_float = [](const float* x, uint16_t* y, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+  };
+  return k;
+}
+
+void RegisterAvx2Kernels(KernelTable& t) {
+  using G = GgmlType;
+  constexpr Isa A = Isa::kAvx2;
+  // Dequantizers and activation quantizers are shared with the reference:
+  // they are off the hot path (one activation row per matmul).
+  auto with = [&](G type, VecDotFn dot) {
+    WeightKernels k = *t.Find(type, Isa::kReference);
+    k.isa = A;
+    k.vec_dot = dot;
+    t.Register(k);
+  };
+  with(G::kF32, DotF32);
+  with(G::kF16, DotF16);
+  with(G::kBF16, DotBF16);
+  with(G::kQ4_0, DotQ4_0);
+  with(G::kQ4_1, DotQ4_1);
+  with(G::kQ5_0, DotQ5_0);
+  with(G::kQ5_1, DotQ5_1);
+  with(G::kQ8_0, DotQ8_0);
+  with(G::kQ4_K, DotQ4_K);
+  with(G::kQ6_K, DotQ6_K);
+}
+
+}  // namespace tessera::cpu

@@ -1,0 +1,82 @@
+// Per-weight-type CPU kernels and the registry that picks them.
+//
+// Each weight type has: a row dequantizer, the activation format it pairs
+// with (as in ggml: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the
+// K formats, F32 for float weights), a quantizer for that activation format
+// and a dot product of one weight row with one quantized activation row.
+//
+// Variants are keyed by (weight type, ISA). The reference variant is plain
+// C++ and is the oracle in tests; SIMD variants register themselves in their
+// own translation unit, compiled with their own target flags, and are chosen
+// at run time from the CPU's features (never by preprocessor switches).
+#ifndef TESSERA_KERNELS_CPU_QUANT_KERNELS_H_
+#define TESSERA_KERNELS_CPU_QUANT_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "common/ggml_types.h"
+
+namespace tessera::cpu {
+
+using DequantRowFn = void (*)(const void* src, float* dst, int64_t n);
+using QuantizeRowFn = void (*)(const float* src, void* dst, int64_t n);
+// Dot product of n elements of a weight row with an activation row in the
+// paired format. REQUIRES: n is a multiple of the weight's block size.
+using VecDotFn = float (*)(int64_t n, const void* w, const void* x);
+
+enum class Isa { kReference = 0, kAvx2 = 1, kAvx512Vnni = 2 };
+std::string_view IsaName(Isa isa);
+
+struct WeightKernels {
+  GgmlType weight_type;
+  GgmlType act_type;
+  Isa isa = Isa::kReference;
+  DequantRowFn dequant = nullptr;
+  QuantizeRowFn quantize_act = nullptr;
+  VecDotFn vec_dot = nullptr;
+};
+
+// Bytes of an activation row of n elements in the paired format.
+size_t ActRowBytes(GgmlType act_type, int64_t n);
+
+// The best variant this CPU runs, or nullptr if the type has no kernels.
+const WeightKernels* KernelsFor(GgmlType weight_type);
+// The plain C++ variant, or nullptr.
+const WeightKernels* ReferenceKernelsFor(GgmlType weight_type);
+// A specific ISA's variant if registered and runnable here, else nullptr.
+const WeightKernels* KernelsFor(GgmlType weight_type, Isa isa);
+Isa BestIsa();
+
+// Half-precision vector primitives used by attention and the KV cache.
+struct HalfKernels {
+  Isa isa = Isa::kReference;
+  float (*dot)(const uint16_t* a, const float* b, int n) = nullptr;        // sum a[i]*b[i]
+  void (*axpy)(float alpha, const uint16_t* x, float* y, int n) = nullptr;  // y += alpha*x
+  void (*from_float)(const float* x, uint16_t* y, int n) = nullptr;
+};
+const HalfKernels& BestHalfKernels();
+HalfKernels ReferenceHalfKernels();
+HalfKernels Avx2HalfKernels();
+
+// Registration hooks, one per ISA translation unit.
+class KernelTable;
+void RegisterReferenceKernels(KernelTable& table);
+void RegisterAvx2Kernels(KernelTable& table);
+
+class KernelTable {
+ public:
+  void Register(const WeightKernels& k);
+  const WeightKernels* Find(GgmlType t, Isa isa) const;
+
+ private:
+  static constexpr int kMaxTypes = 32;
+  static constexpr int kMaxIsa = 3;
+  WeightKernels entries_[kMaxTypes][kMaxIsa] = {};
+  bool present_[kMaxTypes][kMaxIsa] = {};
+};
+
+}  // namespace tessera::cpu
+
+#endif  // TESSERA_KERNELS_CPU_QUANT_KERNELS_H_

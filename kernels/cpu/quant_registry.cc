@@ -1,0 +1,81 @@
+#include "kernels/cpu/quant_kernels.h"
+
+#include "common/quant_blocks.h"
+
+namespace tessera::cpu {
+
+std::string_view IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kReference: return "reference";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512Vnni: return "avx512vnni";
+  }
+  return "unknown";
+}
+
+void KernelTable::Register(const WeightKernels& k) {
+  const auto t = static_cast<uint32_t>(k.weight_type);
+  const auto i = static_cast<int>(k.isa);
+  if (t >= kMaxTypes || i >= kMaxIsa) return;
+  entries_[t][i] = k;
+  present_[t][i] = true;
+}
+
+const WeightKernels* KernelTable::Find(GgmlType type, Isa isa) const {
+  const auto t = static_cast<uint32_t>(type);
+  const auto i = static_cast<int>(isa);
+  if (t >= kMaxTypes || i >= kMaxIsa || !present_[t][i]) return nullptr;
+  return &entries_[t][i];
+}
+
+size_t ActRowBytes(GgmlType act_type, int64_t n) {
+  auto traits = TraitsOf(act_type);
+  return static_cast<size_t>(n / traits->block_elems) * traits->block_bytes;
+}
+
+Isa BestIsa() {
+  static const Isa best = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+      return Isa::kAvx2;
+    }
+    return Isa::kReference;
+  }();
+  return best;
+}
+
+namespace {
+const KernelTable& Table() {
+  static const KernelTable* table = [] {
+    auto* t = new KernelTable();
+    RegisterReferenceKernels(*t);
+    if (BestIsa() >= Isa::kAvx2) RegisterAvx2Kernels(*t);
+    return t;
+  }();
+  return *table;
+}
+}  // namespace
+
+const WeightKernels* KernelsFor(GgmlType weight_type, Isa isa) {
+  if (isa > BestIsa()) return nullptr;
+  return Table().Find(weight_type, isa);
+}
+
+const WeightKernels* KernelsFor(GgmlType weight_type) {
+  for (int i = static_cast<int>(BestIsa()); i >= 0; --i) {
+    if (const WeightKernels* k = Table().Find(weight_type, static_cast<Isa>(i))) return k;
+  }
+  return nullptr;
+}
+
+const HalfKernels& BestHalfKernels() {
+  static const HalfKernels k = BestIsa() >= Isa::kAvx2 ? Avx2HalfKernels() : ReferenceHalfKernels();
+  return k;
+}
+
+const WeightKernels* ReferenceKernelsFor(GgmlType weight_type) {
+  return Table().Find(weight_type, Isa::kReference);
+}
+
+}  // namespace tessera::cpu

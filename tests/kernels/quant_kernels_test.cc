@@ -1,0 +1,146 @@
+// Every optimized kernel against the reference kernel, over random blocks.
+#include "kernels/cpu/quant_kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/fp16.h"
+#include "common/quant_blocks.h"
+#include "kernels/cpu/ggml_numerics.h"
+
+namespace tessera::cpu {
+namespace {
+
+// Random bytes for `rows` rows of n elements of `type`, with every half
+// scale replaced by a finite value of sensible size.
+std::vector<uint8_t> RandomRows(GgmlType type, int64_t n, int rows, std::mt19937& rng) {
+  const auto t = *TraitsOf(type);
+  const size_t row_bytes = n / t.block_elems * t.block_bytes;
+  std::vector<uint8_t> b(row_bytes * rows);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  std::uniform_real_distribution<float> scale(0.001f, 0.05f);
+  auto h = [&](uint8_t* p) { uint16_t v = Fp32ToFp16(scale(rng)); std::memcpy(p, &v, 2); };
+  auto hs = [&](uint8_t* p) { uint16_t v = Fp32ToFp16(scale(rng) * ((rng() & 1) ? 1 : -1)); std::memcpy(p, &v, 2); };
+  const size_t nb = b.size() / t.block_bytes;
+  for (size_t i = 0; i < nb; ++i) {
+    uint8_t* blk = b.data() + i * t.block_bytes;
+    switch (type) {
+      case GgmlType::kF32: { for (int k = 0; k < 1; ++k) { float v = scale(rng) * 20 - 0.5f; std::memcpy(blk, &v, 4); } break; }
+      case GgmlType::kF16: hs(blk); break;
+      case GgmlType::kBF16: { uint16_t v = Fp32ToBf16(scale(rng) * 20 - 0.5f); std::memcpy(blk, &v, 2); break; }
+      case GgmlType::kQ4_0: case GgmlType::kQ5_0: case GgmlType::kQ8_0: h(blk); break;
+      case GgmlType::kQ4_1: case GgmlType::kQ5_1: h(blk); hs(blk + 2); break;
+      case GgmlType::kQ2_K: h(blk + offsetof(BlockQ2_K, d)); h(blk + offsetof(BlockQ2_K, dmin)); break;
+      case GgmlType::kQ3_K: h(blk + offsetof(BlockQ3_K, d)); break;
+      case GgmlType::kQ4_K: h(blk + offsetof(BlockQ4_K, d)); h(blk + offsetof(BlockQ4_K, dmin)); break;
+      case GgmlType::kQ5_K: h(blk + offsetof(BlockQ5_K, d)); h(blk + offsetof(BlockQ5_K, dmin)); break;
+      case GgmlType::kQ6_K: h(blk + offsetof(BlockQ6_K, d)); break;
+      default: break;
+    }
+  }
+  return b;
+}
+
+class KernelTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(KernelTest, BestVariantMatchesReference) {
+  const GgmlType type = GetParam();
+  const WeightKernels* best = KernelsFor(type);
+  const WeightKernels* ref = ReferenceKernelsFor(type);
+  ASSERT_NE(best, nullptr);
+  ASSERT_NE(ref, nullptr);
+  std::mt19937 rng(static_cast<uint32_t>(type) * 7919u);
+  for (int64_t n : {256, 512, 1536}) {
+    const int rows = 8;
+    auto w = RandomRows(type, n, rows, rng);
+    const size_t row_bytes = w.size() / rows;
+    std::normal_distribution<float> act(0.f, 1.f);
+    std::vector<float> x(n);
+    for (auto& v : x) v = act(rng);
+    std::vector<uint8_t> xq(ActRowBytes(ref->act_type, n));
+    ref->quantize_act(x.data(), xq.data(), n);
+    std::vector<float> wf(n), xf(n);
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* wr = w.data() + r * row_bytes;
+      // The reference dot equals the float dot of the dequantized rows.
+      ref->dequant(wr, wf.data(), n);
+      const float got_ref = ref->vec_dot(n, wr, xq.data());
+      const float got_best = best->vec_dot(n, wr, xq.data());
+      double mag = 0;
+      for (int64_t i = 0; i < n; ++i) mag += std::fabs(wf[i] * x[i]);
+      const double tol = 1e-5 * mag + 1e-6;
+      EXPECT_NEAR(got_best, got_ref, tol) << TypeName(type) << " n=" << n << " row " << r
+                                          << " isa=" << IsaName(best->isa);
+      ASSERT_TRUE(std::isfinite(got_best));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, KernelTest,
+                         ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
+                                           GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
+                                           GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                                           GgmlType::kQ6_K),
+                         [](const auto& info) { return std::string(TypeName(info.param)); });
+
+TEST(DequantTest, Q4_1KnownBlock) {
+  BlockQ4_1 b{};
+  b.d = Fp32ToFp16(0.5f);
+  b.m = Fp32ToFp16(-1.0f);
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  float y[32];
+  ReferenceKernelsFor(GgmlType::kQ4_1)->dequant(&b, y, 32);
+  EXPECT_EQ(y[0], -1.0f);
+  EXPECT_EQ(y[3], 0.5f);
+  EXPECT_EQ(y[16], 6.5f);
+  EXPECT_EQ(y[31], -1.0f);
+}
+
+TEST(DequantTest, Q8_0RoundTripThroughActivationQuantizer) {
+  std::vector<float> x(64);
+  for (int i = 0; i < 64; ++i) x[i] = std::sin(i * 0.3f) * 3.f;
+  std::vector<uint8_t> q(ActRowBytes(GgmlType::kQ8_0, 64));
+  const WeightKernels* k = ReferenceKernelsFor(GgmlType::kQ8_0);
+  k->quantize_act(x.data(), q.data(), 64);
+  std::vector<float> y(64);
+  k->dequant(q.data(), y.data(), 64);
+  for (int i = 0; i < 64; ++i) EXPECT_NEAR(y[i], x[i], 3.f / 127 * 0.51f + 1e-3f);
+}
+
+TEST(HalfKernelsTest, SimdMatchesReferenceBitForBit) {
+  const HalfKernels ref = ReferenceHalfKernels();
+  const HalfKernels& best = BestHalfKernels();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> d(0.f, 2.f);
+  for (int n : {64, 128, 80}) {
+    std::vector<float> b(n), y1(n), y2(n);
+    std::vector<uint16_t> a(n);
+    for (int i = 0; i < n; ++i) { a[i] = Fp32ToFp16(d(rng)); b[i] = d(rng); y1[i] = y2[i] = d(rng); }
+    EXPECT_EQ(ref.dot(a.data(), b.data(), n), best.dot(a.data(), b.data(), n)) << n;
+    ref.axpy(0.37f, a.data(), y1.data(), n);
+    best.axpy(0.37f, a.data(), y2.data(), n);
+    EXPECT_EQ(y1, y2);
+    std::vector<uint16_t> h1(n), h2(n);
+    ref.from_float(b.data(), h1.data(), n);
+    best.from_float(b.data(), h2.data(), n);
+    EXPECT_EQ(h1, h2);
+  }
+}
+
+TEST(NumericsTest, ExpfCompatIsAccurate) {
+  for (float x = -100.f; x < 88.f; x += 0.173f) {
+    const double want = std::exp(static_cast<double>(x));
+    EXPECT_NEAR(ExpfCompat(x), want, want * 4e-7 + 2e-45) << x;  // subnormals: absolute
+  }
+  EXPECT_EQ(ExpfCompat(-INFINITY), 0.f);
+  EXPECT_EQ(ExpfCompat(-200.f), 0.f);
+  EXPECT_TRUE(std::isinf(ExpfCompat(200.f)));
+}
+
+}  // namespace
+}  // namespace tessera::cpu

@@ -1,0 +1,71 @@
+// tessera-bench: prompt-processing and generation speed of the CPU engine,
+// measured like llama-bench (pp: one batch of N prompt tokens; tg: M
+// single-token decode steps), printed as JSON.
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "common/flag_names.h"
+#include "nlohmann/json.hpp"
+#include "worker/engine/generate.h"
+#include "worker/model/model_bundle.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF model (default: the bundled model)");
+ABSL_FLAG(int, pp, 512, "prompt tokens");
+ABSL_FLAG(int, tg, 128, "generated tokens");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(int, repetitions, 3, "runs; the best is reported");
+
+int main(int argc, char** argv) {
+  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
+  absl::ParseCommandLine(argc, args.argv.data());
+  std::string path = absl::GetFlag(FLAGS_model);
+  if (path.empty()) path = tessera::DefaultModelPath();
+  const int pp = absl::GetFlag(FLAGS_pp), tg = absl::GetFlag(FLAGS_tg);
+  auto bundle = tessera::LoadModelBundle(path, {.threads = absl::GetFlag(FLAGS_threads), .max_batch_tokens = std::max(pp, 1)});
+  if (!bundle.ok()) {
+    std::fprintf(stderr, "tessera-bench: %s\n", std::string(bundle.status().message()).c_str());
+    return 1;
+  }
+  tessera::ModelBundle& b = **bundle;
+  const auto& cfg = b.model->config();
+  tessera::KvCacheOptions kv;
+  kv.num_blocks = (pp + tg + kv.block_size) / kv.block_size + 1;
+  auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
+  std::mt19937 rng(1);
+  std::vector<int32_t> prompt(pp);
+  for (auto& t : prompt) t = static_cast<int32_t>(rng() % cfg.n_vocab);
+  double best_pp = 0, best_tg = 0;
+  std::vector<float> logits(cfg.n_vocab);
+  for (int rep = 0; rep < absl::GetFlag(FLAGS_repetitions); ++rep) {
+    std::vector<int32_t> table;
+    (void)(*cache)->Reserve(table, pp + tg);
+    const std::span<const int32_t> tables[1] = {table};
+    std::vector<int32_t> pos(pp), seq(pp, 0);
+    for (int i = 0; i < pp; ++i) pos[i] = i;
+    const int32_t last = pp - 1;
+    auto t0 = std::chrono::steady_clock::now();
+    auto s = b.model->Forward(prompt, {pos, seq, tables}, **cache, std::span<const int32_t>(&last, 1), logits.data());
+    auto t1 = std::chrono::steady_clock::now();
+    if (!s.ok()) { std::fprintf(stderr, "%s\n", std::string(s.message()).c_str()); return 1; }
+    best_pp = std::max(best_pp, pp / std::chrono::duration<double>(t1 - t0).count());
+    int32_t tok = 1;
+    const int32_t zero = 0;
+    auto t2 = std::chrono::steady_clock::now();
+    for (int i = 0; i < tg; ++i) {
+      int32_t p = pp + i, sq = 0;
+      s = b.model->Forward(std::span<const int32_t>(&tok, 1), {std::span<const int32_t>(&p, 1), std::span<const int32_t>(&sq, 1), tables},
+                           **cache, std::span<const int32_t>(&zero, 1), logits.data());
+      if (!s.ok()) { std::fprintf(stderr, "%s\n", std::string(s.message()).c_str()); return 1; }
+      tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    auto t3 = std::chrono::steady_clock::now();
+    best_tg = std::max(best_tg, tg / std::chrono::duration<double>(t3 - t2).count());
+    (*cache)->Release(table);
+  }
+  nlohmann::json out{{"pp_tokens", pp}, {"tg_tokens", tg}, {"pp_tokens_per_s", best_pp}, {"tg_tokens_per_s", best_tg}};
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}

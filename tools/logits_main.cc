@@ -1,0 +1,77 @@
+// tessera-logits: the model's next-token logits after a prompt, as JSON.
+// A testing and debugging aid: the oracle tests compare it with llama.cpp.
+//
+//   tessera-logits [--model PATH] (--text TEXT [--special] | --chat TEXT | --ids "1 2 3")
+//                  [--top N] [--full]
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "common/flag_names.h"
+#include "nlohmann/json.hpp"
+#include "worker/engine/generate.h"
+#include "worker/model/model_bundle.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled model)");
+ABSL_FLAG(std::optional<std::string>, text, std::nullopt, "prompt text");
+ABSL_FLAG(std::optional<std::string>, chat, std::nullopt, "one user message, wrapped in the chat template");
+ABSL_FLAG(std::optional<std::string>, ids, std::nullopt, "prompt token ids, space-separated");
+ABSL_FLAG(bool, special, false, "with --text: parse special tokens and add BOS as the model asks");
+ABSL_FLAG(int, top, 10, "how many top logits to print");
+ABSL_FLAG(bool, full, false, "print every logit");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+
+int main(int argc, char** argv) {
+  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
+  absl::ParseCommandLine(argc, args.argv.data());
+  auto fail = [](absl::string_view m) {
+    std::fprintf(stderr, "tessera-logits: %.*s\n", static_cast<int>(m.size()), m.data());
+    return 1;
+  };
+  std::string path = absl::GetFlag(FLAGS_model);
+  if (path.empty()) path = tessera::DefaultModelPath();
+  auto bundle = tessera::LoadModelBundle(path, {.threads = absl::GetFlag(FLAGS_threads)});
+  if (!bundle.ok()) return fail(bundle.status().message());
+  tessera::ModelBundle& b = **bundle;
+  std::vector<int32_t> ids;
+  if (auto t = absl::GetFlag(FLAGS_text)) {
+    const bool sp = absl::GetFlag(FLAGS_special);
+    ids = b.tokenizer->Encode(*t, {.add_special = sp, .parse_special = sp});
+  } else if (auto c = absl::GetFlag(FLAGS_chat)) {
+    auto prompt = b.ChatPrompt(*c);
+    if (!prompt.ok()) return fail(prompt.status().message());
+    ids = b.tokenizer->Encode(*prompt, {.add_special = true, .parse_special = true});
+  } else if (auto s = absl::GetFlag(FLAGS_ids)) {
+    for (absl::string_view part : absl::StrSplit(*s, ' ', absl::SkipEmpty())) {
+      int32_t v;
+      if (!absl::SimpleAtoi(part, &v)) return fail("bad --ids");
+      ids.push_back(v);
+    }
+  } else {
+    return fail("one of --text, --chat or --ids is required");
+  }
+  const auto& cfg = b.model->config();
+  tessera::KvCacheOptions kv;
+  kv.num_blocks = (static_cast<int64_t>(ids.size()) + kv.block_size) / kv.block_size;
+  auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
+  if (!cache.ok()) return fail(cache.status().message());
+  auto logits = tessera::PromptLogits(*b.model, **cache, ids);
+  if (!logits.ok()) return fail(logits.status().message());
+  std::vector<int32_t> order(logits->size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+  const int top = std::min<int>(absl::GetFlag(FLAGS_top), static_cast<int>(order.size()));
+  std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                    [&](int32_t a, int32_t c) { return (*logits)[a] > (*logits)[c]; });
+  nlohmann::json out;
+  out["tokens"] = ids;
+  nlohmann::json tops = nlohmann::json::array();
+  for (int i = 0; i < top; ++i) tops.push_back({order[i], (*logits)[order[i]]});
+  out["top"] = tops;
+  if (absl::GetFlag(FLAGS_full)) out["logits"] = *logits;
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}

@@ -1,0 +1,34 @@
+// tessera-render-template: renders a chat template with Tessera's Jinja
+// interpreter. Reads JSON lines {"template", "messages",
+// "add_generation_prompt", "bos_token", "eos_token", "extra"} on stdin and
+// writes {"text": ...} or {"error": ...} per line. For tests and for
+// checking a model's template before serving it.
+#include <iostream>
+#include <string>
+
+#include "nlohmann/json.hpp"
+#include "worker/chat/chat_template.h"
+
+int main() {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    nlohmann::json out;
+    auto req = nlohmann::json::parse(line, nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("template") || !req["template"].is_string()) {
+      out["error"] = "expected a JSON object with a 'template' string";
+    } else {
+      auto t = tessera::ChatTemplate::Create(req["template"].get<std::string>(), req.value("bos_token", ""),
+                                             req.value("eos_token", ""));
+      if (!t.ok()) {
+        out["error"] = std::string(t.status().message());
+      } else {
+        auto r = (*t)->Apply(req.value("messages", nlohmann::json::array()),
+                             req.value("add_generation_prompt", false), req.value("extra", nlohmann::json()));
+        if (r.ok()) out["text"] = *r;
+        else out["error"] = std::string(r.status().message());
+      }
+    }
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+  }
+  return 0;
+}

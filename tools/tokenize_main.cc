@@ -1,0 +1,54 @@
+// tessera-tokenize: batch tokenizer for tests and scripts. Reads JSON lines
+// {"text": "...", "add_special": bool, "parse_special": bool} (or
+// {"detokenize": [ids]}) on stdin and writes one JSON line per input:
+// {"ids": [...]} or {"text": "..."}; errors as {"error": "..."}.
+//
+//   tessera-tokenize --model PATH < requests.jsonl
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "common/flag_names.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/model_bundle.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF file (default: the bundled model); only the tokenizer is read");
+
+int main(int argc, char** argv) {
+  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
+  absl::ParseCommandLine(argc, args.argv.data());
+  std::string path = absl::GetFlag(FLAGS_model);
+  if (path.empty()) path = tessera::DefaultModelPath();
+  auto file = tessera::GgufFile::Open(path);
+  if (!file.ok()) {
+    std::cerr << "tessera-tokenize: " << file.status().message() << "\n";
+    return 1;
+  }
+  auto tok = tessera::Tokenizer::FromGguf(**file);
+  if (!tok.ok()) {
+    std::cerr << "tessera-tokenize: " << tok.status().message() << "\n";
+    return 1;
+  }
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    nlohmann::json out;
+    auto req = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (req.is_discarded() || !req.is_object()) {
+      out["error"] = "input line is not a JSON object";
+    } else if (req.contains("detokenize") && req["detokenize"].is_array()) {
+      std::vector<int32_t> ids;
+      for (const auto& v : req["detokenize"]) ids.push_back(v.is_number_integer() ? v.get<int32_t>() : -1);
+      out["text"] = (*tok)->Decode(ids);
+    } else if (req.contains("text") && req["text"].is_string()) {
+      tessera::EncodeOptions o;
+      o.add_special = req.value("add_special", false);
+      o.parse_special = req.value("parse_special", false);
+      out["ids"] = (*tok)->Encode(req["text"].get<std::string>(), o);
+    } else {
+      out["error"] = "expected 'text' or 'detokenize'";
+    }
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+  }
+  return 0;
+}

@@ -1,0 +1,42 @@
+// Template: a compiled Jinja2-subset template and its renderer.
+//
+// Supports what chat templates use: text, {{ }}, if/elif/else, for (with
+// loop.*, else, inline if, break/continue), set (incl. namespace attributes
+// and block set), macros, whitespace control with trim_blocks and
+// lstrip_blocks, Python-like values, common filters, tests and string/dict
+// methods, raise_exception, namespace, range and strftime_now. Anything else
+// is refused with an error that names the construct.
+//
+// Thread-safety: a Template is immutable; Render may run concurrently.
+#ifndef TESSERA_WORKER_CHAT_JINJA_INTERPRETER_H_
+#define TESSERA_WORKER_CHAT_JINJA_INTERPRETER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/chat/jinja_ast.h"
+#include "worker/chat/jinja_value.h"
+
+namespace tessera::jinja {
+
+struct RenderLimits {
+  size_t max_output_bytes = 16u << 20;
+  int64_t max_steps = 10'000'000;  // bounds loops in hostile templates
+  int max_call_depth = 64;
+};
+
+class Template {
+ public:
+  static absl::StatusOr<std::unique_ptr<Template>> Compile(const std::string& source,
+                                                           const LexOptions& options = {});
+  // `context` must be a dict of the template's variables.
+  absl::StatusOr<std::string> Render(const Value& context, const RenderLimits& limits = {}) const;
+
+ private:
+  NodeList nodes_;
+};
+
+}  // namespace tessera::jinja
+
+#endif  // TESSERA_WORKER_CHAT_JINJA_INTERPRETER_H_

@@ -1,0 +1,93 @@
+// Value: the dynamic value type of the Jinja2-subset interpreter, with
+// Python's semantics for truthiness, equality and str().
+#ifndef TESSERA_WORKER_CHAT_JINJA_VALUE_H_
+#define TESSERA_WORKER_CHAT_JINJA_VALUE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera::jinja {
+
+class Value;
+using ValueList = std::vector<Value>;
+// Insertion-ordered, as Python dicts are.
+using ValueDict = std::vector<std::pair<std::string, Value>>;
+
+struct CallArgs {
+  std::vector<Value> positional;
+  std::vector<std::pair<std::string, Value>> keyword;
+};
+using Function = std::function<absl::StatusOr<Value>(CallArgs&)>;
+
+class Value {
+ public:
+  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kFunction };
+
+  Value() = default;  // undefined
+  static Value None() { Value v; v.kind_ = Kind::kNone; return v; }
+  Value(bool b) : kind_(Kind::kBool), b_(b) {}
+  Value(int64_t i) : kind_(Kind::kInt), i_(i) {}
+  Value(int i) : kind_(Kind::kInt), i_(i) {}
+  Value(double d) : kind_(Kind::kFloat), d_(d) {}
+  Value(std::string s) : kind_(Kind::kString), s_(std::make_shared<std::string>(std::move(s))) {}
+  Value(const char* s) : Value(std::string(s)) {}
+  static Value List(ValueList l) { Value v; v.kind_ = Kind::kList; v.list_ = std::make_shared<ValueList>(std::move(l)); return v; }
+  static Value Dict(ValueDict d) { Value v; v.kind_ = Kind::kDict; v.dict_ = std::make_shared<ValueDict>(std::move(d)); return v; }
+  static Value Func(Function f) { Value v; v.kind_ = Kind::kFunction; v.fn_ = std::make_shared<Function>(std::move(f)); return v; }
+  static Value FromJson(const nlohmann::json& j);
+
+  Kind kind() const { return kind_; }
+  bool is_undefined() const { return kind_ == Kind::kUndefined; }
+  bool is_none() const { return kind_ == Kind::kNone; }
+  bool is_bool() const { return kind_ == Kind::kBool; }
+  bool is_int() const { return kind_ == Kind::kInt || kind_ == Kind::kBool; }
+  bool is_number() const { return kind_ == Kind::kInt || kind_ == Kind::kFloat || kind_ == Kind::kBool; }
+  bool is_string() const { return kind_ == Kind::kString; }
+  bool is_list() const { return kind_ == Kind::kList; }
+  bool is_dict() const { return kind_ == Kind::kDict; }
+  bool is_function() const { return kind_ == Kind::kFunction; }
+
+  bool as_bool() const { return b_; }
+  int64_t as_int() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }
+  double as_double() const { return kind_ == Kind::kFloat ? d_ : static_cast<double>(as_int()); }
+  const std::string& as_string() const { return *s_; }
+  ValueList& list() const { return *list_; }
+  ValueDict& dict() const { return *dict_; }
+  const Function& function() const { return *fn_; }
+
+  // nullptr when absent. REQUIRES: is_dict().
+  const Value* Find(std::string_view key) const;
+  void Set(const std::string& key, Value v) const;
+
+  bool Truthy() const;
+  std::string Str() const;   // Python str()
+  std::string Repr() const;  // Python repr()
+  std::string TypeName() const;
+  // Python json.dumps(ensure_ascii=False); indent < 0 means none.
+  absl::StatusOr<std::string> ToJson(int indent, int depth = 0) const;
+
+ private:
+  Kind kind_ = Kind::kUndefined;
+  bool b_ = false;
+  int64_t i_ = 0;
+  double d_ = 0;
+  std::shared_ptr<std::string> s_;
+  std::shared_ptr<ValueList> list_;
+  std::shared_ptr<ValueDict> dict_;
+  std::shared_ptr<Function> fn_;
+};
+
+bool Equal(const Value& a, const Value& b);
+// Python's repr() of a float.
+std::string FloatRepr(double d);
+
+}  // namespace tessera::jinja
+
+#endif  // TESSERA_WORKER_CHAT_JINJA_VALUE_H_

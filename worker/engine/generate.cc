@@ -1,0 +1,121 @@
+#include "worker/engine/generate.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/sampling/stop_matcher.h"
+
+namespace tessera {
+namespace {
+
+// Releases the sequence's KV blocks on every exit path.
+struct SequenceBlocks {
+  KvCache& cache;
+  std::vector<int32_t> table;
+  ~SequenceBlocks() { cache.Release(table); }
+};
+
+absl::Status CheckFits(const LlamaModel& model, const KvCache& cache, size_t prompt, int max_tokens) {
+  const int64_t need = static_cast<int64_t>(prompt) + std::max(max_tokens, 0);
+  const int64_t ctx = model.config().n_ctx_train;
+  if (prompt == 0) return absl::InvalidArgumentError("the prompt is empty");
+  if (need > ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) plus max_tokens (", max_tokens,
+                                                   ") exceeds the model's context of ", ctx, " tokens"));
+  }
+  const int64_t capacity = cache.num_blocks() * cache.block_size();
+  if (need > capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) plus max_tokens (", max_tokens,
+                                                   ") exceeds the KV cache of ", capacity, " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+// Feeds tokens [from, to) of `tokens` at positions from.., in chunks of the
+// model's batch size; writes the last row's logits to `logits` if non-null.
+absl::Status Feed(LlamaModel& model, KvCache& cache, SequenceBlocks& seq, const std::vector<int32_t>& tokens,
+                  size_t from, size_t to, float* logits) {
+  TESSERA_RETURN_IF_ERROR(cache.Reserve(seq.table, static_cast<int64_t>(to)));
+  const std::span<const int32_t> table(seq.table);
+  const std::span<const int32_t> tables[1] = {table};
+  std::vector<int32_t> positions, row_seq;
+  for (size_t start = from; start < to; start += model.max_batch_tokens()) {
+    const size_t end = std::min(to, start + model.max_batch_tokens());
+    positions.clear();
+    for (size_t p = start; p < end; ++p) positions.push_back(static_cast<int32_t>(p));
+    row_seq.assign(end - start, 0);
+    BatchLayout layout{positions, row_seq, tables};
+    const int32_t last = static_cast<int32_t>(end - start - 1);
+    const bool want = logits != nullptr && end == to;
+    TESSERA_RETURN_IF_ERROR(model.Forward(std::span(tokens).subspan(start, end - start), layout, cache,
+                                          want ? std::span<const int32_t>(&last, 1) : std::span<const int32_t>(),
+                                          logits));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cache,
+                                                const std::vector<int32_t>& prompt) {
+  TESSERA_RETURN_IF_ERROR(CheckFits(model, cache, prompt.size(), 0));
+  SequenceBlocks seq{cache, {}};
+  std::vector<float> logits(model.config().n_vocab);
+  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, prompt, 0, prompt.size(), logits.data()));
+  return logits;
+}
+
+absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
+                                        const GenerateRequest& req, const TextCallback& on_text) {
+  const int n_vocab = model.config().n_vocab;
+  if (req.max_tokens < 0) return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0; got ", req.max_tokens));
+  TESSERA_RETURN_IF_ERROR(req.sampling.Validate(n_vocab));
+  TESSERA_RETURN_IF_ERROR(CheckFits(model, cache, req.prompt.size(), req.max_tokens));
+
+  GenerateResult result;
+  SequenceBlocks seq{cache, {}};
+  std::vector<int32_t> all = req.prompt;
+  std::vector<float> logits(n_vocab);
+  Sampler sampler(req.sampling, n_vocab, req.prompt);
+  Detokenizer detok(tokenizer);
+  StopMatcher stops(req.stop);
+  auto emit = [&](const std::string& s) {
+    if (s.empty()) return true;
+    result.text.append(s);
+    return on_text ? on_text(s) : true;
+  };
+
+  if (req.max_tokens == 0) return result;
+  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, 0, all.size(), logits.data()));
+  while (true) {
+    SampledToken t = sampler.Sample(logits.data());
+    if (!req.ignore_eos && tokenizer.IsEndOfGeneration(t.id)) {
+      result.finish = FinishReason::kStop;
+      break;
+    }
+    sampler.Accept(t.id);
+    result.tokens.push_back(t.id);
+    result.sampled.push_back(std::move(t));
+    all.push_back(result.tokens.back());
+    StopMatcher::Result sr = stops.Push(detok.Push(result.tokens.back()));
+    if (!emit(sr.emit)) { result.finish = FinishReason::kCancelled; return result; }
+    if (sr.stopped) { result.finish = FinishReason::kStop; return result; }
+    if (static_cast<int>(result.tokens.size()) >= req.max_tokens) {
+      result.finish = FinishReason::kLength;
+      break;
+    }
+    TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, all.size() - 1, all.size(), logits.data()));
+  }
+  // Generation ended without a stop string: release held-back text.
+  StopMatcher::Result tail = stops.Push(detok.Flush());
+  emit(tail.emit);
+  if (tail.stopped) {
+    result.finish = FinishReason::kStop;
+  } else {
+    emit(stops.Flush());
+  }
+  return result;
+}
+
+}  // namespace tessera

@@ -1,0 +1,52 @@
+// Generate: runs one sequence to completion (prefill in chunks, then decode)
+// on a LlamaModel. This is the single-sequence path used by tessera-generate
+// and the oracle tests; the batching engine shares its building blocks.
+#ifndef TESSERA_WORKER_ENGINE_GENERATE_H_
+#define TESSERA_WORKER_ENGINE_GENERATE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/kv_cache.h"
+#include "worker/model/llama_model.h"
+#include "worker/sampling/sampler.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace tessera {
+
+enum class FinishReason { kLength, kStop, kCancelled };
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int max_tokens = 16;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;
+  std::vector<SampledToken> sampled;
+  std::string text;
+  FinishReason finish = FinishReason::kLength;
+};
+
+// Called with each newly completed piece of text; return false to cancel.
+using TextCallback = std::function<bool(std::string_view)>;
+
+// REQUIRES: the cache has room for prompt + max_tokens positions (checked:
+// InvalidArgument otherwise, before any work).
+absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
+                                        const GenerateRequest& request, const TextCallback& on_text = {});
+
+// Runs the prompt through the model and returns the logits of its last token.
+absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cache,
+                                                const std::vector<int32_t>& prompt);
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_ENGINE_GENERATE_H_

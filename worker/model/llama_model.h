@@ -1,0 +1,69 @@
+// LlamaModel: the forward pass of the Llama family over a Backend.
+//
+// Weights stay in the GGUF mapping in their file encoding; loading checks
+// every tensor's presence, shape and type against the config and the
+// backend's capabilities, so an unusable file fails at Load with a Status.
+//
+// Thread-safety: Forward is not re-entrant (it uses the model's scratch
+// buffers); one engine thread drives it.
+#ifndef TESSERA_WORKER_MODEL_LLAMA_MODEL_H_
+#define TESSERA_WORKER_MODEL_LLAMA_MODEL_H_
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/gguf/gguf_file.h"
+#include "kernels/backend.h"
+#include "worker/engine/kv_cache.h"
+#include "worker/model/llama_config.h"
+
+namespace tessera {
+
+struct LlamaModelOptions {
+  int max_batch_tokens = 512;  // rows per Forward call
+};
+
+class LlamaModel {
+ public:
+  // REQUIRES: `file` and `backend` outlive the model.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& file, Backend& backend,
+                                                          const LlamaModelOptions& options = {});
+
+  const LlamaConfig& config() const { return config_; }
+  int max_batch_tokens() const { return options_.max_batch_tokens; }
+
+  // Runs the batch rows `tokens` (row i at layout.positions[i] of sequence
+  // layout.row_sequence[i]) through the model, appending their K/V to
+  // `cache`, and writes the logits of the rows listed in `logit_rows` to
+  // `logits` (logit_rows.size() x n_vocab floats, host memory).
+  // REQUIRES: every row's block table covers its position; rows of one
+  // sequence appear in position order; positions before a row's own are
+  // already in the cache or earlier in this batch.
+  absl::Status Forward(std::span<const int32_t> tokens, const BatchLayout& layout, KvCache& cache,
+                       std::span<const int32_t> logit_rows, float* logits);
+
+ private:
+  struct Layer {
+    WeightView attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, w_gate, w_up, w_down;
+  };
+
+  LlamaModel(const LlamaConfig& c, Backend& b, const LlamaModelOptions& o)
+      : config_(c), backend_(b), options_(o) {}
+  absl::Status AllocateScratch();
+  static Mat Rows(const Mat& m, int64_t n) { return Mat{m.data, n, m.cols, m.stride}; }
+
+  LlamaConfig config_;
+  Backend& backend_;
+  LlamaModelOptions options_;
+  WeightView token_embd_, output_norm_, output_;
+  std::vector<float> rope_freq_factors_;
+  std::vector<Layer> layers_;
+  // Scratch activations, max_batch_tokens rows each.
+  Mat x_, xn_, q_, k_, v_, attn_, gate_, up_, logits_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_MODEL_LLAMA_MODEL_H_

@@ -1,0 +1,54 @@
+#include "worker/model/model_bundle.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+#ifndef TESSERA_MODEL_DIR
+#define TESSERA_MODEL_DIR "models"
+#endif
+
+namespace tessera {
+
+std::string DefaultModelPath() {
+  if (const char* env = std::getenv("TESSERA_MODEL"); env != nullptr && *env != '\0') return env;
+  return std::string(TESSERA_MODEL_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+absl::StatusOr<std::string> ModelBundle::ChatPrompt(const std::string& user_message) const {
+  if (!chat_template) return absl::FailedPreconditionError("the model has no chat template (tokenizer.chat_template)");
+  nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", user_message}}});
+  return chat_template->Apply(messages, /*add_generation_prompt=*/true);
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
+                                                             const ModelBundleOptions& options) {
+  auto b = std::make_unique<ModelBundle>();
+  TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::Open(path));
+  b->backend = CreateCpuBackend({.threads = options.threads});
+  LlamaModelOptions mo;
+  mo.max_batch_tokens = options.max_batch_tokens;
+  auto model = LlamaModel::Load(*b->file, *b->backend, mo);
+  if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));
+  b->model = std::move(*model);
+  auto tok = Tokenizer::FromGguf(*b->file);
+  if (!tok.ok()) return absl::Status(tok.status().code(), absl::StrCat(path, ": ", tok.status().message()));
+  b->tokenizer = std::move(*tok);
+  if (b->tokenizer->vocab_size() != b->model->config().n_vocab) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", b->tokenizer->vocab_size(),
+                                                   " tokens but the embedding has ", b->model->config().n_vocab, " rows"));
+  }
+  if (b->file->Find("tokenizer.chat_template")) {
+    TESSERA_ASSIGN_OR_RETURN(std::string src, b->file->GetString("tokenizer.chat_template"));
+    const Tokenizer& t = *b->tokenizer;
+    std::string bos = t.bos_id() >= 0 ? t.TokenText(t.bos_id()) : "";
+    std::string eos = t.eos_id() >= 0 ? t.TokenText(t.eos_id()) : "";
+    auto ct = ChatTemplate::Create(src, bos, eos);
+    if (!ct.ok()) return absl::Status(ct.status().code(), absl::StrCat(path, ": ", ct.status().message()));
+    b->chat_template = std::move(*ct);
+  }
+  return b;
+}
+
+}  // namespace tessera

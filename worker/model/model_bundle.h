@@ -1,0 +1,43 @@
+// ModelBundle: everything a worker loads from one GGUF file: the mapped
+// file, the model over a backend, its tokenizer and its chat template.
+#ifndef TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_
+#define TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/gguf/gguf_file.h"
+#include "kernels/backend.h"
+#include "worker/chat/chat_template.h"
+#include "worker/model/llama_model.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace tessera {
+
+// The bundled model: $TESSERA_MODEL if set, else the file `make setup`
+// installs under the source tree's models/ directory.
+std::string DefaultModelPath();
+
+struct ModelBundle {
+  std::unique_ptr<GgufFile> file;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<ChatTemplate> chat_template;  // null if the file has none
+
+  // Builds the chat prompt text for one user message.
+  absl::StatusOr<std::string> ChatPrompt(const std::string& user_message) const;
+};
+
+struct ModelBundleOptions {
+  int threads = 0;
+  int max_batch_tokens = 512;
+};
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
+                                                             const ModelBundleOptions& options = {});
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_

@@ -1,0 +1,103 @@
+#include "worker/tokenizer/unicode.h"
+
+#include <unicode/uchar.h>
+
+namespace tessera::unicode {
+
+int ValidSequenceLength(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+  const uint8_t c = b(i);
+  if (c < 0x80) return 1;
+  int len;
+  uint32_t cp;
+  if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+  else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+  else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+  else return 0;
+  if (i + len > s.size()) return 0;
+  for (int k = 1; k < len; ++k) {
+    if ((b(i + k) & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (b(i + k) & 0x3F);
+  }
+  static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+Decoded Decode(std::string_view s) {
+  Decoded d;
+  d.cps.reserve(s.size());
+  d.lengths.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const int len = ValidSequenceLength(s, i);
+    if (len == 0) {
+      d.cps.push_back(0xFFFD);
+      d.lengths.push_back(1);
+      ++i;
+      continue;
+    }
+    const uint8_t c = static_cast<uint8_t>(s[i]);
+    uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+    for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<uint8_t>(s[i + k]) & 0x3F);
+    d.cps.push_back(cp);
+    d.lengths.push_back(static_cast<uint8_t>(len));
+    i += len;
+  }
+  return d;
+}
+
+void AppendUtf8(uint32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+bool IsLetter(uint32_t cp) {
+  if (cp > 0x10FFFF) return false;
+  if (cp < 0x80) return (cp | 32) >= 'a' && (cp | 32) <= 'z';
+  return (U_GET_GC_MASK(static_cast<UChar32>(cp)) & U_GC_L_MASK) != 0;
+}
+
+bool IsNumber(uint32_t cp) {
+  if (cp > 0x10FFFF) return false;
+  if (cp < 0x80) return cp >= '0' && cp <= '9';
+  return (U_GET_GC_MASK(static_cast<UChar32>(cp)) & U_GC_N_MASK) != 0;
+}
+
+bool IsWhitespace(uint32_t cp) {
+  if (cp > 0x10FFFF) return false;
+  if (cp < 0x80) return cp == ' ' || (cp >= 0x09 && cp <= 0x0D);
+  return u_isUWhiteSpace(static_cast<UChar32>(cp));
+}
+
+size_t CompletePrefixLength(std::string_view s) {
+  // Look back at most 3 bytes for the start of an incomplete sequence.
+  const size_t n = s.size();
+  for (size_t back = 1; back <= 3 && back <= n; ++back) {
+    const uint8_t c = static_cast<uint8_t>(s[n - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking
+    int need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    if (need > static_cast<int>(back)) {
+      // Could still be completed; hold it back only if it is valid so far.
+      bool plausible = true;
+      for (size_t k = n - back + 1; k < n; ++k) plausible &= (static_cast<uint8_t>(s[k]) & 0xC0) == 0x80;
+      return plausible ? n - back : n;
+    }
+    return n;
+  }
+  return n;
+}
+
+}  // namespace tessera::unicode
