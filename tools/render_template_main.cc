@@ -12,8 +12,8 @@
 int main() {
   std::string line;
   while (std::getline(std::cin, line)) {
-    nlohmann::json out;
-    auto req = nlohmann::json::parse(line, nullptr, false);
+    nlohmann::ordered_json out;
+    auto req = nlohmann::ordered_json::parse(line, nullptr, false);
     if (req.is_discarded() || !req.is_object() || !req.contains("template") || !req["template"].is_string()) {
       out["error"] = "expected a JSON object with a 'template' string";
     } else {
@@ -22,13 +22,13 @@ int main() {
       if (!t.ok()) {
         out["error"] = std::string(t.status().message());
       } else {
-        auto r = (*t)->Apply(req.value("messages", nlohmann::json::array()),
-                             req.value("add_generation_prompt", false), req.value("extra", nlohmann::json()));
+        auto r = (*t)->Apply(req.value("messages", nlohmann::ordered_json::array()),
+                             req.value("add_generation_prompt", false), req.value("extra", nlohmann::ordered_json()));
         if (r.ok()) out["text"] = *r;
         else out["error"] = std::string(r.status().message());
       }
     }
-    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+    std::cout << out.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n" << std::flush;
   }
   return 0;
 }

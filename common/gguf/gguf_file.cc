@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/escape.h"
 #include "common/status_macros.h"
 
 namespace tessera {
@@ -215,12 +216,12 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
     TESSERA_ASSIGN_OR_RETURN(std::string key, c.ReadString("metadata key", limits.max_key_bytes));
     TESSERA_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>("metadata type"));
     if (!KnownType(type)) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: metadata key '", key,
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: metadata key '", EscapeForMessage(key),
                                                      "' has unknown type ", type));
     }
     TESSERA_ASSIGN_OR_RETURN(GgufValue v, p.ReadValue(static_cast<GgufType>(type), 0, &element_budget));
     if (!metadata_.emplace(key, std::move(v)).second) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: duplicate metadata key '", key, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: duplicate metadata key '", EscapeForMessage(key), "'"));
     }
   }
 
@@ -243,7 +244,7 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
     TESSERA_ASSIGN_OR_RETURN(t.name, c.ReadString("tensor name", limits.max_key_bytes));
     TESSERA_ASSIGN_OR_RETURN(uint32_t n_dims, c.Read<uint32_t>("tensor dimension count"));
     if (n_dims < 1 || n_dims > kGgufMaxDims) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", t.name, "' has ", n_dims,
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' has ", n_dims,
                                                      " dimensions; expected 1 to ", kGgufMaxDims));
     }
     t.n_dims = static_cast<int>(n_dims);
@@ -253,7 +254,7 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
       if (ne == 0 || ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
           MulOverflows(elements, ne, &elements) ||
           elements > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", t.name, "' dimension ", d,
+        return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' dimension ", d,
                                                        " = ", ne, " is zero or overflows"));
       }
       t.ne[d] = static_cast<int64_t>(ne);
@@ -261,28 +262,28 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
     TESSERA_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>("tensor type"));
     auto traits = TraitsOf(type);
     if (!traits) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", t.name,
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name),
                                                      "' has unsupported type id ", type));
     }
     t.type = static_cast<GgmlType>(type);
     if (t.ne[0] % traits->block_elems != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", t.name, "' of type ", std::string(traits->name),
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' of type ", std::string(traits->name),
                                                      " has row length ", t.ne[0],
                                                      ", not a multiple of its block size ",
                                                      traits->block_elems));
     }
     uint64_t nbytes = 0;
     if (MulOverflows(elements / traits->block_elems, traits->block_bytes, &nbytes)) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", t.name, "' size overflows"));
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' size overflows"));
     }
     t.nbytes = nbytes;
     TESSERA_ASSIGN_OR_RETURN(t.offset, c.Read<uint64_t>("tensor offset"));
     if (t.offset % alignment_ != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", t.name, "' offset ", t.offset,
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' offset ", t.offset,
                                                      " is not a multiple of the alignment ", alignment_));
     }
     if (!tensor_index_.emplace(t.name, tensors_.size()).second) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: duplicate tensor '", t.name, "'"));
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: duplicate tensor '", EscapeForMessage(t.name), "'"));
     }
     tensors_.push_back(std::move(t));
   }
@@ -299,7 +300,7 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
   for (auto& t : tensors_) {
     if (t.offset > data_bytes || t.nbytes > data_bytes - t.offset) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "GGUF: truncated file: tensor '", t.name, "' needs bytes [", t.offset, ", ",
+          "GGUF: truncated file: tensor '", EscapeForMessage(t.name), "' needs bytes [", t.offset, ", ",
           t.offset + t.nbytes, ") of a data section of ", data_bytes, " bytes"));
     }
     t.data = bytes_.data() + data_start + t.offset;

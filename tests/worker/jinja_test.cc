@@ -5,7 +5,7 @@
 namespace tessera::jinja {
 namespace {
 
-std::string Render(const std::string& src, const nlohmann::json& ctx = nlohmann::json::object()) {
+std::string Render(const std::string& src, const nlohmann::ordered_json& ctx = nlohmann::ordered_json::object()) {
   auto t = Template::Compile(src);
   if (!t.ok()) return "COMPILE ERROR: " + std::string(t.status().message());
   auto r = (*t)->Render(Value::FromJson(ctx));

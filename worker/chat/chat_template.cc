@@ -13,8 +13,8 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Create(const std::st
   return t;
 }
 
-absl::StatusOr<std::string> ChatTemplate::Apply(const nlohmann::json& messages, bool add_generation_prompt,
-                                                const nlohmann::json& extra) const {
+absl::StatusOr<std::string> ChatTemplate::Apply(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                                const nlohmann::ordered_json& extra) const {
   if (!messages.is_array()) return absl::InvalidArgumentError("messages must be an array");
   jinja::Value ctx = jinja::Value::Dict({});
   if (extra.is_object()) {

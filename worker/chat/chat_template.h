@@ -23,8 +23,8 @@ class ChatTemplate {
   // `messages` is an array of {"role": ..., "content": ...} objects (content
   // a string, or an array of {"type":"text","text":...} parts).
   // `extra` (an object or null) adds variables such as tools.
-  absl::StatusOr<std::string> Apply(const nlohmann::json& messages, bool add_generation_prompt,
-                                    const nlohmann::json& extra = nullptr) const;
+  absl::StatusOr<std::string> Apply(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                    const nlohmann::ordered_json& extra = nullptr) const;
 
  private:
   std::unique_ptr<jinja::Template> template_;

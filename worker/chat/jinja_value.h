@@ -41,7 +41,7 @@ class Value {
   static Value List(ValueList l) { Value v; v.kind_ = Kind::kList; v.list_ = std::make_shared<ValueList>(std::move(l)); return v; }
   static Value Dict(ValueDict d) { Value v; v.kind_ = Kind::kDict; v.dict_ = std::make_shared<ValueDict>(std::move(d)); return v; }
   static Value Func(Function f) { Value v; v.kind_ = Kind::kFunction; v.fn_ = std::make_shared<Function>(std::move(f)); return v; }
-  static Value FromJson(const nlohmann::json& j);
+  static Value FromJson(const nlohmann::ordered_json& j);
 
   Kind kind() const { return kind_; }
   bool is_undefined() const { return kind_ == Kind::kUndefined; }

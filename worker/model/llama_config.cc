@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/escape.h"
 #include "common/status_macros.h"
 
 namespace tessera {
@@ -26,7 +27,7 @@ absl::StatusOr<LlamaConfig> ReadLlamaConfig(const GgufFile& f) {
   bool known = false;
   for (const char* a : kSupportedArchitectures) known |= c.architecture == a;
   if (!known) {
-    return absl::UnimplementedError(absl::StrCat("unsupported model architecture '", c.architecture,
+    return absl::UnimplementedError(absl::StrCat("unsupported model architecture '", EscapeForMessage(c.architecture),
                                                  "'; supported: ",
                                                  absl::StrJoin(kSupportedArchitectures, ", ")));
   }
@@ -83,7 +84,7 @@ absl::StatusOr<LlamaConfig> ReadLlamaConfig(const GgufFile& f) {
     }
     c.rope_freq_scale = static_cast<float>(1.0 / factor);
   } else if (type.ok() && *type != "none" && *type != "llama3") {
-    return absl::UnimplementedError(absl::StrCat("unsupported rope.scaling.type '", *type, "'"));
+    return absl::UnimplementedError(absl::StrCat("unsupported rope.scaling.type '", EscapeForMessage(*type), "'"));
   }
   c.rope_neox = a == "qwen2";
   c.qkv_bias = a == "qwen2";

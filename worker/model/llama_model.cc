@@ -43,6 +43,10 @@ absl::StatusOr<WeightView> Bind(const GgufFile& f, const Backend& backend, const
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& f, Backend& backend,
                                                              const LlamaModelOptions& options) {
   TESSERA_ASSIGN_OR_RETURN(LlamaConfig c, ReadLlamaConfig(f));
+  if (options.max_logit_rows < 1 || options.max_logit_rows > options.max_batch_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("max_logit_rows must be in [1, max_batch_tokens]; got ",
+                                                   options.max_logit_rows));
+  }
   if (options.max_batch_tokens < 1 || options.max_batch_tokens > (1 << 16)) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens must be in [1, 65536]; got ",
                                                    options.max_batch_tokens));
@@ -104,7 +108,7 @@ absl::Status LlamaModel::AllocateScratch() {
   TESSERA_ASSIGN_OR_RETURN(attn_, backend_.AllocateMat(n, c.q_dim()));
   TESSERA_ASSIGN_OR_RETURN(gate_, backend_.AllocateMat(n, c.n_ff));
   TESSERA_ASSIGN_OR_RETURN(up_, backend_.AllocateMat(n, c.n_ff));
-  TESSERA_ASSIGN_OR_RETURN(logits_, backend_.AllocateMat(n, c.n_vocab));
+  TESSERA_ASSIGN_OR_RETURN(logits_, backend_.AllocateMat(options_.max_logit_rows, c.n_vocab));
   return absl::OkStatus();
 }
 
@@ -132,6 +136,10 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLay
       return absl::InvalidArgumentError(absl::StrCat("row ", i, " position ", pos,
                                                      " is not covered by its block table"));
     }
+  }
+  if (static_cast<int64_t>(logit_rows.size()) > options_.max_logit_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(logit_rows.size(), " logit rows requested; at most ",
+                                                   options_.max_logit_rows));
   }
   for (int32_t r : logit_rows) {
     if (r < 0 || r >= n) return absl::InvalidArgumentError(absl::StrCat("logit row ", r, " out of range"));

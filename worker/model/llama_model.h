@@ -23,6 +23,7 @@ namespace tessera {
 
 struct LlamaModelOptions {
   int max_batch_tokens = 512;  // rows per Forward call
+  int max_logit_rows = 64;     // rows per Forward call whose logits are wanted
 };
 
 class LlamaModel {

@@ -1,5 +1,6 @@
 #include "worker/model/model_bundle.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -18,7 +19,7 @@ std::string DefaultModelPath() {
 
 absl::StatusOr<std::string> ModelBundle::ChatPrompt(const std::string& user_message) const {
   if (!chat_template) return absl::FailedPreconditionError("the model has no chat template (tokenizer.chat_template)");
-  nlohmann::json messages = nlohmann::json::array({{{"role", "user"}, {"content", user_message}}});
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", user_message}}});
   return chat_template->Apply(messages, /*add_generation_prompt=*/true);
 }
 
@@ -29,6 +30,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& 
   b->backend = CreateCpuBackend({.threads = options.threads});
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;
+  mo.max_logit_rows = std::min(mo.max_logit_rows, options.max_batch_tokens);
   auto model = LlamaModel::Load(*b->file, *b->backend, mo);
   if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));
   b->model = std::move(*model);

@@ -1,6 +1,7 @@
 #include "worker/tokenizer/pre_tokenizer.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/escape.h"
 #include "worker/tokenizer/unicode.h"
 
 namespace tessera {
@@ -177,7 +178,7 @@ absl::StatusOr<PreTokenizer> PreTokenizerFromName(std::string_view name) {
     return PreTokenizer::kLlama3;
   }
   if (name == "qwen2" || name == "deepseek-r1-qwen" || name == "megrez") return PreTokenizer::kQwen2;
-  return absl::UnimplementedError(absl::StrCat("unsupported pre-tokenizer '", std::string(name),
+  return absl::UnimplementedError(absl::StrCat("unsupported pre-tokenizer '", EscapeForMessage(name),
                                                "' (tokenizer.ggml.pre); supported: gpt2, smollm, "
                                                "llama-bpe/llama3, qwen2"));
 }

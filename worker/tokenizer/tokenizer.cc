@@ -5,6 +5,7 @@
 #include <queue>
 
 #include "absl/strings/str_cat.h"
+#include "common/escape.h"
 #include "common/status_macros.h"
 #include "worker/tokenizer/unicode.h"
 
@@ -83,7 +84,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   } else if (model == "llama") {
     t->kind_ = Kind::kSpm;
   } else {
-    return absl::UnimplementedError(absl::StrCat("unsupported tokenizer model '", model,
+    return absl::UnimplementedError(absl::StrCat("unsupported tokenizer model '", EscapeForMessage(model),
                                                  "' (tokenizer.ggml.model); supported: gpt2, llama"));
   }
   TESSERA_ASSIGN_OR_RETURN(const GgufArray* tokens, f.GetArray("tokenizer.ggml.tokens", GgufType::kString));
@@ -130,7 +131,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
     for (size_t i = 0; i < merges->items.size(); ++i) {
       const std::string& m = merges->items[i].as_string();
       if (m.find(' ', 1) == std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat("merge ", i, " '", m, "' is not 'left right'"));
+        return absl::InvalidArgumentError(absl::StrCat("merge ", i, " '", EscapeForMessage(m), "' is not 'left right'"));
       }
       t->merge_ranks_.emplace(m, static_cast<int32_t>(i));
     }
@@ -267,7 +268,7 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
     if (fr.token >= 0) {
       out.push_back(fr.token);
       after_special = true;
-    } else {
+    } else if (fr.end > fr.begin) {
       EncodeRaw(text.substr(fr.begin, fr.end - fr.begin), after_special, out);
       after_special = false;
     }
