@@ -10,12 +10,18 @@
 
 namespace tessera::cpu {
 
-void FloatToHalfRow(const float* x, uint16_t* y, int n) { BestHalfKernels().from_float(x, y, n); }
+void FloatToHalfRow(const float* x, uint16_t* y, int n) { BestVectorKernels().from_float(x, y, n); }
 
 void AttendOneHead(const float* q, const KvLayer& kv, std::span<const int32_t> block_table,
                    int64_t n_ctx, int kv_head, const AttentionShape& shape, float* out,
                    AttentionScratch& scratch) {
-  const HalfKernels& hk = BestHalfKernels();
+  BestVectorKernels().attend(q, kv, block_table, n_ctx, kv_head, shape, out, scratch);
+}
+
+void AttendOneHeadReference(const float* q, const KvLayer& kv, std::span<const int32_t> block_table,
+                   int64_t n_ctx, int kv_head, const AttentionShape& shape, float* out,
+                   AttentionScratch& scratch) {
+  static const VectorKernels hk = ReferenceVectorKernels();
   const int hd = shape.head_dim;
   // The query and the softmax weights are rounded to half precision before
   // they meet the (half) K and V, and sums run in 16 lanes, as llama.cpp's

@@ -18,13 +18,23 @@ struct AttentionScratch {
 };
 
 // out = softmax(scale * q·K[0..n_ctx)) · V[0..n_ctx) for one head, reading
-// K/V of `kv_head` through the sequence's block table.
+// K/V of `kv_head` through the sequence's block table, with llama.cpp's
+// rounding (see ggml_numerics.h). Dispatches to the best VectorKernels.
 // REQUIRES: block_table covers n_ctx positions.
 void AttendOneHead(const float* q, const KvLayer& kv, std::span<const int32_t> block_table,
                    int64_t n_ctx, int kv_head, const AttentionShape& shape, float* out,
                    AttentionScratch& scratch);
 
 void FloatToHalfRow(const float* x, uint16_t* y, int n);
+
+// AVX2 variant. REQUIRES: the CPU has AVX2/FMA/F16C; head_dim % 16 == 0.
+void AttendOneHeadAvx2(const float* q, const KvLayer& kv, std::span<const int32_t> block_table, int64_t n_ctx,
+                       int kv_head, const AttentionShape& shape, float* out, AttentionScratch& scratch);
+
+// The plain C++ variant (the contract the SIMD variants reproduce).
+void AttendOneHeadReference(const float* q, const KvLayer& kv, std::span<const int32_t> block_table,
+                            int64_t n_ctx, int kv_head, const AttentionShape& shape, float* out,
+                            AttentionScratch& scratch);
 
 }  // namespace tessera::cpu
 

@@ -96,7 +96,7 @@ class CpuBackend final : public Backend {
       const float* g = gate.row(r);
       const float* u = up.row(r);
       float* o = out.row(r);
-      for (int64_t c = 0; c < gate.cols; ++c) o[c] = cpu::SiluCompat(g[c]) * u[c];
+      cpu::BestVectorKernels().silu_mul(g, u, o, gate.cols);
     }
   }
 
@@ -204,7 +204,21 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
     for (int64_t rb = 0; rb < row_blocks; ++rb) {
       const int64_t r0 = rb * kRowBlock;
       const int64_t r1 = std::min(w.rows, r0 + kRowBlock);
-      for (int64_t t = 0; t < n; ++t) {
+      int64_t t = 0;
+      if (k->vec_dot_x4 != nullptr) {
+        float out4[4];
+        for (; t + 4 <= n; t += 4) {
+          const uint8_t* xa = act + act_row * t;
+          for (int64_t r = r0; r < r1; ++r) {
+            k->vec_dot_x4(cols, w.data + w.row_bytes * r + col_byte_offset, xa, act_row, out4);
+            for (int j = 0; j < 4; ++j) {
+              float* yr = y.row(t + j) + r;
+              *yr = accumulate ? *yr + out4[j] : out4[j];
+            }
+          }
+        }
+      }
+      for (; t < n; ++t) {
         const uint8_t* xa = act + act_row * t;
         float* yt = y.row(t);
         for (int64_t r = r0; r < r1; ++r) {

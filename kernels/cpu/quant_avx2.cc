@@ -7,6 +7,8 @@
 
 #include "common/quant_blocks.h"
 #include "kernels/cpu/quant_kernels.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/avx2_math.h"
 #include "kernels/cpu/quant_reference.h"
 
 namespace tessera::cpu {
@@ -14,14 +16,7 @@ namespace {
 
 inline float H(uint16_t h) { return _cvtsh_ss(h); }
 
-inline float HSum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
+using avx2::HSum;
 
 inline int HSumI32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -243,8 +238,104 @@ float DotBF16(int64_t n, const void* w, const void* x) {
 
 }  // namespace
 
-HalfKernels Avx2HalfKernels() {
-  HalfKernels k;
+namespace {
+
+// One Q4_1 row against 4 Q8_1 rows: the nibbles are unpacked once per block;
+// each output keeps its own accumulator in vec_dot's order.
+void DotQ4_1x4(int64_t n, const void* w, const void* x, size_t stride, float* out) {
+  auto* a = static_cast<const BlockQ4_1*>(w);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const BlockQ8_1* b[4];
+  for (int k = 0; k < 4; ++k) b[k] = reinterpret_cast<const BlockQ8_1*>(xb + k * stride);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float summs[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    const __m256i qx = Nibbles(a[i].qs);
+    const float d = H(a[i].d), m = H(a[i].m);
+    for (int k = 0; k < 4; ++k) {
+      summs[k] += m * H(b[k][i].s);
+      const __m256 dd = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_set1_ps(H(b[k][i].d)));
+      acc[k] = _mm256_fmadd_ps(dd, MulSumUS8(qx, Load256(b[k][i].qs)), acc[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]) + summs[k];
+}
+
+void DotQ8_0x4(int64_t n, const void* w, const void* x, size_t stride, float* out) {
+  auto* a = static_cast<const BlockQ8_0*>(w);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const BlockQ8_0* b[4];
+  for (int k = 0; k < 4; ++k) b[k] = reinterpret_cast<const BlockQ8_0*>(xb + k * stride);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    const __m256i qa = Load256(a[i].qs);
+    const __m256i ax = _mm256_sign_epi8(qa, qa);
+    const float d = H(a[i].d);
+    for (int k = 0; k < 4; ++k) {
+      const __m256i sy = _mm256_sign_epi8(Load256(b[k][i].qs), qa);
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * H(b[k][i].d)), MulSumUS8(ax, sy), acc[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]);
+}
+
+// Activation quantizers: same values as the reference (127/amax scaling,
+// round-to-nearest-even), vectorized.
+template <bool kWithSum>
+void QuantizeRow8(const float* x, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQk32; ++i, x += kQk32) {
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(x + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float max_scalar = _mm_cvtss_f32(m4);
+    const float d = max_scalar / 127.f;
+    const float id = max_scalar != 0.f ? 127.f / max_scalar : 0.f;
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      q[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], _mm256_set1_ps(id)),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    // Pack 32 int32 to 32 int8 in element order.
+    __m256i p01 = _mm256_packs_epi32(q[0], q[1]);
+    __m256i p23 = _mm256_packs_epi32(q[2], q[3]);
+    __m256i p = _mm256_packs_epi16(p01, p23);
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if constexpr (kWithSum) {
+      auto* y = static_cast<BlockQ8_1*>(dst) + i;
+      y->d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y->qs), p);
+      const int sum = HSumI32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+      y->s = _cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT);
+    } else {
+      auto* y = static_cast<BlockQ8_0*>(dst) + i;
+      y->d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y->qs), p);
+    }
+  }
+}
+
+void SiluMul(const float* g, const float* u, float* out, int64_t n) {
+  int64_t i = 0;
+  const __m256 one = _mm256_set1_ps(1.f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 e = avx2::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
+}
+
+}  // namespace
+
+VectorKernels Avx2VectorKernels() {
+  VectorKernels k;
   k.isa = Isa::kAvx2;
   k.dot = [](const uint16_t* a, const float* b, int n) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -276,6 +367,8 @@ HalfKernels Avx2HalfKernels() {
     }
     for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
   };
+  k.silu_mul = SiluMul;
+  k.attend = AttendOneHeadAvx2;
   return k;
 }
 
@@ -284,20 +377,23 @@ void RegisterAvx2Kernels(KernelTable& t) {
   constexpr Isa A = Isa::kAvx2;
   // Dequantizers and activation quantizers are shared with the reference:
   // they are off the hot path (one activation row per matmul).
-  auto with = [&](G type, VecDotFn dot) {
+  auto with = [&](G type, VecDotFn dot, decltype(WeightKernels::vec_dot_x4) dot_x4 = nullptr) {
     WeightKernels k = *t.Find(type, Isa::kReference);
     k.isa = A;
     k.vec_dot = dot;
+    k.vec_dot_x4 = dot_x4;
+    if (k.act_type == G::kQ8_0) k.quantize_act = QuantizeRow8<false>;
+    if (k.act_type == G::kQ8_1) k.quantize_act = QuantizeRow8<true>;
     t.Register(k);
   };
   with(G::kF32, DotF32);
   with(G::kF16, DotF16);
   with(G::kBF16, DotBF16);
   with(G::kQ4_0, DotQ4_0);
-  with(G::kQ4_1, DotQ4_1);
+  with(G::kQ4_1, DotQ4_1, DotQ4_1x4);
   with(G::kQ5_0, DotQ5_0);
   with(G::kQ5_1, DotQ5_1);
-  with(G::kQ8_0, DotQ8_0);
+  with(G::kQ8_0, DotQ8_0, DotQ8_0x4);
   with(G::kQ4_K, DotQ4_K);
   with(G::kQ6_K, DotQ6_K);
 }

@@ -14,9 +14,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "common/ggml_types.h"
+#include "kernels/backend.h"
 
 namespace tessera::cpu {
 
@@ -36,6 +38,9 @@ struct WeightKernels {
   DequantRowFn dequant = nullptr;
   QuantizeRowFn quantize_act = nullptr;
   VecDotFn vec_dot = nullptr;
+  // Optional: one weight row against 4 activation rows at once (rows
+  // `x_stride` bytes apart), each result bit-identical to vec_dot.
+  void (*vec_dot_x4)(int64_t n, const void* w, const void* x, size_t x_stride, float* out) = nullptr;
 };
 
 // Bytes of an activation row of n elements in the paired format.
@@ -49,16 +54,25 @@ const WeightKernels* ReferenceKernelsFor(GgmlType weight_type);
 const WeightKernels* KernelsFor(GgmlType weight_type, Isa isa);
 Isa BestIsa();
 
-// Half-precision vector primitives used by attention and the KV cache.
-struct HalfKernels {
+struct AttentionScratch;
+
+// Vector primitives of attention, the KV cache and the activations. Every
+// variant returns bit-identical results (the reference is the contract; see
+// ggml_numerics.h), so the choice of ISA never changes a token.
+struct VectorKernels {
   Isa isa = Isa::kReference;
-  float (*dot)(const uint16_t* a, const float* b, int n) = nullptr;        // sum a[i]*b[i]
-  void (*axpy)(float alpha, const uint16_t* x, float* y, int n) = nullptr;  // y += alpha*x
+  float (*dot)(const uint16_t* a, const float* b, int n) = nullptr;        // sum a[i]*b[i], 16 lanes
+  void (*axpy)(float alpha, const uint16_t* x, float* y, int n) = nullptr;  // y += alpha*x (fma)
   void (*from_float)(const float* x, uint16_t* y, int n) = nullptr;
+  // out = silu(g) * u
+  void (*silu_mul)(const float* g, const float* u, float* out, int64_t n) = nullptr;
+  // One query head against n_ctx cached positions (see attention.h).
+  void (*attend)(const float* q, const KvLayer& kv, std::span<const int32_t> block_table, int64_t n_ctx,
+                 int kv_head, const AttentionShape& shape, float* out, AttentionScratch& scratch) = nullptr;
 };
-const HalfKernels& BestHalfKernels();
-HalfKernels ReferenceHalfKernels();
-HalfKernels Avx2HalfKernels();
+const VectorKernels& BestVectorKernels();
+VectorKernels ReferenceVectorKernels();
+VectorKernels Avx2VectorKernels();
 
 // Registration hooks, one per ISA translation unit.
 class KernelTable;

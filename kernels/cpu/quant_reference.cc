@@ -5,6 +5,7 @@
 
 #include "common/fp16.h"
 #include "common/quant_blocks.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/ggml_numerics.h"
 #include "kernels/cpu/quant_kernels.h"
 #include "kernels/cpu/quant_reference.h"
@@ -310,8 +311,8 @@ float DotViaDequant(int64_t n, const void* w, const void* x) {
 
 }  // namespace
 
-HalfKernels ReferenceHalfKernels() {
-  HalfKernels k;
+VectorKernels ReferenceVectorKernels() {
+  VectorKernels k;
   k.isa = Isa::kReference;
   // 16 lanes with fma, reduced pairwise: the same sums as the SIMD variant.
   k.dot = [](const uint16_t* a, const float* b, int n) {
@@ -330,6 +331,10 @@ HalfKernels ReferenceHalfKernels() {
   k.from_float = [](const float* x, uint16_t* y, int n) {
     for (int i = 0; i < n; ++i) y[i] = Fp32ToFp16(x[i]);
   };
+  k.silu_mul = [](const float* g, const float* u, float* out, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
+  };
+  k.attend = AttendOneHeadReference;
   return k;
 }
 

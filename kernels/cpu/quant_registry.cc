@@ -69,8 +69,8 @@ const WeightKernels* KernelsFor(GgmlType weight_type) {
   return nullptr;
 }
 
-const HalfKernels& BestHalfKernels() {
-  static const HalfKernels k = BestIsa() >= Isa::kAvx2 ? Avx2HalfKernels() : ReferenceHalfKernels();
+const VectorKernels& BestVectorKernels() {
+  static const VectorKernels k = BestIsa() >= Isa::kAvx2 ? Avx2VectorKernels() : ReferenceVectorKernels();
   return k;
 }
 

@@ -1,5 +1,6 @@
 // Every optimized kernel against the reference kernel, over random blocks.
 #include "kernels/cpu/quant_kernels.h"
+#include "kernels/cpu/attention.h"
 
 #include <gtest/gtest.h>
 
@@ -112,9 +113,9 @@ TEST(DequantTest, Q8_0RoundTripThroughActivationQuantizer) {
   for (int i = 0; i < 64; ++i) EXPECT_NEAR(y[i], x[i], 3.f / 127 * 0.51f + 1e-3f);
 }
 
-TEST(HalfKernelsTest, SimdMatchesReferenceBitForBit) {
-  const HalfKernels ref = ReferenceHalfKernels();
-  const HalfKernels& best = BestHalfKernels();
+TEST(VectorKernelsTest, SimdMatchesReferenceBitForBit) {
+  const VectorKernels ref = ReferenceVectorKernels();
+  const VectorKernels& best = BestVectorKernels();
   std::mt19937 rng(3);
   std::normal_distribution<float> d(0.f, 2.f);
   for (int n : {64, 128, 80}) {
@@ -140,6 +141,73 @@ TEST(NumericsTest, ExpfCompatIsAccurate) {
   EXPECT_EQ(ExpfCompat(-INFINITY), 0.f);
   EXPECT_EQ(ExpfCompat(-200.f), 0.f);
   EXPECT_TRUE(std::isinf(ExpfCompat(200.f)));
+}
+
+}  // namespace
+}  // namespace tessera::cpu
+
+namespace tessera::cpu {
+namespace {
+
+TEST(VectorKernelsTest, SiluAttentionAndQuantizersMatchReferenceBitForBit) {
+  const VectorKernels ref = ReferenceVectorKernels();
+  const VectorKernels& best = BestVectorKernels();
+  std::mt19937 rng(11);
+  std::normal_distribution<float> d(0.f, 4.f);
+  std::vector<float> g(1000), u(1000), o1(1000), o2(1000);
+  for (int i = 0; i < 1000; ++i) { g[i] = d(rng) * (i % 50 == 0 ? 40.f : 1.f); u[i] = d(rng); }
+  ref.silu_mul(g.data(), u.data(), o1.data(), 1000);
+  best.silu_mul(g.data(), u.data(), o2.data(), 1000);
+  EXPECT_EQ(o1, o2);
+
+  const int hd = 64, n_kv = 2, block = 16;
+  std::vector<uint16_t> k(64 * block * n_kv * hd), v(k.size());
+  for (auto& x : k) x = Fp32ToFp16(d(rng));
+  for (auto& x : v) x = Fp32ToFp16(d(rng));
+  KvLayer kv{k.data(), v.data(), block, n_kv * hd, 64};
+  std::vector<int32_t> table(64);
+  for (int i = 0; i < 64; ++i) table[i] = (i * 37) % 64;
+  AttentionShape shape{4, n_kv, hd, 0.125f};
+  std::vector<float> q(hd), a(hd), b(hd);
+  AttentionScratch s1, s2;
+  for (int64_t n_ctx : {1, 7, 16, 33, 500}) {
+    for (auto& x : q) x = d(rng);
+    ref.attend(q.data(), kv, table, n_ctx, 1, shape, a.data(), s1);
+    best.attend(q.data(), kv, table, n_ctx, 1, shape, b.data(), s2);
+    EXPECT_EQ(a, b) << n_ctx;
+  }
+
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_1}) {
+    const WeightKernels* r = ReferenceKernelsFor(t);
+    const WeightKernels* bk = KernelsFor(t);
+    std::vector<float> x(1536);
+    for (auto& e : x) e = d(rng);
+    x[5] = 0.5f;  // exact ties round to even
+    std::vector<uint8_t> q1(ActRowBytes(r->act_type, 1536)), q2(q1.size());
+    r->quantize_act(x.data(), q1.data(), 1536);
+    bk->quantize_act(x.data(), q2.data(), 1536);
+    EXPECT_EQ(q1, q2) << TypeName(t);
+  }
+}
+
+TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
+  std::mt19937 rng(5);
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    const WeightKernels* k = KernelsFor(t);
+    if (k->vec_dot_x4 == nullptr) GTEST_SKIP() << "no 4-row kernel on this CPU";
+    auto w = RandomRows(t, 576, 1, rng);
+    std::normal_distribution<float> d(0.f, 1.f);
+    const size_t row = ActRowBytes(k->act_type, 576);
+    std::vector<uint8_t> xq(row * 4);
+    std::vector<float> x(576);
+    for (int j = 0; j < 4; ++j) {
+      for (auto& e : x) e = d(rng);
+      k->quantize_act(x.data(), xq.data() + j * row, 576);
+    }
+    float out[4];
+    k->vec_dot_x4(576, w.data(), xq.data(), row, out);
+    for (int j = 0; j < 4; ++j) EXPECT_EQ(out[j], k->vec_dot(576, w.data(), xq.data() + j * row));
+  }
 }
 
 }  // namespace

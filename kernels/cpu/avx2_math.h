@@ -1,0 +1,56 @@
+// AVX2 helpers shared by the AVX2 translation units. Include only from files
+// compiled with -mavx2 -mfma -mf16c.
+#ifndef TESSERA_KERNELS_CPU_AVX2_MATH_H_
+#define TESSERA_KERNELS_CPU_AVX2_MATH_H_
+
+#include <immintrin.h>
+
+#include "kernels/cpu/ggml_numerics.h"
+
+namespace tessera::cpu::avx2 {
+
+// Horizontal sum in the order of Reduce16 applied to (lo, hi) halves.
+inline float HSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// ExpfCompat on 8 lanes, bit-identical to the scalar version: lanes whose
+// result needs more than a plain 2^n scale (|n| > 126, NaN) take the scalar
+// path.
+inline __m256 Exp8(__m256 x) {
+  const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift);
+  const __m256 n = _mm256_sub_ps(z, shift);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+  const __m256 abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.f), n);
+  const __m256 outside = _mm256_or_ps(_mm256_cmp_ps(abs_n, _mm256_set1_ps(126.f), _CMP_GT_OQ),
+                                      _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  if (__builtin_expect(_mm256_movemask_ps(outside) != 0, 0)) {
+    alignas(32) float xs[8], out[8];
+    _mm256_store_ps(xs, x);
+    for (int i = 0; i < 8; ++i) out[i] = ExpfCompat(xs[i]);
+    return _mm256_load_ps(out);
+  }
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(j, _mm256_castsi256_ps(e));
+}
+
+// Rounds 8 floats to half precision and back.
+inline __m256 RoundToHalf(__m256 x) {
+  return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
+}  // namespace tessera::cpu::avx2
+
+#endif  // TESSERA_KERNELS_CPU_AVX2_MATH_H_
