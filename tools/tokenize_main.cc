@@ -1,6 +1,6 @@
 // tessera-tokenize: batch tokenizer for tests and scripts. Reads JSON lines
 // {"text": "...", "add_special": bool, "parse_special": bool} (or
-// {"detokenize": [ids]}) on stdin and writes one JSON line per input:
+// {"detokenize": [ids]} or {"detokenize_stream": [ids]}) on stdin and writes one JSON line per input:
 // {"ids": [...]} or {"text": "..."}; errors as {"error": "..."}.
 //
 //   tessera-tokenize --model PATH < requests.jsonl
@@ -36,6 +36,13 @@ int main(int argc, char** argv) {
     auto req = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (req.is_discarded() || !req.is_object()) {
       out["error"] = "input line is not a JSON object";
+    } else if (req.contains("detokenize_stream") && req["detokenize_stream"].is_array()) {
+      // The pieces an incremental detokenizer emits, one push per id.
+      tessera::Detokenizer detok(**tok);
+      nlohmann::json pieces = nlohmann::json::array();
+      for (const auto& v : req["detokenize_stream"]) pieces.push_back(detok.Push(v.is_number_integer() ? v.get<int32_t>() : -1));
+      pieces.push_back(detok.Flush());
+      out["pieces"] = pieces;
     } else if (req.contains("detokenize") && req["detokenize"].is_array()) {
       std::vector<int32_t> ids;
       for (const auto& v : req["detokenize"]) ids.push_back(v.is_number_integer() ? v.get<int32_t>() : -1);

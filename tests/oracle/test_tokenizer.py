@@ -78,6 +78,21 @@ def test_detokenize_round_trips(tessera_tok):
         assert tessera_tok.ask({"detokenize": ids})["text"] == text
 
 
+def test_incremental_detokenizer_emits_whole_characters(tessera_tok):
+    for text in ["emoji 😀😃😄 🚀", "日本語のテキスト", "👩‍👩‍👧‍👦 family", "ℌ𝔢𝔩𝔩𝔬 naïve", "mixed 中文 and 한국어 😀"]:
+        ids = tessera_ids(tessera_tok, text)
+        raw = tessera_tok.ask({"detokenize_stream": ids})
+        pieces = raw["pieces"]
+        assert "".join(pieces) == text
+        assert any(p == "" for p in pieces[:-1]), "expected some tokens to hold back partial characters"
+        for p in pieces:
+            p.encode("utf-8")  # every piece is whole characters (json would have replaced halves)
+            assert "\ufffd" not in p
+    # Bytes that can never complete a character become U+FFFD, not garbage.
+    pieces = tessera_tok.ask({"detokenize_stream": [tessera_ids(tessera_tok, "\u00e9")[0]]})["pieces"]
+    assert "".join(pieces) in ("\u00e9", "\ufffd")
+
+
 def test_cli_tokenize(model_path, llama_vocab):
     for text in ["Hello world, this is a test 12345 <|im_end|>", "日本語 😀", "  spaces\n\nnewlines"]:
         r = run_tool("tessera-generate", "--model", model_path, "--tokenize", text)
