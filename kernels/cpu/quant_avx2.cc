@@ -153,6 +153,99 @@ float DotQ4_K(int64_t n, const void* w, const void* x) {
   return sum;
 }
 
+// Q5_K x Q8_K: Q4_K plus a fifth bit per element from qh (bit 2j of qh[l]
+// for the low 32 of 64-element chunk j, bit 2j+1 for the high 32).
+float DotQ5_K(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ5_K*>(w);
+  auto* b = static_cast<const BlockQ8_K*>(x);
+  float sum = 0;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int64_t i = 0; i < n / kQkK; ++i) {
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) ScaleMinK4(j, a[i].scales, &sc[j], &mn[j]);
+    int summ = 0;
+    for (int j = 0; j < 8; ++j) summ += mn[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
+    __m256i acc = _mm256_setzero_si256();
+    const __m256i qh = Load256(a[i].qh);
+    const uint8_t* q5 = a[i].qs;
+    const int8_t* q8 = b[i].qs;
+    for (int j = 0; j < 4; ++j, q5 += 32, q8 += 64) {
+      const __m256i raw = Load256(q5);
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j)), one), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * j + 1)), one), 4);
+      const __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, m4), h0);
+      const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), h1);
+      const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, Load256(q8)), _mm256_set1_epi16(sc[2 * j]));
+      const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, Load256(q8 + 32)), _mm256_set1_epi16(sc[2 * j + 1]));
+      acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+    }
+    const float d = H(a[i].d) * b[i].d, dmin = H(a[i].dmin) * b[i].d;
+    sum += d * HSumI32(acc) - dmin * summ;
+  }
+  return sum;
+}
+
+// Scales of two 16-element sub-blocks as 16 int16 lanes (first 8, next 8).
+inline __m256i PairScales(int s0, int s1) {
+  return _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(s1)), _mm_set1_epi16(static_cast<int16_t>(s0)));
+}
+
+// Q2_K x Q8_K: 2-bit values with a 4-bit scale and 4-bit min per 16.
+float DotQ2_K(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ2_K*>(w);
+  auto* b = static_cast<const BlockQ8_K*>(x);
+  float sum = 0;
+  const __m256i m2 = _mm256_set1_epi8(3);
+  for (int64_t i = 0; i < n / kQkK; ++i) {
+    const uint8_t* sc = a[i].scales;
+    int summ = 0;
+    for (int j = 0; j < 16; ++j) summ += (sc[j] >> 4) * b[i].bsums[j];
+    __m256i acc = _mm256_setzero_si256();
+    for (int half = 0; half < 2; ++half) {
+      const __m256i q = Load256(a[i].qs + 32 * half);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2);
+        const int is = half * 8 + 2 * j;
+        const __m256i prod = _mm256_maddubs_epi16(v, Load256(b[i].qs + half * 128 + j * 32));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, PairScales(sc[is] & 0xF, sc[is + 1] & 0xF)));
+      }
+    }
+    sum += H(a[i].d) * b[i].d * HSumI32(acc) - H(a[i].dmin) * b[i].d * summ;
+  }
+  return sum;
+}
+
+// Q3_K x Q8_K: value = low2 + 4*hbit - 4, computed as (low2 + 4*hbit)*y
+// minus 4*y through the block sums; 6-bit signed scales per 16.
+float DotQ3_K(int64_t n, const void* w, const void* x) {
+  auto* a = static_cast<const BlockQ3_K*>(w);
+  auto* b = static_cast<const BlockQ8_K*>(x);
+  float sum = 0;
+  const __m256i m2 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  for (int64_t i = 0; i < n / kQkK; ++i) {
+    int8_t sc[16];
+    UnpackQ3KScales(a[i].scales, sc);
+    int bias = 0;
+    for (int j = 0; j < 16; ++j) bias += sc[j] * b[i].bsums[j];
+    const __m256i hm = Load256(a[i].hmask);
+    __m256i acc = _mm256_setzero_si256();
+    for (int half = 0; half < 2; ++half) {
+      const __m256i q = Load256(a[i].qs + 32 * half);
+      for (int j = 0; j < 4; ++j) {
+        const int bit = half * 4 + j;
+        const __m256i low = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2);
+        const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(bit)), one);
+        const __m256i v = _mm256_or_si256(low, _mm256_slli_epi16(hb, 2));
+        const int is = half * 8 + 2 * j;
+        const __m256i prod = _mm256_maddubs_epi16(v, Load256(b[i].qs + half * 128 + j * 32));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, PairScales(sc[is], sc[is + 1])));
+      }
+    }
+    sum += H(a[i].d) * b[i].d * (HSumI32(acc) - 4 * bias);
+  }
+  return sum;
+}
+
 // Q6_K x Q8_K: values q - 32 computed as q*y - 32*y with the block sums.
 float DotQ6_K(int64_t n, const void* w, const void* x) {
   auto* a = static_cast<const BlockQ6_K*>(w);
@@ -396,6 +489,9 @@ void RegisterAvx2Kernels(KernelTable& t) {
   with(G::kQ8_0, DotQ8_0, DotQ8_0x4);
   with(G::kQ4_K, DotQ4_K);
   with(G::kQ6_K, DotQ6_K);
+  with(G::kQ2_K, DotQ2_K);
+  with(G::kQ3_K, DotQ3_K);
+  with(G::kQ5_K, DotQ5_K);
 }
 
 }  // namespace tessera::cpu
