@@ -96,9 +96,9 @@ int main(int argc, char** argv) {
   kv.num_blocks = (need + kv.block_size - 1) / kv.block_size;
   auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
   if (!cache.ok()) return Fail(std::string(cache.status().message()));
-  auto result = tessera::Generate(*b.model, *b.tokenizer, **cache, req, [json](std::string_view s) {
-    if (!json) {
-      std::fwrite(s.data(), 1, s.size(), stdout);
+  auto result = tessera::Generate(*b.model, *b.tokenizer, **cache, req, [json](const tessera::StreamEvent& e) {
+    if (!json && !e.text.empty()) {
+      std::fwrite(e.text.data(), 1, e.text.size(), stdout);
       std::fflush(stdout);
     }
     return true;

@@ -67,7 +67,7 @@ absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cach
 }
 
 absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
-                                        const GenerateRequest& req, const TextCallback& on_text) {
+                                        const GenerateRequest& req, const StreamCallback& on_event) {
   const int n_vocab = model.config().n_vocab;
   if (req.max_tokens < 0) return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0; got ", req.max_tokens));
   TESSERA_RETURN_IF_ERROR(req.sampling.Validate(n_vocab));
@@ -80,10 +80,10 @@ absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& toke
   Sampler sampler(req.sampling, n_vocab, req.prompt);
   Detokenizer detok(tokenizer);
   StopMatcher stops(req.stop);
-  auto emit = [&](const std::string& s) {
-    if (s.empty()) return true;
+  auto emit = [&](const std::string& s, const SampledToken* token) {
     result.text.append(s);
-    return on_text ? on_text(s) : true;
+    if (!on_event || (token == nullptr && s.empty())) return true;
+    return on_event(StreamEvent{s, token});
   };
 
   if (req.max_tokens == 0) return result;
@@ -99,7 +99,7 @@ absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& toke
     result.sampled.push_back(std::move(t));
     all.push_back(result.tokens.back());
     StopMatcher::Result sr = stops.Push(detok.Push(result.tokens.back()));
-    if (!emit(sr.emit)) { result.finish = FinishReason::kCancelled; return result; }
+    if (!emit(sr.emit, &result.sampled.back())) { result.finish = FinishReason::kCancelled; return result; }
     if (sr.stopped) { result.finish = FinishReason::kStop; return result; }
     if (static_cast<int>(result.tokens.size()) >= req.max_tokens) {
       result.finish = FinishReason::kLength;
@@ -109,12 +109,13 @@ absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& toke
   }
   // Generation ended without a stop string: release held-back text.
   StopMatcher::Result tail = stops.Push(detok.Flush());
-  emit(tail.emit);
+  std::string rest = tail.emit;
   if (tail.stopped) {
     result.finish = FinishReason::kStop;
   } else {
-    emit(stops.Flush());
+    rest += stops.Flush();
   }
+  emit(rest, nullptr);
   return result;
 }
 

@@ -35,13 +35,21 @@ struct GenerateResult {
   FinishReason finish = FinishReason::kLength;
 };
 
-// Called with each newly completed piece of text; return false to cancel.
-using TextCallback = std::function<bool(std::string_view)>;
+// One streaming event: a generated token (token != nullptr) with the text it
+// completed (possibly empty: bytes of a partial character or of a possible
+// stop string are held back), or the final flush of held-back text
+// (token == nullptr).
+struct StreamEvent {
+  std::string_view text;
+  const SampledToken* token = nullptr;
+};
+// Return false to cancel generation (FinishReason::kCancelled).
+using StreamCallback = std::function<bool(const StreamEvent&)>;
 
 // REQUIRES: the cache has room for prompt + max_tokens positions (checked:
 // InvalidArgument otherwise, before any work).
 absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
-                                        const GenerateRequest& request, const TextCallback& on_text = {});
+                                        const GenerateRequest& request, const StreamCallback& on_event = {});
 
 // Runs the prompt through the model and returns the logits of its last token.
 absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cache,

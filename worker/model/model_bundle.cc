@@ -18,9 +18,14 @@ std::string DefaultModelPath() {
 }
 
 absl::StatusOr<std::string> ModelBundle::ChatPrompt(const std::string& user_message) const {
-  if (!chat_template) return absl::FailedPreconditionError("the model has no chat template (tokenizer.chat_template)");
   nlohmann::ordered_json messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", user_message}}});
-  return chat_template->Apply(messages, /*add_generation_prompt=*/true);
+  return RenderChat(messages, /*add_generation_prompt=*/true);
+}
+
+absl::StatusOr<std::string> ModelBundle::RenderChat(const nlohmann::ordered_json& messages,
+                                                    bool add_generation_prompt) const {
+  if (!chat_template) return absl::FailedPreconditionError("the model has no chat template (tokenizer.chat_template)");
+  return chat_template->Apply(messages, add_generation_prompt);
 }
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,

@@ -28,6 +28,8 @@ struct ModelBundle {
 
   // Builds the chat prompt text for one user message.
   absl::StatusOr<std::string> ChatPrompt(const std::string& user_message) const;
+  // Renders a conversation ([{"role", "content"}...]) with the chat template.
+  absl::StatusOr<std::string> RenderChat(const nlohmann::ordered_json& messages, bool add_generation_prompt) const;
 };
 
 struct ModelBundleOptions {

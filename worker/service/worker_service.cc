@@ -1,0 +1,309 @@
+#include "worker/service/worker_service.h"
+
+#include <chrono>
+#include <deque>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace tessera {
+namespace {
+
+namespace wv1 = tessera::worker::v1;
+
+// A Generate call's stream. Owned by itself (self_) until gRPC's OnDone and
+// by the engine job's sink until the job ends, whichever is later. At most
+// one write is in flight; gRPC calls are never made under the mutex.
+class GenerateStream final : public grpc::ServerWriteReactor<wv1::GenerateResponse>, public JobSink {
+ public:
+  static std::shared_ptr<GenerateStream> Create() {
+    std::shared_ptr<GenerateStream> s(new GenerateStream());
+    s->self_ = s;
+    return s;
+  }
+
+  void set_job(std::shared_ptr<EngineJob> job) {
+    absl::MutexLock lock(&mu_);
+    job_ = std::move(job);
+  }
+
+  // Fails the call before any engine work.
+  void FailNow(const grpc::Status& status) { Complete(status); }
+
+  // JobSink (engine thread).
+  void OnStarted(uint64_t queue_ns, uint64_t prefill_ns) override {
+    first_.set_queue_ns(queue_ns);
+    first_.set_prefill_ns(prefill_ns);
+    have_first_timing_ = true;
+  }
+
+  bool OnEvent(const StreamEvent& e) override {
+    wv1::GenerateResponse r;
+    if (have_first_timing_) {
+      r.set_queue_ns(first_.queue_ns());
+      r.set_prefill_ns(first_.prefill_ns());
+      have_first_timing_ = false;
+    }
+    r.set_text(std::string(e.text));
+    if (e.token != nullptr) {
+      r.add_token_ids(e.token->id);
+      if (want_logprobs_) {
+        wv1::TokenLogprob* lp = r.add_logprobs();
+        lp->set_token_id(e.token->id);
+        lp->set_token(std::string(tokenizer_->TokenBytes(e.token->id)));
+        lp->set_logprob(e.token->logprob);
+        for (const auto& [id, logprob] : e.token->top) {
+          wv1::TopLogprob* t = lp->add_top_logprobs();
+          t->set_token_id(id);
+          t->set_token(std::string(tokenizer_->TokenBytes(id)));
+          t->set_logprob(logprob);
+        }
+      }
+    }
+    return Enqueue(std::move(r));
+  }
+
+  void OnFinished(const absl::StatusOr<GenerateResult>& result) override {
+    if (!result.ok()) {
+      Complete(ToGrpcStatus(result.status()));
+      return;
+    }
+    if (result->finish == FinishReason::kCancelled) {
+      Complete(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    wv1::GenerateResponse last;
+    last.set_finish_reason(result->finish == FinishReason::kStop ? wv1::FINISH_REASON_STOP
+                                                                 : wv1::FINISH_REASON_LENGTH);
+    last.mutable_usage()->set_prompt_tokens(prompt_tokens_);
+    last.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(result->tokens.size()));
+    Enqueue(std::move(last));
+    Complete(grpc::Status::OK);
+  }
+
+  void Configure(const Tokenizer* tokenizer, bool want_logprobs, uint32_t prompt_tokens) {
+    tokenizer_ = tokenizer;
+    want_logprobs_ = want_logprobs;
+    prompt_tokens_ = prompt_tokens;
+  }
+
+  // gRPC reactions.
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        client_gone_ = true;
+        pending_.clear();
+        if (job_) job_->cancelled.store(true);
+        if (!finish_) finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading");
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (job_) job_->cancelled.store(true);
+  }
+
+  void OnDone() override {
+    std::shared_ptr<GenerateStream> keep;
+    absl::MutexLock lock(&mu_);
+    done_ = true;
+    if (job_) job_->cancelled.store(true);
+    keep.swap(self_);  // released after the lock, when `keep` goes out of scope
+    // NOTE: `keep` is destroyed at the end of this function, after mu_ is
+    // released (declared before the lock).
+  }
+
+ private:
+  GenerateStream() = default;
+
+  bool Enqueue(wv1::GenerateResponse r) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_ || client_gone_) return false;
+      pending_.push_back(std::move(r));
+    }
+    Pump();
+    return true;
+  }
+
+  void Complete(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!finish_) finish_ = status;
+    }
+    Pump();
+  }
+
+  // Starts the next write or the finish, outside the lock.
+  void Pump() {
+    enum { kNothing, kWrite, kFinish } action = kNothing;
+    grpc::Status status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_ || writing_ || finish_called_) return;
+      if (!pending_.empty()) {
+        current_ = std::move(pending_.front());
+        pending_.pop_front();
+        writing_ = true;
+        action = kWrite;
+      } else if (finish_) {
+        finish_called_ = true;
+        status = *finish_;
+        action = kFinish;
+      }
+    }
+    if (action == kWrite) StartWrite(&current_);
+    if (action == kFinish) Finish(status);
+  }
+
+  absl::Mutex mu_;
+  std::shared_ptr<GenerateStream> self_;
+  std::shared_ptr<EngineJob> job_ ABSL_GUARDED_BY(mu_);
+  std::deque<wv1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);
+  wv1::GenerateResponse current_;  // the write in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool client_gone_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+  // Engine-thread state.
+  const Tokenizer* tokenizer_ = nullptr;
+  bool want_logprobs_ = false;
+  uint32_t prompt_tokens_ = 0;
+  wv1::GenerateResponse first_;
+  bool have_first_timing_ = false;
+};
+
+absl::Status Invalid(std::string_view field, std::string_view bound, double value) {
+  return absl::InvalidArgumentError(absl::StrCat(std::string(field), " must be ", std::string(bound), "; got ", value));
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+}
+
+absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const wv1::GenerateRequest& wire) {
+  GenerateRequest req;
+  const Tokenizer& tok = *bundle.tokenizer;
+  switch (wire.prompt_case()) {
+    case wv1::GenerateRequest::kText:
+      req.prompt = tok.Encode(wire.text(), {.add_special = true, .parse_special = false});
+      break;
+    case wv1::GenerateRequest::kChat: {
+      nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+      for (const auto& m : wire.chat().messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
+      TESSERA_ASSIGN_OR_RETURN(std::string text, bundle.RenderChat(messages, wire.chat().add_generation_prompt()));
+      req.prompt = tok.Encode(text, {.add_special = true, .parse_special = true});
+      break;
+    }
+    case wv1::GenerateRequest::kTokenIds:
+      for (int32_t id : wire.token_ids().ids()) {
+        if (id < 0 || id >= tok.vocab_size()) {
+          return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ",
+                                                         tok.vocab_size(), ")"));
+        }
+        req.prompt.push_back(id);
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError("the request has no prompt");
+  }
+  if (req.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  const int64_t ctx = bundle.model->config().n_ctx_train;
+  const int64_t prompt = static_cast<int64_t>(req.prompt.size());
+  if (prompt >= ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt, " tokens; the model's context is ", ctx,
+                                                   " tokens"));
+  }
+  const int64_t max_new = wire.max_new_tokens() == 0 ? ctx - prompt : wire.max_new_tokens();
+  if (prompt + max_new > ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) plus max_tokens (", max_new,
+                                                   ") exceeds the model's context of ", ctx, " tokens"));
+  }
+  req.max_tokens = static_cast<int>(max_new);
+  const wv1::SamplingParams& s = wire.sampling();
+  SamplingParams& p = req.sampling;
+  p.temperature = s.temperature();
+  p.top_p = s.top_p() == 0.f ? 1.f : s.top_p();
+  p.top_k = static_cast<int>(std::min<uint32_t>(s.top_k(), 1u << 20));
+  p.min_p = s.min_p();
+  p.presence_penalty = s.presence_penalty();
+  p.frequency_penalty = s.frequency_penalty();
+  p.repetition_penalty = s.repetition_penalty() == 0.f ? 1.f : s.repetition_penalty();
+  if (s.has_seed()) p.seed = s.seed();
+  for (const auto& [id, bias] : s.logit_bias()) p.logit_bias.emplace_back(id, bias);
+  p.logprobs = s.logprobs();
+  if (s.top_logprobs() > 20) return Invalid("top_logprobs", "in [0, 20]", s.top_logprobs());
+  p.top_logprobs = static_cast<int>(s.top_logprobs());
+  TESSERA_RETURN_IF_ERROR(p.Validate(tok.vocab_size()));
+  if (wire.stop_size() > 16) return Invalid("stop", "at most 16 strings; count", wire.stop_size());
+  for (const std::string& stop : wire.stop()) {
+    if (stop.size() > 1024) return Invalid("each stop string", "at most 1024 bytes; length", stop.size());
+    req.stop.push_back(stop);
+  }
+  req.ignore_eos = wire.ignore_eos();
+  return req;
+}
+
+WorkerService::WorkerService(ModelBundle& bundle, SerialEngine& engine, WorkerServiceOptions options)
+    : bundle_(bundle),
+      engine_(engine),
+      options_(std::move(options)),
+      created_unix_s_(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+              .count())) {}
+
+grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::CallbackServerContext* context,
+                                                                         const wv1::GenerateRequest* request) {
+  std::shared_ptr<GenerateStream> stream = GenerateStream::Create();
+  auto req = ToEngineRequest(bundle_, *request);
+  if (!req.ok()) {
+    stream->FailNow(ToGrpcStatus(req.status()));
+    return stream.get();
+  }
+  auto job = std::make_shared<EngineJob>();
+  stream->Configure(bundle_.tokenizer.get(), req->sampling.logprobs || req->sampling.top_logprobs > 0,
+                    static_cast<uint32_t>(req->prompt.size()));
+  job->request = std::move(*req);
+  job->sink = stream;
+  stream->set_job(job);
+  absl::Status s = engine_.Submit(job);
+  if (!s.ok()) stream->FailNow(ToGrpcStatus(s));
+  return stream.get();
+}
+
+grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                      const wv1::GetModelInfoRequest*, wv1::ModelInfo* info) {
+  const LlamaConfig& c = bundle_.model->config();
+  info->set_model_id(options_.model_id);
+  info->set_architecture(c.architecture);
+  info->set_context_length(static_cast<uint32_t>(c.n_ctx_train));
+  info->set_vocab_size(static_cast<uint32_t>(c.n_vocab));
+  info->set_has_chat_template(bundle_.chat_template != nullptr);
+  info->set_created_unix_s(created_unix_s_);
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerService::Tokenize(grpc::CallbackServerContext* context,
+                                                  const wv1::TokenizeRequest* request, wv1::TokenizeResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (request->text().size() > (16u << 20)) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "text longer than 16 MiB"));
+    return reactor;
+  }
+  for (int32_t id : bundle_.tokenizer->Encode(request->text(), {})) response->add_ids(id);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace tessera

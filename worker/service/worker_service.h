@@ -1,0 +1,54 @@
+// WorkerService: the tessera.worker.v1.Worker gRPC service over a
+// SerialEngine. Requests are validated and tokenized on the gRPC thread, so
+// bad input fails at once with INVALID_ARGUMENT; valid ones are queued.
+// Cancellation (client gone, deadline) stops generation at the next token.
+//
+// Thread-safety: gRPC calls it from its own threads; all shared state is in
+// the engine (thread-safe) or immutable.
+#ifndef TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
+#define TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
+
+#include <string>
+
+#include "tessera/worker/v1/worker.grpc.pb.h"
+#include "worker/engine/serial_engine.h"
+#include "worker/model/model_bundle.h"
+
+namespace tessera {
+
+struct WorkerServiceOptions {
+  std::string model_id;  // the name clients use for the base model
+};
+
+// Converts a wire request into an engine request: validates every field,
+// renders chat prompts, tokenizes, and checks prompt + max_new_tokens against
+// the context. Exposed for tests.
+absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle,
+                                                const tessera::worker::v1::GenerateRequest& wire);
+
+class WorkerService final : public tessera::worker::v1::Worker::CallbackService {
+ public:
+  // REQUIRES: bundle and engine outlive the service.
+  WorkerService(ModelBundle& bundle, SerialEngine& engine, WorkerServiceOptions options);
+
+  grpc::ServerWriteReactor<tessera::worker::v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const tessera::worker::v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const tessera::worker::v1::GetModelInfoRequest* request,
+                                         tessera::worker::v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const tessera::worker::v1::TokenizeRequest* request,
+                                     tessera::worker::v1::TokenizeResponse* response) override;
+
+ private:
+  ModelBundle& bundle_;
+  SerialEngine& engine_;
+  WorkerServiceOptions options_;
+  uint64_t created_unix_s_;
+};
+
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
