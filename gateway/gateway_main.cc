@@ -1,0 +1,101 @@
+// tessera-gateway: the OpenAI-compatible front door.
+//
+//   tessera-gateway [--listen HOST:PORT] [--grpc-listen HOST:PORT]
+//                   [--worker HOST:PORT]... [--config FILE] [--api-key KEY]...
+//
+// Every key of the YAML config can be given as a flag; flags win. The
+// effective configuration is printed at start.
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/flag_names.h"
+#include "gateway/gateway_config.h"
+#include "gateway/http_frontend.h"
+
+ABSL_FLAG(std::string, listen, "", "HTTP address (default 127.0.0.1:8080)");
+ABSL_FLAG(std::string, grpc_listen, "", "public gRPC API address (default: off)");
+ABSL_FLAG(std::vector<std::string>, worker, {}, "worker HOST:PORT; repeatable or comma-separated");
+ABSL_FLAG(std::string, config, "", "YAML configuration file");
+ABSL_FLAG(std::vector<std::string>, api_key, {}, "API key clients must send as 'Authorization: Bearer KEY'");
+ABSL_FLAG(int, io_threads, 0, "HTTP I/O threads (default 2)");
+ABSL_FLAG(int, max_n, 0, "largest accepted n (default 16)");
+
+namespace {
+std::atomic<bool> g_stop{false};
+}
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "tessera-gateway [--listen HOST:PORT] [--grpc-listen HOST:PORT] [--worker HOST:PORT]... [--config FILE]");
+  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
+  // Repeated --worker flags accumulate (Abseil keeps only the last one).
+  std::vector<std::string> workers;
+  std::vector<char*> filtered;
+  for (size_t i = 0; i + 1 < args.argv.size(); ++i) {
+    std::string a = args.argv[i];
+    if (a.rfind("--worker=", 0) == 0) {
+      workers.push_back(a.substr(9));
+      continue;
+    }
+    if (a == "--worker" && i + 2 < args.argv.size()) {
+      workers.push_back(args.argv[++i]);
+      continue;
+    }
+    filtered.push_back(args.argv[i]);
+  }
+  filtered.push_back(nullptr);
+  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(filtered.size() - 1), filtered.data());
+  auto fail = [](const std::string& m) {
+    std::fprintf(stderr, "tessera-gateway: %s\n", m.c_str());
+    return 1;
+  };
+  if (rest.size() > 1) return fail(std::string("unexpected argument '") + rest[1] + "'");
+  tessera::gateway::GatewayConfig c;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::Status s = c.LoadYaml(absl::GetFlag(FLAGS_config));
+    if (!s.ok()) return fail(std::string(s.message()));
+  }
+  if (!absl::GetFlag(FLAGS_listen).empty()) c.listen = absl::GetFlag(FLAGS_listen);
+  if (!absl::GetFlag(FLAGS_grpc_listen).empty()) c.grpc_listen = absl::GetFlag(FLAGS_grpc_listen);
+  for (const auto& w : absl::GetFlag(FLAGS_worker)) workers.push_back(w);
+  if (!workers.empty()) {
+    c.workers.clear();
+    for (const auto& w : workers) {
+      for (size_t start = 0; start <= w.size();) {
+        size_t comma = w.find(',', start);
+        std::string one = w.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!one.empty()) c.workers.push_back(one);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+    }
+  }
+  if (!absl::GetFlag(FLAGS_api_key).empty()) c.api_keys = absl::GetFlag(FLAGS_api_key);
+  if (absl::GetFlag(FLAGS_io_threads) > 0) c.io_threads = absl::GetFlag(FLAGS_io_threads);
+  if (absl::GetFlag(FLAGS_max_n) > 0) c.request.max_n = absl::GetFlag(FLAGS_max_n);
+  if (absl::Status s = c.Validate(); !s.ok()) return fail(std::string(s.message()));
+  std::fprintf(stderr, "tessera-gateway effective configuration:\n%s\n", c.ToYaml().c_str());
+
+  auto pool = tessera::gateway::WorkerPool::Create(c.workers);
+  if (!pool.ok()) return fail(std::string(pool.status().message()));
+  (*pool)->RefreshNow();
+  tessera::gateway::HttpFrontend frontend(c, **pool);
+  auto server = tessera::gateway::HttpServer::Start(
+      c.listen, [&frontend](std::shared_ptr<tessera::gateway::HttpExchange> ex) { frontend.Handle(std::move(ex)); },
+      c.http, c.io_threads);
+  if (!server.ok()) return fail(std::string(server.status().message()));
+  std::fprintf(stderr, "tessera-gateway: serving HTTP on %s (port %d), %zu worker(s)\n", c.listen.c_str(),
+               (*server)->port(), c.workers.size());
+  std::signal(SIGINT, [](int) { g_stop.store(true); });
+  std::signal(SIGTERM, [](int) { g_stop.store(true); });
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::fprintf(stderr, "tessera-gateway: shutting down\n");
+  (*server)->Stop();
+  return 0;
+}

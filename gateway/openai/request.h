@@ -1,0 +1,66 @@
+// OpenAI request bodies -> a validated CompletionRequest.
+//
+// Every limit is decided here, before any work: types (wrong types are 400
+// naming the parameter; unknown fields are ignored as OpenAI does), both
+// bounds of every number, n, stop count, message count and size, JSON nesting
+// depth.
+#ifndef TESSERA_GATEWAY_OPENAI_REQUEST_H_
+#define TESSERA_GATEWAY_OPENAI_REQUEST_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tessera::gateway {
+
+struct ChatTurn {
+  std::string role;
+  std::string content;
+};
+
+struct CompletionRequest {
+  enum class Kind { kChat, kText };
+  Kind kind = Kind::kChat;
+  std::string model;
+  std::vector<ChatTurn> messages;                   // chat
+  std::vector<std::string> prompts;                 // text: one choice set per prompt
+  std::vector<std::vector<int32_t>> prompt_ids;     // text prompts given as token ids
+  int max_tokens = 0;                               // 0: unset
+  float temperature = 1.f;
+  float top_p = 1.f;
+  int n = 1;
+  std::vector<std::string> stop;
+  std::optional<int64_t> seed;
+  float presence_penalty = 0.f;
+  float frequency_penalty = 0.f;
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  bool logprobs = false;   // chat: logprobs; text: logprobs != null
+  int top_logprobs = 0;    // chat: top_logprobs; text: the logprobs integer
+  bool echo = false;
+  bool stream = false;
+  bool include_usage = false;
+  std::string user;
+
+  size_t prompt_count() const { return kind == Kind::kChat ? 1 : std::max(prompts.size(), prompt_ids.size()); }
+};
+
+struct RequestLimits {
+  int max_n = 16;
+  int max_depth = 32;
+  size_t max_messages = 2048;
+  size_t max_prompts = 64;
+  size_t max_stop = 4;
+  size_t max_stop_bytes = 256;
+  int max_tokens_cap = 1 << 20;  // further bounded by the model's context at the worker
+};
+
+absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body, const RequestLimits& limits);
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits);
+
+}  // namespace tessera::gateway
+
+#endif  // TESSERA_GATEWAY_OPENAI_REQUEST_H_

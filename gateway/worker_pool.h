@@ -1,0 +1,70 @@
+// WorkerPool: the gateway's soft state about workers (a static list for
+// now; discovery and load-aware policies come with the routing issue).
+// Each worker has one long-lived channel; a background thread refreshes
+// every worker's model info, which doubles as its health check.
+//
+// Thread-safety: all methods are thread-safe.
+#ifndef TESSERA_GATEWAY_WORKER_POOL_H_
+#define TESSERA_GATEWAY_WORKER_POOL_H_
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "tessera/worker/v1/worker.grpc.pb.h"
+
+namespace tessera::gateway {
+
+struct Worker {
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<tessera::worker::v1::Worker::Stub> stub;
+  std::atomic<bool> healthy{false};
+  std::atomic<int> in_flight{0};
+  absl::Mutex mu;
+  tessera::worker::v1::ModelInfo info ABSL_GUARDED_BY(mu);
+};
+
+struct WorkerPoolOptions {
+  std::chrono::milliseconds refresh_interval{1000};
+  std::chrono::milliseconds probe_timeout{1000};
+};
+
+class WorkerPool {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(const std::vector<std::string>& addresses,
+                                                            const WorkerPoolOptions& options = {});
+  ~WorkerPool();
+
+  // A healthy worker serving `model` with the fewest requests in flight.
+  // NotFound (code model_not_found) if healthy workers exist but none serves
+  // it; Unavailable if no worker is healthy.
+  absl::StatusOr<Worker*> Pick(const std::string& model);
+  // The distinct models served by healthy workers.
+  std::vector<tessera::worker::v1::ModelInfo> Models();
+  bool AnyHealthy() const;
+  // Probes every worker once now (used at start so /ready is accurate early).
+  void RefreshNow();
+
+ private:
+  WorkerPool() = default;
+  void Probe(Worker& w);
+
+  WorkerPoolOptions options_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<uint64_t> rr_{0};
+  absl::Mutex stop_mu_;
+  bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread refresher_;
+};
+
+}  // namespace tessera::gateway
+
+#endif  // TESSERA_GATEWAY_WORKER_POOL_H_
