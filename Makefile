@@ -24,8 +24,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
 
 run: build
-	@echo "tessera: the gateway and worker arrive with issue 3; for now, one chat turn:"
-	$(BUILD)/bin/tessera-generate --chat "Write a haiku about the sea." --max-tokens 64
+	@BIN=$(BUILD)/bin tools/run.sh
 
 bench: build
 	$(PY) tests/bench/bench_generate.py --tessera-bin $(BUILD)/bin

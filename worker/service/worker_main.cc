@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(64 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) return fail("cannot listen on " + c.listen);
-  std::fprintf(stderr, "tessera-worker: serving '%s' on %s\n", c.model_name.c_str(), c.listen.c_str());
+  std::fprintf(stderr, "tessera-worker: serving '%s' on %s (port %d)\n", c.model_name.c_str(), c.listen.c_str(), port);
 
   std::signal(SIGINT, [](int) { g_stop.store(true); });
   std::signal(SIGTERM, [](int) { g_stop.store(true); });
