@@ -16,6 +16,9 @@
 #include "absl/flags/usage.h"
 #include "common/flag_names.h"
 #include "gateway/gateway_config.h"
+#include <grpcpp/grpcpp.h>
+
+#include "gateway/grpc_frontend.h"
 #include "gateway/http_frontend.h"
 
 ABSL_FLAG(std::string, listen, "", "HTTP address (default 127.0.0.1:8080)");
@@ -92,10 +95,23 @@ int main(int argc, char** argv) {
   if (!server.ok()) return fail(std::string(server.status().message()));
   std::fprintf(stderr, "tessera-gateway: serving HTTP on %s (port %d), %zu worker(s)\n", c.listen.c_str(),
                (*server)->port(), c.workers.size());
+  tessera::gateway::GrpcFrontend grpc_frontend(c, **pool);
+  std::unique_ptr<grpc::Server> grpc_server;
+  if (!c.grpc_listen.empty()) {
+    grpc::ServerBuilder builder;
+    int grpc_port = 0;
+    builder.AddListeningPort(c.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
+    builder.RegisterService(&grpc_frontend);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(c.http.max_body_bytes));
+    grpc_server = builder.BuildAndStart();
+    if (!grpc_server || grpc_port == 0) return fail("cannot listen on " + c.grpc_listen);
+    std::fprintf(stderr, "tessera-gateway: serving the gRPC API on %s (port %d)\n", c.grpc_listen.c_str(), grpc_port);
+  }
   std::signal(SIGINT, [](int) { g_stop.store(true); });
   std::signal(SIGTERM, [](int) { g_stop.store(true); });
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::fprintf(stderr, "tessera-gateway: shutting down\n");
   (*server)->Stop();
+  if (grpc_server) grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
 }

@@ -11,24 +11,15 @@
 #include "common/escape.h"
 #include "gateway/completion_call.h"
 #include "gateway/openai/errors.h"
+#include "gateway/openai/renderer.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera::gateway {
 namespace {
 
 using Json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
-
-std::string NewId() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  return absl::StrFormat("%016x%08x", rng(), static_cast<uint32_t>(rng()));
-}
-
-int64_t UnixSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 std::vector<std::pair<std::string, std::string>> IdHeader(const std::string& id) { return {{"x-request-id", id}}; }
 
@@ -39,199 +30,28 @@ void RespondError(HttpExchange& ex, const absl::Status& s, const std::string& re
   ex.Respond(MapStatus(s.code()).http_status, "application/json", ErrorBody(s), std::move(headers));
 }
 
-Json BytesOf(const std::string& s) {
-  Json a = Json::array();
-  for (unsigned char c : s) a.push_back(static_cast<int>(c));
-  return a;
-}
-
-// Accumulates or streams one CompletionCall. Events arrive serialized.
-class CompletionRenderer final : public CompletionSink {
+// Writes rendered responses as JSON bodies or server-sent events.
+class HttpOutput final : public ResponseOutput {
  public:
-  CompletionRenderer(std::shared_ptr<HttpExchange> ex, CompletionRequest req, std::string request_id)
-      : ex_(std::move(ex)), req_(std::move(req)), request_id_(std::move(request_id)), start_(Clock::now()) {
-    const bool chat = req_.kind == CompletionRequest::Kind::kChat;
-    id_ = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", NewId());
-    created_ = UnixSeconds();
-    const size_t choices = req_.prompt_count() * static_cast<size_t>(req_.n);
-    texts_.resize(choices);
-    finish_.resize(choices);
-    chat_logprobs_.assign(choices, Json::array());
-    text_lp_.resize(choices);
+  HttpOutput(std::shared_ptr<HttpExchange> ex, std::string request_id)
+      : ex_(std::move(ex)), request_id_(std::move(request_id)) {}
+  void StartStream() override { ex_->StartStream(200, "text/event-stream", IdHeader(request_id_)); }
+  void StreamChunk(const Json& chunk) override { ex_->Write(absl::StrCat("data: ", Dump(chunk), "\n\n")); }
+  void EndStream() override {
+    ex_->Write("data: [DONE]\n\n");
+    ex_->Close();
   }
-
-  void OnFirstOutput() override {
-    first_output_ = Clock::now();
-    if (!req_.stream) return;
-    ex_->StartStream(200, "text/event-stream", IdHeader(request_id_));
-    if (req_.kind == CompletionRequest::Kind::kChat) {
-      for (size_t c = 0; c < texts_.size(); ++c) {
-        Json delta{{"role", "assistant"}, {"content", ""}};
-        SendChunk(Json::array({Json{{"index", c}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", nullptr}}}));
-      }
-    }
+  void StreamError(const absl::Status& status) override {
+    // Headers are out: the error travels in-band and the stream ends.
+    ex_->Write(absl::StrCat("data: ", ErrorBody(status), "\n\n"));
+    EndStream();
   }
-
-  void OnDelta(int choice, const std::string& text, const std::vector<TokenLogprobs>& logprobs) override {
-    const bool chat = req_.kind == CompletionRequest::Kind::kChat;
-    Json lp = nullptr;
-    if (req_.logprobs && !logprobs.empty()) lp = chat ? ChatLogprobs(logprobs) : TextLogprobs(choice, logprobs, text);
-    if (!req_.stream) {
-      texts_[choice] += text;
-      if (chat && lp.is_object()) for (auto& e : lp["content"]) chat_logprobs_[choice].push_back(e);
-      return;
-    }
-    if (text.empty() && lp.is_null()) return;
-    Json c;
-    c["index"] = choice;
-    if (chat) c["delta"] = Json{{"content", text}};
-    else c["text"] = text;
-    c["logprobs"] = lp;
-    c["finish_reason"] = nullptr;
-    SendChunk(Json::array({c}));
-  }
-
-  void OnChoiceFinished(int choice, const std::string& reason) override {
-    finish_[choice] = reason;
-    if (!req_.stream) return;
-    Json c;
-    c["index"] = choice;
-    if (req_.kind == CompletionRequest::Kind::kChat) c["delta"] = Json::object();
-    else c["text"] = "";
-    c["logprobs"] = nullptr;
-    c["finish_reason"] = reason;
-    SendChunk(Json::array({c}));
-  }
-
-  void OnDone(const absl::Status& status, int prompt_tokens, int completion_tokens) override {
-    const auto end = Clock::now();
-    Json usage{{"prompt_tokens", prompt_tokens},
-               {"completion_tokens", completion_tokens},
-               {"total_tokens", prompt_tokens + completion_tokens}};
-    int http_status = 200;
-    if (!status.ok()) {
-      http_status = MapStatus(status.code()).http_status;
-      if (req_.stream && first_output_.has_value()) {
-        // Headers are out: the error travels in-band and the stream ends.
-        ex_->Write(absl::StrCat("data: ", ErrorBody(status), "\n\n"));
-        ex_->Write("data: [DONE]\n\n");
-        ex_->Close();
-      } else {
-        RespondError(*ex_, status, request_id_);
-      }
-    } else if (req_.stream) {
-      if (req_.include_usage) {
-        Json chunk = Base(req_.kind == CompletionRequest::Kind::kChat ? "chat.completion.chunk" : "text_completion");
-        chunk["choices"] = Json::array();
-        chunk["usage"] = usage;
-        ex_->Write(absl::StrCat("data: ", Dump(chunk), "\n\n"));
-      }
-      ex_->Write("data: [DONE]\n\n");
-      ex_->Close();
-    } else {
-      ex_->Respond(200, "application/json", Dump(WholeResponse(usage)), IdHeader(request_id_));
-    }
-    const double ttft_ms = first_output_ ? std::chrono::duration<double, std::milli>(*first_output_ - start_).count() : -1;
-    const double total_ms = std::chrono::duration<double, std::milli>(end - start_).count();
-    std::fprintf(stderr,
-                 "request id=%s model=%s prompt_tokens=%d completion_tokens=%d ttft_ms=%.1f total_ms=%.1f status=%d%s\n",
-                 request_id_.c_str(), EscapeForMessage(req_.model, 64).c_str(), prompt_tokens, completion_tokens,
-                 ttft_ms, total_ms, http_status,
-                 status.ok() ? "" : absl::StrCat(" error=\"", EscapeForMessage(std::string(status.message()), 120), "\"").c_str());
-  }
+  void Whole(const Json& body) override { ex_->Respond(200, "application/json", Dump(body), IdHeader(request_id_)); }
+  void Error(const absl::Status& status) override { RespondError(*ex_, status, request_id_); }
 
  private:
-  Json Base(const char* object) const {
-    Json j;
-    j["id"] = id_;
-    j["object"] = object;
-    j["created"] = created_;
-    j["model"] = req_.model;
-    j["system_fingerprint"] = nullptr;
-    return j;
-  }
-
-  void SendChunk(Json choices) {
-    Json chunk = Base(req_.kind == CompletionRequest::Kind::kChat ? "chat.completion.chunk" : "text_completion");
-    chunk["choices"] = std::move(choices);
-    if (req_.include_usage) chunk["usage"] = nullptr;
-    ex_->Write(absl::StrCat("data: ", Dump(chunk), "\n\n"));
-  }
-
-  Json ChatLogprobs(const std::vector<TokenLogprobs>& lps) const {
-    Json content = Json::array();
-    for (const auto& t : lps) {
-      Json top = Json::array();
-      for (const auto& [tok, lp] : t.top) top.push_back({{"token", tok}, {"logprob", lp}, {"bytes", BytesOf(tok)}});
-      content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", BytesOf(t.token)}, {"top_logprobs", top}});
-    }
-    return Json{{"content", content}};
-  }
-
-  struct TextLp {
-    Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
-    size_t offset = 0;
-  };
-
-  Json TextLogprobs(int choice, const std::vector<TokenLogprobs>& lps, const std::string& text) {
-    TextLp& acc = text_lp_[choice];
-    Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
-    for (const auto& t : lps) {
-      tokens.push_back(t.token);
-      token_logprobs.push_back(t.logprob);
-      Json alt = Json::object();
-      for (const auto& [tok, lp] : t.top) alt[tok] = lp;
-      top.push_back(alt);
-      offsets.push_back(acc.offset);
-      acc.offset += t.token.size();
-    }
-    for (auto& x : tokens) acc.tokens.push_back(x);
-    for (auto& x : token_logprobs) acc.token_logprobs.push_back(x);
-    for (auto& x : top) acc.top.push_back(x);
-    for (auto& x : offsets) acc.offsets.push_back(x);
-    return Json{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
-  }
-
-  Json WholeResponse(const Json& usage) {
-    const bool chat = req_.kind == CompletionRequest::Kind::kChat;
-    Json j = Base(chat ? "chat.completion" : "text_completion");
-    Json choices = Json::array();
-    for (size_t c = 0; c < texts_.size(); ++c) {
-      Json choice;
-      choice["index"] = c;
-      if (chat) {
-        choice["message"] = Json{{"role", "assistant"}, {"content", texts_[c]}};
-        choice["logprobs"] = req_.logprobs ? Json{{"content", chat_logprobs_[c]}} : Json(nullptr);
-      } else {
-        const std::string prefix = req_.echo && !req_.prompts.empty() ? req_.prompts[c / req_.n] : "";
-        choice["text"] = prefix + texts_[c];
-        if (req_.logprobs) {
-          const TextLp& t = text_lp_[c];
-          choice["logprobs"] = Json{{"tokens", t.tokens}, {"token_logprobs", t.token_logprobs},
-                                    {"top_logprobs", t.top}, {"text_offset", t.offsets}};
-        } else {
-          choice["logprobs"] = nullptr;
-        }
-      }
-      choice["finish_reason"] = finish_[c].empty() ? Json(nullptr) : Json(finish_[c]);
-      choices.push_back(choice);
-    }
-    j["choices"] = choices;
-    j["usage"] = usage;
-    return j;
-  }
-
   std::shared_ptr<HttpExchange> ex_;
-  CompletionRequest req_;
   std::string request_id_;
-  std::string id_;
-  int64_t created_;
-  Clock::time_point start_;
-  std::optional<Clock::time_point> first_output_;
-  std::vector<std::string> texts_;
-  std::vector<std::string> finish_;
-  std::vector<Json> chat_logprobs_;
-  std::vector<TextLp> text_lp_;
 };
 
 std::string PathOf(const std::string& target) {
@@ -252,7 +72,7 @@ bool ValidRequestId(const std::string& id) {
 void HttpFrontend::Handle(std::shared_ptr<HttpExchange> ex) {
   const HttpRequestView& r = ex->request();
   std::string request_id = r.Header("x-request-id");
-  if (!ValidRequestId(request_id)) request_id = NewId();
+  if (!ValidRequestId(request_id)) request_id = NewRequestId();
   const std::string path = PathOf(r.target);
   const std::string& m = r.method;
 
@@ -336,7 +156,7 @@ void HttpFrontend::HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat,
   if (!req->prompt_ids.empty() && req->echo) {
     return RespondError(*ex, ParamError("echo", "'echo' is supported for text prompts only"), request_id);
   }
-  auto renderer = std::make_shared<CompletionRenderer>(ex, *req, request_id);
+  auto renderer = std::make_shared<CompletionRenderer>(std::make_shared<HttpOutput>(ex, request_id), *req, request_id);
   CompletionOptions options;
   options.timeout = std::chrono::seconds(config_.request_timeout_s);
   auto call = CompletionCall::Start(pool_, *req, renderer, options);

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc/queued_server_writer.h"
 #include "common/status_macros.h"
 
 namespace tessera {
@@ -12,37 +13,39 @@ namespace {
 
 namespace wv1 = tessera::worker::v1;
 
-// A Generate call's stream. Owned by itself (self_) until gRPC's OnDone and
-// by the engine job's sink until the job ends, whichever is later. At most
-// one write is in flight; gRPC calls are never made under the mutex.
-class GenerateStream final : public grpc::ServerWriteReactor<wv1::GenerateResponse>, public JobSink {
+// A Generate call's stream: the engine job writes to it; a client that
+// goes away cancels the job.
+class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, public JobSink {
  public:
   static std::shared_ptr<GenerateStream> Create() {
     std::shared_ptr<GenerateStream> s(new GenerateStream());
-    s->self_ = s;
+    s->Adopt(s);
     return s;
   }
 
   void set_job(std::shared_ptr<EngineJob> job) {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&job_mu_);
     job_ = std::move(job);
   }
 
-  // Fails the call before any engine work.
-  void FailNow(const grpc::Status& status) { Complete(status); }
+  void Configure(const Tokenizer* tokenizer, bool want_logprobs, uint32_t prompt_tokens) {
+    tokenizer_ = tokenizer;
+    want_logprobs_ = want_logprobs;
+    prompt_tokens_ = prompt_tokens;
+  }
 
   // JobSink (engine thread).
   void OnStarted(uint64_t queue_ns, uint64_t prefill_ns) override {
-    first_.set_queue_ns(queue_ns);
-    first_.set_prefill_ns(prefill_ns);
+    queue_ns_ = queue_ns;
+    prefill_ns_ = prefill_ns;
     have_first_timing_ = true;
   }
 
   bool OnEvent(const StreamEvent& e) override {
     wv1::GenerateResponse r;
     if (have_first_timing_) {
-      r.set_queue_ns(first_.queue_ns());
-      r.set_prefill_ns(first_.prefill_ns());
+      r.set_queue_ns(queue_ns_);
+      r.set_prefill_ns(prefill_ns_);
       have_first_timing_ = false;
     }
     r.set_text(std::string(e.text));
@@ -61,121 +64,36 @@ class GenerateStream final : public grpc::ServerWriteReactor<wv1::GenerateRespon
         }
       }
     }
-    return Enqueue(std::move(r));
+    return Write(std::move(r));
   }
 
   void OnFinished(const absl::StatusOr<GenerateResult>& result) override {
-    if (!result.ok()) {
-      Complete(ToGrpcStatus(result.status()));
-      return;
-    }
-    if (result->finish == FinishReason::kCancelled) {
-      Complete(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-      return;
-    }
+    if (!result.ok()) return Finish(ToGrpcStatus(result.status()));
+    if (result->finish == FinishReason::kCancelled) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
     wv1::GenerateResponse last;
     last.set_finish_reason(result->finish == FinishReason::kStop ? wv1::FINISH_REASON_STOP
                                                                  : wv1::FINISH_REASON_LENGTH);
     last.mutable_usage()->set_prompt_tokens(prompt_tokens_);
     last.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(result->tokens.size()));
-    Enqueue(std::move(last));
-    Complete(grpc::Status::OK);
-  }
-
-  void Configure(const Tokenizer* tokenizer, bool want_logprobs, uint32_t prompt_tokens) {
-    tokenizer_ = tokenizer;
-    want_logprobs_ = want_logprobs;
-    prompt_tokens_ = prompt_tokens;
-  }
-
-  // gRPC reactions.
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      if (!ok) {
-        client_gone_ = true;
-        pending_.clear();
-        if (job_) job_->cancelled.store(true);
-        if (!finish_) finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "client stopped reading");
-      }
-    }
-    Pump();
-  }
-
-  void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    if (job_) job_->cancelled.store(true);
-  }
-
-  void OnDone() override {
-    std::shared_ptr<GenerateStream> keep;
-    absl::MutexLock lock(&mu_);
-    done_ = true;
-    if (job_) job_->cancelled.store(true);
-    keep.swap(self_);  // released after the lock, when `keep` goes out of scope
-    // NOTE: `keep` is destroyed at the end of this function, after mu_ is
-    // released (declared before the lock).
+    Write(std::move(last));
+    Finish(grpc::Status::OK);
   }
 
  private:
   GenerateStream() = default;
 
-  bool Enqueue(wv1::GenerateResponse r) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (done_ || client_gone_) return false;
-      pending_.push_back(std::move(r));
-    }
-    Pump();
-    return true;
+  void OnClientGone() override {
+    absl::MutexLock lock(&job_mu_);
+    if (job_) job_->cancelled.store(true);
   }
 
-  void Complete(const grpc::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (!finish_) finish_ = status;
-    }
-    Pump();
-  }
-
-  // Starts the next write or the finish, outside the lock.
-  void Pump() {
-    enum { kNothing, kWrite, kFinish } action = kNothing;
-    grpc::Status status;
-    {
-      absl::MutexLock lock(&mu_);
-      if (done_ || writing_ || finish_called_) return;
-      if (!pending_.empty()) {
-        current_ = std::move(pending_.front());
-        pending_.pop_front();
-        writing_ = true;
-        action = kWrite;
-      } else if (finish_) {
-        finish_called_ = true;
-        status = *finish_;
-        action = kFinish;
-      }
-    }
-    if (action == kWrite) StartWrite(&current_);
-    if (action == kFinish) Finish(status);
-  }
-
-  absl::Mutex mu_;
-  std::shared_ptr<GenerateStream> self_;
-  std::shared_ptr<EngineJob> job_ ABSL_GUARDED_BY(mu_);
-  std::deque<wv1::GenerateResponse> pending_ ABSL_GUARDED_BY(mu_);
-  wv1::GenerateResponse current_;  // the write in flight
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool client_gone_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> finish_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex job_mu_;
+  std::shared_ptr<EngineJob> job_ ABSL_GUARDED_BY(job_mu_);
   // Engine-thread state.
   const Tokenizer* tokenizer_ = nullptr;
   bool want_logprobs_ = false;
   uint32_t prompt_tokens_ = 0;
-  wv1::GenerateResponse first_;
+  uint64_t queue_ns_ = 0, prefill_ns_ = 0;
   bool have_first_timing_ = false;
 };
 
@@ -266,7 +184,7 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   std::shared_ptr<GenerateStream> stream = GenerateStream::Create();
   auto req = ToEngineRequest(bundle_, *request);
   if (!req.ok()) {
-    stream->FailNow(ToGrpcStatus(req.status()));
+    stream->Finish(ToGrpcStatus(req.status()));
     return stream.get();
   }
   auto job = std::make_shared<EngineJob>();
@@ -276,7 +194,7 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   job->sink = stream;
   stream->set_job(job);
   absl::Status s = engine_.Submit(job);
-  if (!s.ok()) stream->FailNow(ToGrpcStatus(s));
+  if (!s.ok()) stream->Finish(ToGrpcStatus(s));
   return stream.get();
 }
 

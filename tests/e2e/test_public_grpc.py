@@ -1,0 +1,86 @@
+"""The gateway's public gRPC API (tessera.api.v1.Completions) with a real
+gRPC client: same results and errors as the REST API."""
+import sys
+import tempfile
+
+import grpc
+import pytest
+
+from conftest import MODEL_ID, SOURCE, Stack, free_port
+
+
+@pytest.fixture(scope="module")
+def api():
+    out = tempfile.mkdtemp()
+    from grpc_tools import protoc
+    import grpc_tools
+
+    include = grpc_tools.__path__[0] + "/_proto"
+    rc = protoc.main(["protoc", f"-I{SOURCE}/proto", f"-I{include}", f"--python_out={out}",
+                      f"--grpc_python_out={out}", f"{SOURCE}/proto/tessera/api/v1/completions.proto"])
+    assert rc == 0
+    sys.path.insert(0, out)
+    from tessera.api.v1 import completions_pb2, completions_pb2_grpc
+
+    port = free_port()
+    stack = Stack(api_keys=["k1"], extra_gateway_args=["--grpc-listen", f"127.0.0.1:{port}"])
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=30)
+    yield completions_pb2, completions_pb2_grpc.CompletionsStub(channel), stack
+    stack.stop()
+
+
+AUTH = [("authorization", "Bearer k1")]
+
+
+def test_models_and_auth(api):
+    pb, stub, _ = api
+    models = stub.ListModels(pb.ListModelsRequest(), metadata=AUTH)
+    assert [m.id for m in models.data] == [MODEL_ID]
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ListModels(pb.ListModelsRequest())
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_chat_matches_rest(api):
+    pb, stub, stack = api
+    from openai import OpenAI
+
+    req = pb.ChatCompletionRequest(model=MODEL_ID, messages=[pb.ChatMessage(role="user", content="Name a color.")],
+                                   max_tokens=8, temperature=0)
+    r = stub.CreateChatCompletion(req, metadata=AUTH)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    rest = OpenAI(base_url=f"{stack.url}/v1", api_key="k1", max_retries=0).chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": "Name a color."}], max_tokens=8, temperature=0)
+    assert r.choices[0].message.content == rest.choices[0].message.content
+    assert r.usage.total_tokens == rest.usage.total_tokens
+    chunks = list(stub.StreamChatCompletion(
+        pb.ChatCompletionRequest(model=MODEL_ID, messages=[pb.ChatMessage(role="user", content="Name a color.")],
+                                 max_tokens=8, temperature=0, stream_options=pb.StreamOptions(include_usage=True)),
+        metadata=AUTH))
+    text = "".join(c.delta.content for ch in chunks for c in ch.choices)
+    assert text == rest.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == rest.usage.completion_tokens
+    assert chunks[0].choices[0].delta.role == "assistant"
+
+
+def test_completions_and_errors(api):
+    pb, stub, _ = api
+    r = stub.CreateCompletion(pb.CompletionRequest(model=MODEL_ID, prompt=["The capital of France is"], max_tokens=4,
+                                                   temperature=0, logprobs=2, seed=7), metadata=AUTH)
+    assert r.choices[0].text.startswith(" Paris")
+    assert len(r.choices[0].logprobs.tokens) == 4
+    streamed = list(stub.StreamCompletion(pb.CompletionRequest(model=MODEL_ID, prompt=["The capital of France is"],
+                                                               max_tokens=4, temperature=0), metadata=AUTH))
+    assert "".join(c.text for ch in streamed for c in ch.choices) == r.choices[0].text
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CreateChatCompletion(pb.ChatCompletionRequest(model=MODEL_ID, messages=[pb.ChatMessage(role="user", content="x")],
+                                                           temperature=5), metadata=AUTH)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "temperature" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CreateChatCompletion(pb.ChatCompletionRequest(model="nope", messages=[pb.ChatMessage(role="user", content="x")]),
+                                  metadata=AUTH)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.StreamChatCompletion(pb.ChatCompletionRequest(model=MODEL_ID, messages=[]), metadata=AUTH))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
