@@ -137,6 +137,10 @@ void CompletionCall::OnResponse(int choice, const wv1::GenerateResponse& r) {
     completion_tokens_ += static_cast<int>(r.usage().completion_tokens());
     prompt_tokens_per_prompt_[choice / n_] = static_cast<int>(r.usage().prompt_tokens());
     sink_->OnChoiceFinished(choice, r.finish_reason() == wv1::FINISH_REASON_STOP ? "stop" : "length");
+    // The finish response is the worker's last word on a choice: once every
+    // choice has one, the call is complete without waiting for the streams'
+    // trailing status.
+    if (++finished_choices_ == static_cast<int>(contexts_.size())) FinishLocked(absl::OkStatus());
   }
 }
 

@@ -66,6 +66,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts_;
   Worker* worker_ = nullptr;
   int remaining_ ABSL_GUARDED_BY(mu_) = 0;
+  int finished_choices_ ABSL_GUARDED_BY(mu_) = 0;
   bool first_output_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   int n_ ABSL_GUARDED_BY(mu_) = 1;

@@ -326,6 +326,9 @@ struct HttpServer::Impl {
       if (ec) {
         if (stopped.load()) return;
       } else {
+        // Streamed tokens are small writes: send each at once.
+        beast::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         std::make_shared<Session>(std::move(socket), handler, limits)->Start();
       }
       Accept();
