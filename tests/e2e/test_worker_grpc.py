@@ -30,7 +30,7 @@ def pb():
 @pytest.fixture(scope="module")
 def worker(pb):
     port = free_port()
-    p = subprocess.Popen([f"{BIN}/tessera-worker", "--listen", f"127.0.0.1:{port}", "--max-waiting", "4"],
+    p = subprocess.Popen([f"{BIN}/tessera-worker", "--listen", f"127.0.0.1:{port}", "--max-waiting", "2", "--max-num-seqs", "1"],
                          stderr=subprocess.DEVNULL)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     grpc.channel_ready_future(channel).result(timeout=60)

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/sampling/stop_matcher.h"
+#include "worker/engine/output_processor.h"
 
 namespace tessera {
 namespace {
@@ -74,48 +74,34 @@ absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& toke
   TESSERA_RETURN_IF_ERROR(CheckFits(model, cache, req.prompt.size(), req.max_tokens));
 
   GenerateResult result;
+  if (req.max_tokens == 0) return result;
   SequenceBlocks seq{cache, {}};
   std::vector<int32_t> all = req.prompt;
   std::vector<float> logits(n_vocab);
   Sampler sampler(req.sampling, n_vocab, req.prompt);
-  Detokenizer detok(tokenizer);
-  StopMatcher stops(req.stop);
-  auto emit = [&](const std::string& s, const SampledToken* token) {
-    result.text.append(s);
-    if (!on_event || (token == nullptr && s.empty())) return true;
-    return on_event(StreamEvent{s, token});
-  };
-
-  if (req.max_tokens == 0) return result;
+  OutputProcessor out(tokenizer, req);
   TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, 0, all.size(), logits.data()));
   while (true) {
     SampledToken t = sampler.Sample(logits.data());
-    if (!req.ignore_eos && tokenizer.IsEndOfGeneration(t.id)) {
-      result.finish = FinishReason::kStop;
+    OutputProcessor::Step step = out.Accept(t);
+    if (step.accepted) sampler.Accept(t.id);
+    result.text += step.text;
+    const bool silent = !step.accepted && step.text.empty();
+    const bool keep_going =
+        silent || !on_event || on_event(StreamEvent{step.text, step.accepted ? &out.sampled().back() : nullptr});
+    if (step.finished) {
+      result.finish = step.reason;
       break;
     }
-    sampler.Accept(t.id);
-    result.tokens.push_back(t.id);
-    result.sampled.push_back(std::move(t));
-    all.push_back(result.tokens.back());
-    StopMatcher::Result sr = stops.Push(detok.Push(result.tokens.back()));
-    if (!emit(sr.emit, &result.sampled.back())) { result.finish = FinishReason::kCancelled; return result; }
-    if (sr.stopped) { result.finish = FinishReason::kStop; return result; }
-    if (static_cast<int>(result.tokens.size()) >= req.max_tokens) {
-      result.finish = FinishReason::kLength;
+    if (!keep_going) {
+      result.finish = FinishReason::kCancelled;
       break;
     }
+    all.push_back(t.id);
     TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, all.size() - 1, all.size(), logits.data()));
   }
-  // Generation ended without a stop string: release held-back text.
-  StopMatcher::Result tail = stops.Push(detok.Flush());
-  std::string rest = tail.emit;
-  if (tail.stopped) {
-    result.finish = FinishReason::kStop;
-  } else {
-    rest += stops.Flush();
-  }
-  emit(rest, nullptr);
+  result.tokens = out.tokens();
+  result.sampled = out.sampled();
   return result;
 }
 

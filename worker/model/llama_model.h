@@ -34,6 +34,7 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
   int max_batch_tokens() const { return options_.max_batch_tokens; }
+  int max_logit_rows() const { return options_.max_logit_rows; }
 
   // Runs the batch rows `tokens` (row i at layout.positions[i] of sequence
   // layout.row_sequence[i]) through the model, appending their K/V to

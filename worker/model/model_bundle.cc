@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& 
   b->backend = CreateCpuBackend({.threads = options.threads});
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;
-  mo.max_logit_rows = std::min(mo.max_logit_rows, options.max_batch_tokens);
+  mo.max_logit_rows = std::min(options.max_logit_rows, options.max_batch_tokens);
   auto model = LlamaModel::Load(*b->file, *b->backend, mo);
   if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));
   b->model = std::move(*model);

@@ -35,6 +35,7 @@ struct ModelBundle {
 struct ModelBundleOptions {
   int threads = 0;
   int max_batch_tokens = 512;
+  int max_logit_rows = 64;  // at most max_batch_tokens
 };
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -21,7 +22,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/flag_names.h"
-#include "worker/engine/serial_engine.h"
+#include "worker/engine/engine.h"
 #include "worker/service/worker_service.h"
 
 ABSL_FLAG(std::string, listen, "", "address to serve gRPC on (default 127.0.0.1:50051)");
@@ -29,7 +30,11 @@ ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled model)"
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
 ABSL_FLAG(std::string, model_name, "", "name clients use for the model (default: the file name without .gguf)");
 ABSL_FLAG(int, threads, -1, "CPU threads (0 = all; default 0)");
-ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refused (default 256)");
+ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refused with 429 (default 256)");
+ABSL_FLAG(int, max_num_seqs, -1, "sequences batched in one step (default 32)");
+ABSL_FLAG(int, max_num_batched_tokens, -1, "tokens in one step; longer prompts are prefilled in chunks (default 512)");
+ABSL_FLAG(int, kv_cache_memory, -1, "KV cache size in MiB (default 256)");
+ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
 namespace {
 
@@ -39,6 +44,10 @@ struct WorkerConfig {
   std::string model_name;
   int threads = 0;
   int max_waiting = 256;
+  int max_num_seqs = 32;
+  int max_num_batched_tokens = 512;
+  int kv_cache_memory_mib = 256;
+  bool enable_prefix_caching = true;
 };
 
 absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
@@ -52,6 +61,10 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "model_name") c.model_name = kv.second.as<std::string>();
       else if (key == "threads") c.threads = kv.second.as<int>();
       else if (key == "max_waiting") c.max_waiting = kv.second.as<int>();
+      else if (key == "max_num_seqs") c.max_num_seqs = kv.second.as<int>();
+      else if (key == "max_num_batched_tokens") c.max_num_batched_tokens = kv.second.as<int>();
+      else if (key == "kv_cache_memory") c.kv_cache_memory_mib = kv.second.as<int>();
+      else if (key == "enable_prefix_caching") c.enable_prefix_caching = kv.second.as<bool>();
       else return absl::InvalidArgumentError(absl::StrCat(path, ": unknown key '", key, "'"));
     }
   } catch (const YAML::Exception& e) {
@@ -83,6 +96,14 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_model_name).empty()) c.model_name = absl::GetFlag(FLAGS_model_name);
   if (absl::GetFlag(FLAGS_threads) >= 0) c.threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_max_waiting) >= 0) c.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  if (absl::GetFlag(FLAGS_max_num_seqs) >= 0) c.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  if (absl::GetFlag(FLAGS_max_num_batched_tokens) >= 0) c.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  if (absl::GetFlag(FLAGS_kv_cache_memory) >= 0) c.kv_cache_memory_mib = absl::GetFlag(FLAGS_kv_cache_memory);
+  if (auto p = absl::GetFlag(FLAGS_enable_prefix_caching)) c.enable_prefix_caching = *p;
+  if (c.max_num_seqs < 1 || c.max_num_seqs > 1024) return fail("max_num_seqs must be in [1, 1024]");
+  if (c.max_num_batched_tokens < 1 || c.max_num_batched_tokens > 65536) return fail("max_num_batched_tokens must be in [1, 65536]");
+  if (c.max_num_batched_tokens < c.max_num_seqs) return fail("max_num_batched_tokens must be >= max_num_seqs");
+  if (c.kv_cache_memory_mib < 1 || c.kv_cache_memory_mib > (1 << 20)) return fail("kv_cache_memory must be in [1, 1048576] MiB");
   if (c.model.empty()) c.model = tessera::DefaultModelPath();
   if (c.model_name.empty()) c.model_name = std::filesystem::path(c.model).stem().string();
   if (c.threads < 0 || c.threads > 1024) return fail("threads must be in [0, 1024]");
@@ -90,12 +111,22 @@ int main(int argc, char** argv) {
   YAML::Emitter out;
   out << YAML::BeginMap << YAML::Key << "listen" << YAML::Value << c.listen << YAML::Key << "model" << YAML::Value
       << c.model << YAML::Key << "model_name" << YAML::Value << c.model_name << YAML::Key << "threads"
-      << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::EndMap;
+      << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::Key
+      << "max_num_seqs" << YAML::Value << c.max_num_seqs << YAML::Key << "max_num_batched_tokens" << YAML::Value
+      << c.max_num_batched_tokens << YAML::Key << "kv_cache_memory" << YAML::Value << c.kv_cache_memory_mib
+      << YAML::Key << "enable_prefix_caching" << YAML::Value << c.enable_prefix_caching << YAML::EndMap;
   std::fprintf(stderr, "tessera-worker effective configuration:\n%s\n", out.c_str());
 
-  auto bundle = tessera::LoadModelBundle(c.model, {.threads = c.threads});
+  auto bundle = tessera::LoadModelBundle(
+      c.model, {.threads = c.threads, .max_batch_tokens = c.max_num_batched_tokens, .max_logit_rows = c.max_num_seqs});
   if (!bundle.ok()) return fail(std::string(bundle.status().message()));
-  auto engine = tessera::SerialEngine::Create(**bundle, {.max_waiting = c.max_waiting});
+  tessera::EngineOptions eo;
+  eo.scheduler.max_num_seqs = c.max_num_seqs;
+  eo.scheduler.max_num_batched_tokens = c.max_num_batched_tokens;
+  eo.max_waiting = c.max_waiting;
+  eo.kv_cache_bytes = static_cast<int64_t>(c.kv_cache_memory_mib) << 20;
+  eo.prefix_caching = c.enable_prefix_caching;
+  auto engine = tessera::Engine::Create(**bundle, eo);
   if (!engine.ok()) return fail(std::string(engine.status().message()));
   tessera::WorkerService service(**bundle, **engine, {.model_id = c.model_name});
 
@@ -116,5 +147,10 @@ int main(int argc, char** argv) {
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   (*engine)->Stop();
+  const tessera::EngineStats st = (*engine)->stats();
+  std::fprintf(stderr, "tessera-worker: engine steps=%llu preemptions=%llu prefix_hit_tokens=%llu prefix_query_tokens=%llu\n",
+               static_cast<unsigned long long>(st.steps), static_cast<unsigned long long>(st.preemptions),
+               static_cast<unsigned long long>(st.prefix_hit_tokens),
+               static_cast<unsigned long long>(st.prefix_query_tokens));
   return 0;
 }

@@ -171,7 +171,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
   return req;
 }
 
-WorkerService::WorkerService(ModelBundle& bundle, SerialEngine& engine, WorkerServiceOptions options)
+WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, WorkerServiceOptions options)
     : bundle_(bundle),
       engine_(engine),
       options_(std::move(options)),
@@ -185,6 +185,10 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   auto req = ToEngineRequest(bundle_, *request);
   if (!req.ok()) {
     stream->Finish(ToGrpcStatus(req.status()));
+    return stream.get();
+  }
+  if (absl::Status fits = engine_.CanEverFit(static_cast<int64_t>(req->prompt.size()), req->max_tokens); !fits.ok()) {
+    stream->Finish(ToGrpcStatus(fits));
     return stream.get();
   }
   auto job = std::make_shared<EngineJob>();

@@ -1,5 +1,5 @@
 // WorkerService: the tessera.worker.v1.Worker gRPC service over a
-// SerialEngine. Requests are validated and tokenized on the gRPC thread, so
+// the batching Engine. Requests are validated and tokenized on the gRPC thread, so
 // bad input fails at once with INVALID_ARGUMENT; valid ones are queued.
 // Cancellation (client gone, deadline) stops generation at the next token.
 //
@@ -11,7 +11,7 @@
 #include <string>
 
 #include "tessera/worker/v1/worker.grpc.pb.h"
-#include "worker/engine/serial_engine.h"
+#include "worker/engine/engine.h"
 #include "worker/model/model_bundle.h"
 
 namespace tessera {
@@ -29,7 +29,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle,
 class WorkerService final : public tessera::worker::v1::Worker::CallbackService {
  public:
   // REQUIRES: bundle and engine outlive the service.
-  WorkerService(ModelBundle& bundle, SerialEngine& engine, WorkerServiceOptions options);
+  WorkerService(ModelBundle& bundle, Engine& engine, WorkerServiceOptions options);
 
   grpc::ServerWriteReactor<tessera::worker::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const tessera::worker::v1::GenerateRequest* request) override;
@@ -42,7 +42,7 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService 
 
  private:
   ModelBundle& bundle_;
-  SerialEngine& engine_;
+  Engine& engine_;
   WorkerServiceOptions options_;
   uint64_t created_unix_s_;
 };

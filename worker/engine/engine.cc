@@ -1,0 +1,229 @@
+#include "worker/engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/engine/output_processor.h"
+
+namespace tessera {
+
+uint64_t MonotonicNanos() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+struct Engine::Sequence : SchedSequence {
+  std::shared_ptr<EngineJob> job;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<OutputProcessor> output;
+  bool started = false;
+  uint64_t admitted_ns = 0;
+};
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, const EngineOptions& options) {
+  const LlamaConfig& c = bundle.model->config();
+  const SchedulerOptions& s = options.scheduler;
+  if (s.max_num_seqs < 1 || s.max_num_seqs > bundle.model->max_logit_rows()) {
+    return absl::InvalidArgumentError(absl::StrCat("max_num_seqs must be in [1, ", bundle.model->max_logit_rows(),
+                                                   "]; got ", s.max_num_seqs));
+  }
+  if (s.max_num_batched_tokens < 1 || s.max_num_batched_tokens > bundle.model->max_batch_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat("max_num_batched_tokens must be in [1, ",
+                                                   bundle.model->max_batch_tokens(), "]; got ",
+                                                   s.max_num_batched_tokens));
+  }
+  if (options.max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
+  if (options.block_size < 1 || options.block_size > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("block_size must be in [1, 256]; got ", options.block_size));
+  }
+  const int64_t bytes_per_block = KvCache::BytesPerBlock(c.n_layers, c.kv_dim(), options.block_size);
+  const int64_t bytes = options.kv_cache_bytes > 0 ? options.kv_cache_bytes : int64_t{256} << 20;
+  const int64_t num_blocks = bytes / bytes_per_block;
+  if (num_blocks < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("kv cache memory of ", bytes, " bytes holds fewer than 2 blocks of ",
+                                                   bytes_per_block, " bytes"));
+  }
+  std::unique_ptr<Engine> e(new Engine(bundle, options));
+  KvCacheOptions kv;
+  kv.block_size = options.block_size;
+  kv.num_blocks = num_blocks;
+  TESSERA_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(*bundle.backend, c.n_layers, c.kv_dim(), kv));
+  e->blocks_ = std::make_unique<BlockManager>(num_blocks, options.block_size, options.prefix_caching);
+  e->scheduler_ = std::make_unique<Scheduler>(options.scheduler, *e->blocks_);
+  e->logits_.resize(static_cast<size_t>(s.max_num_seqs) * c.n_vocab);
+  {
+    absl::MutexLock lock(&e->mu_);
+    e->stats_.kv_blocks_total = num_blocks;
+  }
+  e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
+  return e;
+}
+
+Engine::Engine(ModelBundle& b, const EngineOptions& o) : bundle_(b), options_(o) {}
+
+Engine::~Engine() { Stop(); }
+
+absl::Status Engine::CanEverFit(int64_t prompt_tokens, int64_t max_tokens) const {
+  const int64_t need = prompt_tokens + max_tokens;
+  const int64_t ctx = bundle_.model->config().n_ctx_train;
+  if (need > ctx) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt_tokens, " tokens) plus max_tokens (", max_tokens,
+                                                   ") exceeds the model's context of ", ctx, " tokens"));
+  }
+  const int64_t capacity = blocks_->num_blocks() * blocks_->block_size();
+  if (need > capacity) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt_tokens, " tokens) plus max_tokens (", max_tokens,
+                                                   ") exceeds the worker's KV cache of ", capacity, " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Submit(std::shared_ptr<EngineJob> job) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the worker is shutting down");
+  if (waiting_ >= options_.max_waiting) {
+    return absl::ResourceExhaustedError(absl::StrCat("the worker's queue is full (", options_.max_waiting,
+                                                     " waiting requests)"));
+  }
+  job->enqueued_ns = MonotonicNanos();
+  ++waiting_;
+  inbox_.push_back(std::move(job));
+  return absl::OkStatus();
+}
+
+void Engine::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+EngineStats Engine::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void Engine::Loop() {
+  while (true) {
+    std::deque<std::shared_ptr<EngineJob>> arrived;
+    {
+      absl::MutexLock lock(&mu_);
+      if (sequences_.empty()) {
+        mu_.Await(absl::Condition(
+            +[](Engine* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) { return e->stopping_ || !e->inbox_.empty(); }, this));
+        if (inbox_.empty()) return;  // stopping, nothing left
+      }
+      arrived.swap(inbox_);
+    }
+    for (auto& job : arrived) Admit(std::move(job));
+    Step();
+    absl::MutexLock lock(&mu_);
+    stats_.running = static_cast<int>(scheduler_->running().size());
+    waiting_ = static_cast<int>(scheduler_->waiting().size() + inbox_.size());
+    stats_.waiting = waiting_;
+    stats_.kv_blocks_used = blocks_->used_blocks();
+    stats_.prefix_query_tokens = blocks_->prefix_query_tokens();
+    stats_.prefix_hit_tokens = blocks_->prefix_hit_tokens();
+    stats_.preemptions = scheduler_->preemptions();
+  }
+}
+
+void Engine::Admit(std::shared_ptr<EngineJob> job) {
+  if (job->cancelled.load()) {
+    job->sink->OnFinished(absl::CancelledError("cancelled while queued"));
+    return;
+  }
+  auto seq = std::make_unique<Sequence>();
+  seq->id = next_id_++;
+  seq->tokens = job->request.prompt;
+  seq->salt = job->prefix_salt;
+  seq->sampler = std::make_unique<Sampler>(job->request.sampling, bundle_.model->config().n_vocab, job->request.prompt);
+  seq->output = std::make_unique<OutputProcessor>(*bundle_.tokenizer, job->request);
+  seq->admitted_ns = MonotonicNanos();
+  seq->job = std::move(job);
+  scheduler_->AddWaiting(seq.get());
+  sequences_.push_back(std::move(seq));
+}
+
+void Engine::FinishSequence(Sequence* seq, const absl::StatusOr<GenerateResult>& result) {
+  scheduler_->Remove(seq);
+  seq->job->sink->OnFinished(result);
+  sequences_.erase(std::find_if(sequences_.begin(), sequences_.end(),
+                                [seq](const std::unique_ptr<Sequence>& s) { return s.get() == seq; }));
+}
+
+bool Engine::Step() {
+  // Cancelled sequences leave first, freeing their blocks for this step.
+  for (size_t i = 0; i < sequences_.size();) {
+    Sequence* s = sequences_[i].get();
+    if (s->job->cancelled.load()) {
+      GenerateResult r;
+      r.finish = FinishReason::kCancelled;
+      FinishSequence(s, r);
+    } else {
+      ++i;
+    }
+  }
+  std::vector<ScheduledSequence> plan = scheduler_->Schedule();
+  if (plan.empty()) return false;
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.steps;
+  }
+
+  std::vector<int32_t> tokens, positions, row_seq, logit_rows;
+  std::vector<std::span<const int32_t>> tables;
+  for (size_t k = 0; k < plan.size(); ++k) {
+    const ScheduledSequence& s = plan[k];
+    tables.emplace_back(s.seq->block_table);
+    for (int64_t p = s.seq->num_computed; p < s.seq->num_computed + s.num_tokens; ++p) {
+      tokens.push_back(s.seq->tokens[p]);
+      positions.push_back(static_cast<int32_t>(p));
+      row_seq.push_back(static_cast<int32_t>(k));
+    }
+    if (s.needs_logits) logit_rows.push_back(static_cast<int32_t>(tokens.size() - 1));
+  }
+  BatchLayout layout{positions, row_seq, tables};
+  absl::Status status = bundle_.model->Forward(tokens, layout, *cache_, logit_rows, logits_.data());
+  if (!status.ok()) {
+    for (const ScheduledSequence& s : plan) FinishSequence(static_cast<Sequence*>(s.seq), status);
+    return true;
+  }
+  scheduler_->Commit(plan);
+
+  const int n_vocab = bundle_.model->config().n_vocab;
+  size_t logit_index = 0;
+  for (const ScheduledSequence& s : plan) {
+    if (!s.needs_logits) continue;
+    Sequence* seq = static_cast<Sequence*>(s.seq);
+    float* logits = logits_.data() + static_cast<size_t>(logit_index++) * n_vocab;
+    const uint64_t now = MonotonicNanos();
+    if (!seq->started) {
+      seq->started = true;
+      seq->job->sink->OnStarted(seq->admitted_ns - seq->job->enqueued_ns, now - seq->admitted_ns);
+    }
+    SampledToken t = seq->sampler->Sample(logits);
+    OutputProcessor::Step step = seq->output->Accept(t);
+    if (step.accepted) {
+      seq->sampler->Accept(t.id);
+      seq->tokens.push_back(t.id);
+    }
+    bool keep = true;
+    if (step.accepted || !step.text.empty()) {
+      keep = seq->job->sink->OnEvent(StreamEvent{step.text, step.accepted ? &seq->output->sampled().back() : nullptr});
+    }
+    if (step.finished || !keep) {
+      GenerateResult r;
+      r.tokens = seq->output->tokens();
+      r.finish = step.finished ? step.reason : FinishReason::kCancelled;
+      FinishSequence(seq, r);
+    }
+  }
+  return true;
+}
+
+}  // namespace tessera

@@ -1,0 +1,118 @@
+// Engine: the worker's generation loop, one visible loop on one thread:
+// schedule -> run one forward pass over the whole batch -> apply results.
+//
+// Requests arrive as EngineJobs from any thread and join the running batch at
+// the next step (continuous batching); each sequence's output goes to its
+// JobSink; a cancelled job leaves the batch, and frees its KV blocks, at the
+// next step. The KV cache is paged and prefix-cached (BlockManager); the
+// Scheduler picks each step's rows.
+//
+// Thread-safety: Submit, Stop, CanEverFit and stats() are thread-safe; sinks
+// are called on the engine thread.
+#ifndef TESSERA_WORKER_ENGINE_ENGINE_H_
+#define TESSERA_WORKER_ENGINE_ENGINE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "worker/engine/block_manager.h"
+#include "worker/engine/generate.h"
+#include "worker/engine/kv_cache.h"
+#include "worker/engine/scheduler.h"
+#include "worker/model/model_bundle.h"
+
+namespace tessera {
+
+// Receives a job's output on the engine thread.
+class JobSink {
+ public:
+  virtual ~JobSink() = default;
+  // Prefill is done; generation starts.
+  virtual void OnStarted(uint64_t queue_ns, uint64_t prefill_ns) {}
+  // A generated token (or the final flush). Return false to cancel.
+  virtual bool OnEvent(const StreamEvent& event) = 0;
+  // Exactly once, last: the result, or the error that ended the job.
+  virtual void OnFinished(const absl::StatusOr<GenerateResult>& result) = 0;
+};
+
+struct EngineJob {
+  GenerateRequest request;
+  std::shared_ptr<JobSink> sink;
+  std::atomic<bool> cancelled{false};
+  uint64_t enqueued_ns = 0;
+  uint64_t prefix_salt = 0;  // prefix-cache namespace (e.g. the LoRA adapter)
+};
+
+struct EngineOptions {
+  SchedulerOptions scheduler;
+  int max_waiting = 256;            // queued jobs beyond which Submit refuses
+  int64_t kv_cache_bytes = 0;       // 0: enough for max_num_seqs full contexts, capped at 1 GiB
+  int block_size = 16;
+  bool prefix_caching = true;
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  int64_t kv_blocks_used = 0;
+  int64_t kv_blocks_total = 0;
+  uint64_t prefix_query_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
+  uint64_t preemptions = 0;
+  uint64_t steps = 0;
+};
+
+class Engine {
+ public:
+  // REQUIRES: `bundle` outlives the engine.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(ModelBundle& bundle, const EngineOptions& options);
+  ~Engine();
+
+  // Whether a request of `prompt_tokens` + `max_tokens` could ever run (KV
+  // capacity and context). InvalidArgument with the numbers if not.
+  absl::Status CanEverFit(int64_t prompt_tokens, int64_t max_tokens) const;
+  // Queues a job. ResourceExhausted when the queue is full, Unavailable
+  // after Stop. The job's sink hears nothing if Submit fails.
+  absl::Status Submit(std::shared_ptr<EngineJob> job);
+  // Refuses new jobs, lets running and queued ones finish, joins.
+  void Stop();
+
+  EngineStats stats() const;
+
+ private:
+  struct Sequence;
+  Engine(ModelBundle& b, const EngineOptions& o);
+  void Loop();
+  // One schedule -> forward -> apply iteration. Returns false when idle.
+  bool Step();
+  void Admit(std::shared_ptr<EngineJob> job);
+  void FinishSequence(Sequence* seq, const absl::StatusOr<GenerateResult>& result);
+
+  ModelBundle& bundle_;
+  EngineOptions options_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<BlockManager> blocks_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<std::unique_ptr<Sequence>> sequences_;  // engine thread only
+  uint64_t next_id_ = 1;
+  std::vector<float> logits_;
+
+  mutable absl::Mutex mu_;
+  std::deque<std::shared_ptr<EngineJob>> inbox_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;  // inbox + scheduler's waiting
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+uint64_t MonotonicNanos();
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_ENGINE_ENGINE_H_

@@ -1,0 +1,83 @@
+#include "worker/engine/scheduler.h"
+
+#include <algorithm>
+
+namespace tessera {
+
+void Scheduler::Remove(SchedSequence* seq) {
+  auto drop = [seq](std::deque<SchedSequence*>& q) {
+    q.erase(std::remove(q.begin(), q.end(), seq), q.end());
+  };
+  drop(running_);
+  drop(waiting_);
+  blocks_.Free(seq->block_table, seq->block_hashes);
+}
+
+void Scheduler::Preempt(SchedSequence* seq) {
+  running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  blocks_.Free(seq->block_table, seq->block_hashes);
+  seq->num_computed = 0;
+  ++seq->preemptions;
+  ++preemptions_;
+  waiting_.push_front(seq);
+}
+
+std::vector<ScheduledSequence> Scheduler::Schedule() {
+  std::vector<ScheduledSequence> out;
+  int64_t budget = options_.max_num_batched_tokens;
+  bool preempted = false;
+
+  // Running sequences, oldest first.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    SchedSequence* seq = running_[i];
+    const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
+    const int64_t n = std::min(remaining, budget);
+    bool self_preempted = false;
+    while (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
+      SchedSequence* victim = running_.back();
+      preempted = true;
+      // Never preempt a sequence already scheduled in this step.
+      const bool scheduled = std::any_of(out.begin(), out.end(), [&](const auto& s) { return s.seq == victim; });
+      if (victim == seq || scheduled) {
+        Preempt(seq);
+        self_preempted = true;
+        break;
+      }
+      Preempt(victim);
+    }
+    if (self_preempted) continue;  // running_[i] is now the next sequence
+    out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
+    budget -= n;
+    ++i;
+  }
+
+  // Waiting sequences in arrival order, unless memory was short this step.
+  while (!preempted && !waiting_.empty() && budget > 0 &&
+         static_cast<int>(running_.size()) < options_.max_num_seqs) {
+    SchedSequence* seq = waiting_.front();
+    if (seq->block_table.empty()) {
+      seq->num_computed = blocks_.MatchPrefix(seq->tokens, seq->salt, seq->block_table, seq->block_hashes);
+    }
+    const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
+    const int64_t n = std::min(remaining, budget);
+    if (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
+      blocks_.Free(seq->block_table, seq->block_hashes);  // give back the prefix hits too
+      seq->num_computed = 0;
+      break;  // first come, first served: nobody jumps the queue
+    }
+    waiting_.pop_front();
+    running_.push_back(seq);
+    out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
+    budget -= n;
+  }
+  return out;
+}
+
+void Scheduler::Commit(const std::vector<ScheduledSequence>& step) {
+  for (const ScheduledSequence& s : step) {
+    s.seq->num_computed += s.num_tokens;
+    blocks_.CommitFull(s.seq->tokens, s.seq->num_computed, s.seq->salt, s.seq->block_table, s.seq->block_hashes);
+  }
+}
+
+}  // namespace tessera

@@ -1,0 +1,78 @@
+// Scheduler: iteration-level continuous batching (Orca, vLLM).
+//
+// Every engine step it decides which sequences run and how many of their
+// tokens: running sequences first (a decode needs one token; a prompt still
+// being prefilled takes what the token budget allows, so a long prompt is
+// chunked and never stalls the others), then waiting sequences in arrival
+// order while the budget, the sequence limit and KV blocks allow. When the
+// KV cache cannot hold a running sequence's next tokens, the most recently
+// arrived running sequence is preempted: its blocks are freed and it goes
+// back to the front of the queue to be recomputed later.
+//
+// The scheduler owns sequence placement only; sequences are owned by the
+// engine. Pure and deterministic: tests replay tables of expected states.
+//
+// Thread-safety: not thread-safe; owned by the engine thread.
+#ifndef TESSERA_WORKER_ENGINE_SCHEDULER_H_
+#define TESSERA_WORKER_ENGINE_SCHEDULER_H_
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "worker/engine/block_manager.h"
+
+namespace tessera {
+
+struct SchedulerOptions {
+  int max_num_seqs = 32;             // sequences in one step
+  int max_num_batched_tokens = 512;  // tokens (rows) in one step
+};
+
+// What the scheduler needs to know of a sequence.
+struct SchedSequence {
+  uint64_t id = 0;
+  std::vector<int32_t> tokens;   // prompt + generated so far
+  int64_t num_computed = 0;      // tokens whose K/V are in the cache
+  uint64_t salt = 0;             // prefix-cache namespace (e.g. the adapter)
+  std::vector<int32_t> block_table;
+  std::vector<uint64_t> block_hashes;
+  int preemptions = 0;
+};
+
+struct ScheduledSequence {
+  SchedSequence* seq;
+  int64_t num_tokens;   // rows this step: tokens [num_computed, num_computed + num_tokens)
+  bool needs_logits;    // the last row is the sequence's last known token
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerOptions& options, BlockManager& blocks) : options_(options), blocks_(blocks) {}
+
+  void AddWaiting(SchedSequence* seq) { waiting_.push_back(seq); }
+  // Removes a sequence wherever it is and frees its blocks.
+  void Remove(SchedSequence* seq);
+
+  // Plans one step. Sequences it returns are in `running()`.
+  std::vector<ScheduledSequence> Schedule();
+  // Records that a step ran: advances num_computed and registers full blocks.
+  void Commit(const std::vector<ScheduledSequence>& step);
+
+  const std::deque<SchedSequence*>& running() const { return running_; }
+  const std::deque<SchedSequence*>& waiting() const { return waiting_; }
+  uint64_t preemptions() const { return preemptions_; }
+
+ private:
+  void Preempt(SchedSequence* seq);
+
+  SchedulerOptions options_;
+  BlockManager& blocks_;
+  std::deque<SchedSequence*> running_;  // in admission order
+  std::deque<SchedSequence*> waiting_;  // in arrival order (preempted ones in front)
+  uint64_t preemptions_ = 0;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_ENGINE_SCHEDULER_H_
