@@ -29,6 +29,7 @@ run: build
 bench: build
 	$(PY) tests/bench/bench_generate.py --tessera-bin $(BUILD)/bin
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_gateway.py
+	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_serving.py
 
 # libFuzzer + ASan/UBSan build of the file-format parsers, run briefly.
 FUZZ_SECONDS ?= 30

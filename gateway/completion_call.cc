@@ -67,6 +67,7 @@ wv1::GenerateRequest WireRequest(const CompletionRequest& r, size_t prompt_index
   s->set_logprobs(r.logprobs);
   s->set_top_logprobs(static_cast<uint32_t>(r.top_logprobs));
   for (const std::string& stop : r.stop) w.add_stop(stop);
+  w.set_ignore_eos(r.ignore_eos);
   return w;
 }
 

@@ -153,6 +153,7 @@ absl::Status ParseCommon(const Json& j, const RequestLimits& limits, CompletionR
       r.logit_bias.emplace_back(static_cast<int32_t>(id), it.value().get<float>());
     }
   }
+  TESSERA_RETURN_IF_ERROR(GetBool(j, "ignore_eos", &r.ignore_eos));
   if (const Json* u = Field(j, "user")) {
     if (!u->is_string()) return WrongType("user", "a string", *u);
     r.user = u->get<std::string>();

@@ -43,6 +43,7 @@ struct CompletionRequest {
   bool echo = false;
   bool stream = false;
   bool include_usage = false;
+  bool ignore_eos = false;  // vLLM extension, for benchmarks
   std::string user;
 
   size_t prompt_count() const { return kind == Kind::kChat ? 1 : std::max(prompts.size(), prompt_ids.size()); }

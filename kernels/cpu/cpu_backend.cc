@@ -179,6 +179,7 @@ class CpuBackend final : public Backend {
   const int threads_;
   std::vector<std::unique_ptr<void, FreeDeleter>> buffers_;
   std::vector<uint8_t> act_scratch_;
+  std::vector<float> scale_scratch_;
 };
 
 void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulate) {
@@ -196,21 +197,30 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
   // passes over it; threads split the weight rows.
   constexpr int64_t kRowBlock = 16;
   const int64_t row_blocks = (w.rows + kRowBlock - 1) / kRowBlock;
+  // Float copies of the activation scales for the 4-row kernels.
+  const size_t scales_stride = static_cast<size_t>(cols / 32) * 2;
+  const bool use_x4 = k->vec_dot_x4 != nullptr && n >= 4;
+  if (use_x4) scale_scratch_.resize(scales_stride * n);
+  float* scales = scale_scratch_.data();
 #pragma omp parallel num_threads(threads_)
   {
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < n; ++r) k->quantize_act(x.row(r), act + act_row * r, cols);
+    for (int64_t r = 0; r < n; ++r) {
+      k->quantize_act(x.row(r), act + act_row * r, cols);
+      if (use_x4) cpu::ActScales(k->act_type, act + act_row * r, cols, scales + scales_stride * r);
+    }
 #pragma omp for schedule(static)
     for (int64_t rb = 0; rb < row_blocks; ++rb) {
       const int64_t r0 = rb * kRowBlock;
       const int64_t r1 = std::min(w.rows, r0 + kRowBlock);
       int64_t t = 0;
-      if (k->vec_dot_x4 != nullptr) {
+      if (use_x4) {
         float out4[4];
         for (; t + 4 <= n; t += 4) {
           const uint8_t* xa = act + act_row * t;
+          const float* xs = scales + scales_stride * t;
           for (int64_t r = r0; r < r1; ++r) {
-            k->vec_dot_x4(cols, w.data + w.row_bytes * r + col_byte_offset, xa, act_row, out4);
+            k->vec_dot_x4(cols, w.data + w.row_bytes * r + col_byte_offset, xa, act_row, xs, scales_stride, out4);
             for (int j = 0; j < 4; ++j) {
               float* yr = y.row(t + j) + r;
               *yr = accumulate ? *yr + out4[j] : out4[j];

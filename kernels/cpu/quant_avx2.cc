@@ -333,32 +333,44 @@ float DotBF16(int64_t n, const void* w, const void* x) {
 
 namespace {
 
-// One Q4_1 row against 4 Q8_1 rows: the nibbles are unpacked once per block;
-// each output keeps its own accumulator in vec_dot's order.
-void DotQ4_1x4(int64_t n, const void* w, const void* x, size_t stride, float* out) {
+// One Q4_1 row against 4 Q8_1 rows: the nibbles are unpacked once per block
+// and the activation scales come pre-converted; each output keeps its own
+// accumulator in vec_dot's order.
+void DotQ4_1x4(int64_t n, const void* w, const void* x, size_t stride, const float* scales, size_t sstride,
+               float* out) {
   auto* a = static_cast<const BlockQ4_1*>(w);
   const auto* xb = static_cast<const uint8_t*>(x);
   const BlockQ8_1* b[4];
-  for (int k = 0; k < 4; ++k) b[k] = reinterpret_cast<const BlockQ8_1*>(xb + k * stride);
+  const float* sc[4];
+  for (int k = 0; k < 4; ++k) {
+    b[k] = reinterpret_cast<const BlockQ8_1*>(xb + k * stride);
+    sc[k] = scales + k * sstride;
+  }
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   float summs[4] = {0, 0, 0, 0};
   for (int64_t i = 0; i < n / kQk32; ++i) {
     const __m256i qx = Nibbles(a[i].qs);
     const float d = H(a[i].d), m = H(a[i].m);
+    const __m256 vd = _mm256_set1_ps(d);
     for (int k = 0; k < 4; ++k) {
-      summs[k] += m * H(b[k][i].s);
-      const __m256 dd = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_set1_ps(H(b[k][i].d)));
+      summs[k] += m * sc[k][2 * i + 1];
+      const __m256 dd = _mm256_mul_ps(vd, _mm256_set1_ps(sc[k][2 * i]));
       acc[k] = _mm256_fmadd_ps(dd, MulSumUS8(qx, Load256(b[k][i].qs)), acc[k]);
     }
   }
   for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]) + summs[k];
 }
 
-void DotQ8_0x4(int64_t n, const void* w, const void* x, size_t stride, float* out) {
+void DotQ8_0x4(int64_t n, const void* w, const void* x, size_t stride, const float* scales, size_t sstride,
+               float* out) {
   auto* a = static_cast<const BlockQ8_0*>(w);
   const auto* xb = static_cast<const uint8_t*>(x);
   const BlockQ8_0* b[4];
-  for (int k = 0; k < 4; ++k) b[k] = reinterpret_cast<const BlockQ8_0*>(xb + k * stride);
+  const float* sc[4];
+  for (int k = 0; k < 4; ++k) {
+    b[k] = reinterpret_cast<const BlockQ8_0*>(xb + k * stride);
+    sc[k] = scales + k * sstride;
+  }
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t i = 0; i < n / kQk32; ++i) {
     const __m256i qa = Load256(a[i].qs);
@@ -366,7 +378,7 @@ void DotQ8_0x4(int64_t n, const void* w, const void* x, size_t stride, float* ou
     const float d = H(a[i].d);
     for (int k = 0; k < 4; ++k) {
       const __m256i sy = _mm256_sign_epi8(Load256(b[k][i].qs), qa);
-      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * H(b[k][i].d)), MulSumUS8(ax, sy), acc[k]);
+      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[k][2 * i]), MulSumUS8(ax, sy), acc[k]);
     }
   }
   for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]);

@@ -40,11 +40,17 @@ struct WeightKernels {
   VecDotFn vec_dot = nullptr;
   // Optional: one weight row against 4 activation rows at once (rows
   // `x_stride` bytes apart), each result bit-identical to vec_dot.
-  void (*vec_dot_x4)(int64_t n, const void* w, const void* x, size_t x_stride, float* out) = nullptr;
+  // `scales` holds the activation blocks' scales as floats, (d, s) per block,
+  // rows `scales_stride` floats apart (see ActScales).
+  void (*vec_dot_x4)(int64_t n, const void* w, const void* x, size_t x_stride, const float* scales,
+                     size_t scales_stride, float* out) = nullptr;
 };
 
 // Bytes of an activation row of n elements in the paired format.
 size_t ActRowBytes(GgmlType act_type, int64_t n);
+// Writes the float (d, s) of each 32-element block of a Q8_0 or Q8_1
+// activation row (s = 0 for Q8_0): 2 * n / 32 floats.
+void ActScales(GgmlType act_type, const void* row, int64_t n, float* out);
 
 // The best variant this CPU runs, or nullptr if the type has no kernels.
 const WeightKernels* KernelsFor(GgmlType weight_type);

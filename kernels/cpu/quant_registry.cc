@@ -1,5 +1,6 @@
 #include "kernels/cpu/quant_kernels.h"
 
+#include "common/fp16.h"
 #include "common/quant_blocks.h"
 
 namespace tessera::cpu {
@@ -31,6 +32,23 @@ const WeightKernels* KernelTable::Find(GgmlType type, Isa isa) const {
 size_t ActRowBytes(GgmlType act_type, int64_t n) {
   auto traits = TraitsOf(act_type);
   return static_cast<size_t>(n / traits->block_elems) * traits->block_bytes;
+}
+
+void ActScales(GgmlType act_type, const void* row, int64_t n, float* out) {
+  const int64_t nb = n / kQk32;
+  if (act_type == GgmlType::kQ8_1) {
+    auto* b = static_cast<const BlockQ8_1*>(row);
+    for (int64_t i = 0; i < nb; ++i) {
+      out[2 * i] = Fp16ToFp32(b[i].d);
+      out[2 * i + 1] = Fp16ToFp32(b[i].s);
+    }
+  } else {
+    auto* b = static_cast<const BlockQ8_0*>(row);
+    for (int64_t i = 0; i < nb; ++i) {
+      out[2 * i] = Fp16ToFp32(b[i].d);
+      out[2 * i + 1] = 0.f;
+    }
+  }
 }
 
 Isa BestIsa() {

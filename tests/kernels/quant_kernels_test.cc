@@ -204,8 +204,10 @@ TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
       for (auto& e : x) e = d(rng);
       k->quantize_act(x.data(), xq.data() + j * row, 576);
     }
+    std::vector<float> scales(4 * 36);
+    for (int j = 0; j < 4; ++j) ActScales(k->act_type, xq.data() + j * row, 576, scales.data() + j * 36);
     float out[4];
-    k->vec_dot_x4(576, w.data(), xq.data(), row, out);
+    k->vec_dot_x4(576, w.data(), xq.data(), row, scales.data(), 36, out);
     for (int j = 0; j < 4; ++j) EXPECT_EQ(out[j], k->vec_dot(576, w.data(), xq.data() + j * row));
   }
 }

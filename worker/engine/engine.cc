@@ -195,18 +195,26 @@ bool Engine::Step() {
   }
   scheduler_->Commit(plan);
 
+  // Sampling is independent per sequence (each has its own generator), so it
+  // runs in parallel; outputs are then applied in batch order.
   const int n_vocab = bundle_.model->config().n_vocab;
-  size_t logit_index = 0;
+  std::vector<Sequence*> sampled_seqs;
   for (const ScheduledSequence& s : plan) {
-    if (!s.needs_logits) continue;
-    Sequence* seq = static_cast<Sequence*>(s.seq);
-    float* logits = logits_.data() + static_cast<size_t>(logit_index++) * n_vocab;
+    if (s.needs_logits) sampled_seqs.push_back(static_cast<Sequence*>(s.seq));
+  }
+  std::vector<SampledToken> picks(sampled_seqs.size());
+#pragma omp parallel for schedule(dynamic, 1) if (sampled_seqs.size() > 1)
+  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
+    picks[k] = sampled_seqs[k]->sampler->Sample(logits_.data() + k * static_cast<size_t>(n_vocab));
+  }
+  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
+    Sequence* seq = sampled_seqs[k];
+    const SampledToken& t = picks[k];
     const uint64_t now = MonotonicNanos();
     if (!seq->started) {
       seq->started = true;
       seq->job->sink->OnStarted(seq->admitted_ns - seq->job->enqueued_ns, now - seq->admitted_ns);
     }
-    SampledToken t = seq->sampler->Sample(logits);
     OutputProcessor::Step step = seq->output->Accept(t);
     if (step.accepted) {
       seq->sampler->Accept(t.id);

@@ -32,7 +32,7 @@ ABSL_FLAG(std::string, model_name, "", "name clients use for the model (default:
 ABSL_FLAG(int, threads, -1, "CPU threads (0 = all; default 0)");
 ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refused with 429 (default 256)");
 ABSL_FLAG(int, max_num_seqs, -1, "sequences batched in one step (default 32)");
-ABSL_FLAG(int, max_num_batched_tokens, -1, "tokens in one step; longer prompts are prefilled in chunks (default 512)");
+ABSL_FLAG(int, max_num_batched_tokens, -1, "tokens in one step; longer prompts are prefilled in chunks (default 256)");
 ABSL_FLAG(int, kv_cache_memory, -1, "KV cache size in MiB (default 256)");
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
@@ -45,7 +45,7 @@ struct WorkerConfig {
   int threads = 0;
   int max_waiting = 256;
   int max_num_seqs = 32;
-  int max_num_batched_tokens = 512;
+  int max_num_batched_tokens = 256;
   int kv_cache_memory_mib = 256;
   bool enable_prefix_caching = true;
 };

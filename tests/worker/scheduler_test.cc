@@ -1,0 +1,121 @@
+// Scheduler and block manager replayed step by step on the CPU, with the
+// expected plan and block counts at each step.
+#include "worker/engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+namespace tessera {
+namespace {
+
+SchedSequence Seq(uint64_t id, int prompt_len, int first_token = 0) {
+  SchedSequence s;
+  s.id = id;
+  s.tokens.resize(prompt_len);
+  std::iota(s.tokens.begin(), s.tokens.end(), first_token);
+  return s;
+}
+
+// One step: the plan as (id, tokens, needs_logits), then a generated token
+// for each sequence that got logits.
+std::vector<std::tuple<uint64_t, int64_t, bool>> Step(Scheduler& s) {
+  auto plan = s.Schedule();
+  std::vector<std::tuple<uint64_t, int64_t, bool>> out;
+  for (const auto& p : plan) out.emplace_back(p.seq->id, p.num_tokens, p.needs_logits);
+  s.Commit(plan);
+  for (const auto& p : plan) {
+    if (p.needs_logits) p.seq->tokens.push_back(999);
+  }
+  return out;
+}
+
+using Plan = std::vector<std::tuple<uint64_t, int64_t, bool>>;
+
+TEST(SchedulerTest, ChunkedPrefillShareStepsWithDecodes) {
+  BlockManager blocks(64, 4, false);
+  Scheduler s({.max_num_seqs = 4, .max_num_batched_tokens = 8}, blocks);
+  auto a = Seq(1, 3), b = Seq(2, 20);
+  s.AddWaiting(&a);
+  s.AddWaiting(&b);
+  EXPECT_EQ(Step(s), (Plan{{1, 3, true}, {2, 5, false}}));   // a prefills; b takes the rest of the budget
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 7, false}}));   // a decodes while b keeps prefilling
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 7, false}}));
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));    // b's last prompt token: logits
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));
+  EXPECT_EQ(blocks.used_blocks(), 2 + 6);  // a: 7 tokens, b: 22 tokens, blocks of 4
+}
+
+TEST(SchedulerTest, RespectsSequenceLimitAndArrivalOrder) {
+  BlockManager blocks(64, 4, false);
+  Scheduler s({.max_num_seqs = 2, .max_num_batched_tokens = 64}, blocks);
+  auto a = Seq(1, 2), b = Seq(2, 2), c = Seq(3, 2);
+  s.AddWaiting(&a);
+  s.AddWaiting(&b);
+  s.AddWaiting(&c);
+  EXPECT_EQ(Step(s), (Plan{{1, 2, true}, {2, 2, true}}));
+  s.Remove(&a);  // a finishes: c is admitted at the next step
+  EXPECT_EQ(Step(s), (Plan{{2, 1, true}, {3, 2, true}}));
+}
+
+TEST(SchedulerTest, PreemptsTheNewestWhenMemoryRunsOut) {
+  BlockManager blocks(4, 2, false);  // 8 token slots
+  Scheduler s({.max_num_seqs = 4, .max_num_batched_tokens = 16}, blocks);
+  auto a = Seq(1, 3), b = Seq(2, 3);
+  s.AddWaiting(&a);
+  s.AddWaiting(&b);
+  EXPECT_EQ(Step(s), (Plan{{1, 3, true}, {2, 3, true}}));   // 2 + 2 blocks
+  EXPECT_EQ(blocks.available_blocks(), 0);
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));   // 4th tokens still fit
+  // a needs a third block for its 5th token: b (newest) is preempted.
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}}));
+  EXPECT_EQ(s.preemptions(), 1u);
+  EXPECT_EQ(b.num_computed, 0);
+  EXPECT_EQ(s.waiting().front(), &b);
+  s.Remove(&a);
+  // b is recomputed with its generated tokens: 5 tokens in one step.
+  EXPECT_EQ(Step(s), (Plan{{2, 5, true}}));
+}
+
+TEST(BlockManagerTest, PrefixCacheSharesFullBlocksAndKeysBySalt) {
+  BlockManager blocks(16, 4, true);
+  std::vector<int32_t> tokens(10);
+  std::iota(tokens.begin(), tokens.end(), 100);
+  std::vector<int32_t> t1;
+  std::vector<uint64_t> h1;
+  EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t1, h1), 0);
+  ASSERT_TRUE(blocks.Grow(t1, 10).ok());
+  blocks.CommitFull(tokens, 10, 0, t1, h1);  // blocks 0 and 1 are full
+  std::vector<int32_t> t2;
+  std::vector<uint64_t> h2;
+  EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t2, h2), 8);
+  EXPECT_EQ(t2[0], t1[0]);
+  EXPECT_EQ(t2[1], t1[1]);
+  std::vector<int32_t> t3;
+  std::vector<uint64_t> h3;
+  EXPECT_EQ(blocks.MatchPrefix(tokens, /*salt=*/7, t3, h3), 0);  // another adapter: no sharing
+  // Never the whole prompt: its last token's logits must be computed.
+  std::vector<int32_t> eight(tokens.begin(), tokens.begin() + 8);
+  std::vector<int32_t> t4;
+  std::vector<uint64_t> h4;
+  EXPECT_EQ(blocks.MatchPrefix(eight, 0, t4, h4), 4);
+  // Freed cached blocks stay matchable until evicted.
+  blocks.Free(t1, h1);
+  blocks.Free(t2, h2);
+  blocks.Free(t4, h4);
+  std::vector<int32_t> t5;
+  std::vector<uint64_t> h5;
+  EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t5, h5), 8);
+  blocks.Free(t5, h5);
+  EXPECT_EQ(blocks.available_blocks(), 16);
+  std::vector<int32_t> big;
+  ASSERT_TRUE(blocks.Grow(big, 64).ok());  // evicts everything
+  EXPECT_FALSE(blocks.Grow(big, 65).ok());
+  std::vector<int32_t> t6;
+  std::vector<uint64_t> h6;
+  blocks.Free(big, h6);
+  EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t6, h6), 0);
+}
+
+}  // namespace
+}  // namespace tessera
