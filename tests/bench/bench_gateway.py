@@ -19,19 +19,7 @@ import grpc
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-from conftest import BIN, MODEL_ID, free_port, wait_ready  # noqa: E402
-
-
-def stubs():
-    out = tempfile.mkdtemp()
-    from grpc_tools import protoc
-
-    assert protoc.main(["protoc", f"-I{ROOT}/proto", f"--python_out={out}", f"--grpc_python_out={out}",
-                        f"{ROOT}/proto/tessera/worker/v1/worker.proto"]) == 0
-    sys.path.insert(0, out)
-    from tessera.worker.v1 import worker_pb2, worker_pb2_grpc
-
-    return worker_pb2, worker_pb2_grpc
+from conftest import BIN, MODEL_ID, compile_protos, free_port, wait_ready  # noqa: E402
 
 
 def pct(xs, p):
@@ -71,7 +59,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=8)
     a = ap.parse_args()
-    pb, rpc = stubs()
+    pb, rpc = compile_protos("tessera/worker/v1/worker.proto", "tessera.worker.v1.worker")
     wport, hport = free_port(), free_port()
     worker = subprocess.Popen([f"{BIN}/tessera-worker", "--listen", f"127.0.0.1:{wport}"], stderr=subprocess.DEVNULL)
     gateway = subprocess.Popen([f"{BIN}/tessera-gateway", "--listen", f"127.0.0.1:{hport}", "--worker",

@@ -14,6 +14,23 @@ BIN = os.environ.get("TESSERA_BIN", os.path.join(SOURCE, "build", "bin"))
 MODEL_ID = "SmolLM2-135M-Instruct.Q4_1"
 
 
+def compile_protos(proto, module):
+    """Generates Python stubs for one of the project's protos into a temporary
+    directory and imports `module` (e.g. 'tessera.worker.v1.worker')."""
+    import importlib
+    import tempfile
+
+    import grpc_tools
+    from grpc_tools import protoc
+
+    out = tempfile.mkdtemp()
+    rc = protoc.main(["protoc", f"-I{SOURCE}/proto", f"-I{grpc_tools.__path__[0]}/_proto", f"--python_out={out}",
+                      f"--grpc_python_out={out}", f"{SOURCE}/proto/{proto}"])
+    assert rc == 0, proto
+    sys.path.insert(0, out)
+    return importlib.import_module(module + "_pb2"), importlib.import_module(module + "_pb2_grpc")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

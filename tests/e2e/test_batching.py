@@ -12,7 +12,7 @@ import tempfile
 import grpc
 import pytest
 
-from conftest import BIN, SOURCE, free_port
+from conftest import BIN, compile_protos, free_port
 
 SYSTEM = ("You are a careful assistant. Answer briefly and precisely. " * 12).strip()
 TOPICS = ["the moon", "rivers", "prime numbers", "bread", "volcanoes", "chess", "owls", "glass", "tides",
@@ -40,15 +40,7 @@ def requests(pb):
 
 @pytest.fixture(scope="module")
 def pb():
-    out = tempfile.mkdtemp()
-    from grpc_tools import protoc
-
-    assert protoc.main(["protoc", f"-I{SOURCE}/proto", f"--python_out={out}", f"--grpc_python_out={out}",
-                        f"{SOURCE}/proto/tessera/worker/v1/worker.proto"]) == 0
-    sys.path.insert(0, out)
-    from tessera.worker.v1 import worker_pb2, worker_pb2_grpc
-
-    return worker_pb2, worker_pb2_grpc
+    return compile_protos("tessera/worker/v1/worker.proto", "tessera.worker.v1.worker")
 
 
 class Worker:

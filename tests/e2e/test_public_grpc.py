@@ -6,22 +6,13 @@ import tempfile
 import grpc
 import pytest
 
-from conftest import MODEL_ID, SOURCE, Stack, free_port
+from conftest import MODEL_ID, Stack, compile_protos, free_port
 
 
 @pytest.fixture(scope="module")
 def api():
-    out = tempfile.mkdtemp()
-    from grpc_tools import protoc
-    import grpc_tools
-
-    include = grpc_tools.__path__[0] + "/_proto"
-    rc = protoc.main(["protoc", f"-I{SOURCE}/proto", f"-I{include}", f"--python_out={out}",
-                      f"--grpc_python_out={out}", f"{SOURCE}/proto/tessera/api/v1/completions.proto"])
-    assert rc == 0
-    sys.path.insert(0, out)
-    from tessera.api.v1 import completions_pb2, completions_pb2_grpc
-
+    completions_pb2, completions_pb2_grpc = compile_protos("tessera/api/v1/completions.proto",
+                                                          "tessera.api.v1.completions")
     port = free_port()
     stack = Stack(api_keys=["k1"], extra_gateway_args=["--grpc-listen", f"127.0.0.1:{port}"])
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

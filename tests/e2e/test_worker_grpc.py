@@ -10,21 +10,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from conftest import BIN, SOURCE, free_port
+from conftest import BIN, compile_protos, free_port
 
 
 @pytest.fixture(scope="module")
 def pb():
-    out = tempfile.mkdtemp()
-    from grpc_tools import protoc
-
-    rc = protoc.main(["protoc", f"-I{SOURCE}/proto", f"--python_out={out}", f"--grpc_python_out={out}",
-                      f"{SOURCE}/proto/tessera/worker/v1/worker.proto"])
-    assert rc == 0
-    sys.path.insert(0, out)
-    from tessera.worker.v1 import worker_pb2, worker_pb2_grpc
-
-    return worker_pb2, worker_pb2_grpc
+    return compile_protos("tessera/worker/v1/worker.proto", "tessera.worker.v1.worker")
 
 
 @pytest.fixture(scope="module")
