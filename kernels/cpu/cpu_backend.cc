@@ -219,7 +219,21 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
         for (; t + 4 <= n; t += 4) {
           const uint8_t* xa = act + act_row * t;
           const float* xs = scales + scales_stride * t;
-          for (int64_t r = r0; r < r1; ++r) {
+          int64_t r = r0;
+          if (k->vec_dot_2x4 != nullptr) {
+            float out8[8];
+            for (; r + 2 <= r1; r += 2) {
+              k->vec_dot_2x4(cols, w.data + w.row_bytes * r + col_byte_offset, w.row_bytes, xa, act_row, xs,
+                             scales_stride, out8);
+              for (int h = 0; h < 2; ++h) {
+                for (int j = 0; j < 4; ++j) {
+                  float* yr = y.row(t + j) + r + h;
+                  *yr = accumulate ? *yr + out8[h * 4 + j] : out8[h * 4 + j];
+                }
+              }
+            }
+          }
+          for (; r < r1; ++r) {
             k->vec_dot_x4(cols, w.data + w.row_bytes * r + col_byte_offset, xa, act_row, xs, scales_stride, out4);
             for (int j = 0; j < 4; ++j) {
               float* yr = y.row(t + j) + r;

@@ -361,6 +361,77 @@ void DotQ4_1x4(int64_t n, const void* w, const void* x, size_t stride, const flo
   for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]) + summs[k];
 }
 
+// Two Q4_1 rows against 4 Q8_1 rows: every activation block is loaded once
+// for both weight rows. Per output, the same operations in the same order as
+// DotQ4_1 (the min terms are summed with separate multiply and add, 8 lanes
+// at a time, one lane per output).
+void DotQ4_1_2x4(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
+                 size_t sstride, float* out) {
+  const auto* w0 = static_cast<const BlockQ4_1*>(w);
+  const auto* w1 = reinterpret_cast<const BlockQ4_1*>(static_cast<const uint8_t*>(w) + w_stride);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const BlockQ8_1* b[4];
+  const float* sc[4];
+  for (int k = 0; k < 4; ++k) {
+    b[k] = reinterpret_cast<const BlockQ8_1*>(xb + k * stride);
+    sc[k] = scales + k * sstride;
+  }
+  __m256 acc0[4], acc1[4];
+  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm256_setzero_ps();
+  __m256 summs = _mm256_setzero_ps();  // lanes: (row 0, t0..t3), (row 1, t0..t3)
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    const __m256i q0 = Nibbles(w0[i].qs), q1 = Nibbles(w1[i].qs);
+    const float m0 = H(w0[i].m), m1 = H(w1[i].m);
+    const __m256 d0 = _mm256_set1_ps(H(w0[i].d)), d1 = _mm256_set1_ps(H(w1[i].d));
+    const __m256 mm = _mm256_setr_ps(m0, m0, m0, m0, m1, m1, m1, m1);
+    const __m256 ss = _mm256_setr_ps(sc[0][2 * i + 1], sc[1][2 * i + 1], sc[2][2 * i + 1], sc[3][2 * i + 1],
+                                     sc[0][2 * i + 1], sc[1][2 * i + 1], sc[2][2 * i + 1], sc[3][2 * i + 1]);
+    summs = _mm256_add_ps(summs, _mm256_mul_ps(mm, ss));
+    for (int k = 0; k < 4; ++k) {
+      const __m256i y = Load256(b[k][i].qs);
+      const __m256 da = _mm256_set1_ps(sc[k][2 * i]);
+      acc0[k] = _mm256_fmadd_ps(_mm256_mul_ps(d0, da), MulSumUS8(q0, y), acc0[k]);
+      acc1[k] = _mm256_fmadd_ps(_mm256_mul_ps(d1, da), MulSumUS8(q1, y), acc1[k]);
+    }
+  }
+  alignas(32) float sm[8];
+  _mm256_store_ps(sm, summs);
+  for (int k = 0; k < 4; ++k) {
+    out[k] = HSum(acc0[k]) + sm[k];
+    out[4 + k] = HSum(acc1[k]) + sm[4 + k];
+  }
+}
+
+void DotQ8_0_2x4(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
+                 size_t sstride, float* out) {
+  const auto* w0 = static_cast<const BlockQ8_0*>(w);
+  const auto* w1 = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(w) + w_stride);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const BlockQ8_0* b[4];
+  const float* sc[4];
+  for (int k = 0; k < 4; ++k) {
+    b[k] = reinterpret_cast<const BlockQ8_0*>(xb + k * stride);
+    sc[k] = scales + k * sstride;
+  }
+  __m256 acc0[4], acc1[4];
+  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / kQk32; ++i) {
+    const __m256i qa0 = Load256(w0[i].qs), qa1 = Load256(w1[i].qs);
+    const __m256i ax0 = _mm256_sign_epi8(qa0, qa0), ax1 = _mm256_sign_epi8(qa1, qa1);
+    const float d0 = H(w0[i].d), d1 = H(w1[i].d);
+    for (int k = 0; k < 4; ++k) {
+      const __m256i y = Load256(b[k][i].qs);
+      const float da = sc[k][2 * i];
+      acc0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * da), MulSumUS8(ax0, _mm256_sign_epi8(y, qa0)), acc0[k]);
+      acc1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * da), MulSumUS8(ax1, _mm256_sign_epi8(y, qa1)), acc1[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) {
+    out[k] = HSum(acc0[k]);
+    out[4 + k] = HSum(acc1[k]);
+  }
+}
+
 void DotQ8_0x4(int64_t n, const void* w, const void* x, size_t stride, const float* scales, size_t sstride,
                float* out) {
   auto* a = static_cast<const BlockQ8_0*>(w);
@@ -482,11 +553,13 @@ void RegisterAvx2Kernels(KernelTable& t) {
   constexpr Isa A = Isa::kAvx2;
   // Dequantizers and activation quantizers are shared with the reference:
   // they are off the hot path (one activation row per matmul).
-  auto with = [&](G type, VecDotFn dot, decltype(WeightKernels::vec_dot_x4) dot_x4 = nullptr) {
+  auto with = [&](G type, VecDotFn dot, decltype(WeightKernels::vec_dot_x4) dot_x4 = nullptr,
+                  decltype(WeightKernels::vec_dot_2x4) dot_2x4 = nullptr) {
     WeightKernels k = *t.Find(type, Isa::kReference);
     k.isa = A;
     k.vec_dot = dot;
     k.vec_dot_x4 = dot_x4;
+    k.vec_dot_2x4 = dot_2x4;
     if (k.act_type == G::kQ8_0) k.quantize_act = QuantizeRow8<false>;
     if (k.act_type == G::kQ8_1) k.quantize_act = QuantizeRow8<true>;
     t.Register(k);
@@ -495,10 +568,10 @@ void RegisterAvx2Kernels(KernelTable& t) {
   with(G::kF16, DotF16);
   with(G::kBF16, DotBF16);
   with(G::kQ4_0, DotQ4_0);
-  with(G::kQ4_1, DotQ4_1, DotQ4_1x4);
+  with(G::kQ4_1, DotQ4_1, DotQ4_1x4, DotQ4_1_2x4);
   with(G::kQ5_0, DotQ5_0);
   with(G::kQ5_1, DotQ5_1);
-  with(G::kQ8_0, DotQ8_0, DotQ8_0x4);
+  with(G::kQ8_0, DotQ8_0, DotQ8_0x4, DotQ8_0_2x4);
   with(G::kQ4_K, DotQ4_K);
   with(G::kQ6_K, DotQ6_K);
   with(G::kQ2_K, DotQ2_K);

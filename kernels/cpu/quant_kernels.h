@@ -44,6 +44,10 @@ struct WeightKernels {
   // rows `scales_stride` floats apart (see ActScales).
   void (*vec_dot_x4)(int64_t n, const void* w, const void* x, size_t x_stride, const float* scales,
                      size_t scales_stride, float* out) = nullptr;
+  // Optional: 2 weight rows (`w_stride` bytes apart) against 4 activation
+  // rows; out[r * 4 + t]. Bit-identical to vec_dot.
+  void (*vec_dot_2x4)(int64_t n, const void* w, size_t w_stride, const void* x, size_t x_stride,
+                      const float* scales, size_t scales_stride, float* out) = nullptr;
 };
 
 // Bytes of an activation row of n elements in the paired format.

@@ -209,6 +209,15 @@ TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
     float out[4];
     k->vec_dot_x4(576, w.data(), xq.data(), row, scales.data(), 36, out);
     for (int j = 0; j < 4; ++j) EXPECT_EQ(out[j], k->vec_dot(576, w.data(), xq.data() + j * row));
+    if (k->vec_dot_2x4 != nullptr) {
+      auto w2 = RandomRows(t, 576, 2, rng);
+      const size_t wrow = w2.size() / 2;
+      float out8[8];
+      k->vec_dot_2x4(576, w2.data(), wrow, xq.data(), row, scales.data(), 36, out8);
+      for (int h = 0; h < 2; ++h)
+        for (int j = 0; j < 4; ++j)
+          EXPECT_EQ(out8[h * 4 + j], k->vec_dot(576, w2.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
+    }
   }
 }
 
