@@ -88,6 +88,7 @@ VectorKernels Avx2VectorKernels();
 class KernelTable;
 void RegisterReferenceKernels(KernelTable& table);
 void RegisterAvx2Kernels(KernelTable& table);
+void RegisterAvx512VnniKernels(KernelTable& table);
 
 class KernelTable {
  public:

@@ -56,6 +56,7 @@ Isa BestIsa() {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
+      if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return Isa::kAvx512Vnni;
       return Isa::kAvx2;
     }
     return Isa::kReference;
@@ -69,6 +70,7 @@ const KernelTable& Table() {
     auto* t = new KernelTable();
     RegisterReferenceKernels(*t);
     if (BestIsa() >= Isa::kAvx2) RegisterAvx2Kernels(*t);
+    if (BestIsa() >= Isa::kAvx512Vnni) RegisterAvx512VnniKernels(*t);
     return t;
   }();
   return *table;

@@ -223,3 +223,29 @@ TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
 
 }  // namespace
 }  // namespace tessera::cpu
+
+namespace tessera::cpu {
+namespace {
+
+TEST(IsaVariantsTest, EveryIsaComputesTheSameBits) {
+  std::mt19937 rng(17);
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ6_K}) {
+    const WeightKernels* avx2 = KernelsFor(t, Isa::kAvx2);
+    const WeightKernels* vnni = KernelsFor(t, Isa::kAvx512Vnni);
+    if (avx2 == nullptr || vnni == nullptr) continue;
+    auto w = RandomRows(t, 1536, 4, rng);
+    const size_t wrow = w.size() / 4;
+    std::normal_distribution<float> d(0.f, 1.f);
+    std::vector<float> x(1536);
+    for (auto& e : x) e = d(rng);
+    std::vector<uint8_t> xq(ActRowBytes(avx2->act_type, 1536));
+    avx2->quantize_act(x.data(), xq.data(), 1536);
+    for (int r = 0; r < 4; ++r) {
+      EXPECT_EQ(avx2->vec_dot(1536, w.data() + r * wrow, xq.data()), vnni->vec_dot(1536, w.data() + r * wrow, xq.data()))
+          << TypeName(t);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tessera::cpu
