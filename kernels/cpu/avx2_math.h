@@ -1,5 +1,8 @@
-// AVX2 helpers shared by the AVX2 translation units. Include only from files
-// compiled with -mavx2 -mfma -mf16c.
+// AVX2 helpers shared by the SIMD translation units. Include only from files
+// compiled with at least -mavx2 -mfma -mf16c. Everything here has internal
+// linkage (anonymous namespace): translation units built for different ISAs
+// must never share one out-of-line copy of these functions, or an AVX2 path
+// could end up running code compiled for AVX-512.
 #ifndef TESSERA_KERNELS_CPU_AVX2_MATH_H_
 #define TESSERA_KERNELS_CPU_AVX2_MATH_H_
 
@@ -8,6 +11,7 @@
 #include "kernels/cpu/ggml_numerics.h"
 
 namespace tessera::cpu::avx2 {
+namespace {
 
 // Horizontal sum in the order of Reduce16 applied to (lo, hi) halves.
 inline float HSum(__m256 v) {
@@ -51,6 +55,7 @@ inline __m256 RoundToHalf(__m256 x) {
   return _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
 }
 
+}  // namespace
 }  // namespace tessera::cpu::avx2
 
 #endif  // TESSERA_KERNELS_CPU_AVX2_MATH_H_

@@ -9,14 +9,14 @@
 #include "kernels/cpu/quant_kernels.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/avx2_math.h"
+#include "kernels/cpu/dot_kernels_x86.h"
 #include "kernels/cpu/quant_reference.h"
 
 namespace tessera::cpu {
 namespace {
 
-inline float H(uint16_t h) { return _cvtsh_ss(h); }
 
-using avx2::HSum;
+
 
 inline int HSumI32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -25,18 +25,17 @@ inline int HSumI32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// 32 nibbles -> 32 bytes: low nibbles (elements 0..15) then high (16..31).
-inline __m256i Nibbles(const uint8_t* p) {
-  const __m128i tmp = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i bytes = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
-  return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
-}
+
 
 // Sum of products of unsigned bytes ux with signed bytes sy, as 8 floats.
 inline __m256 MulSumUS8(__m256i ux, __m256i sy) {
   const __m256i dot16 = _mm256_maddubs_epi16(ux, sy);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
 }
+
+struct Avx2Ops {
+  static __m256 MulSumUS8(__m256i ux, __m256i sy) { return tessera::cpu::MulSumUS8(ux, sy); }
+};
 
 // Sum of products of signed bytes x and y, as 8 floats.
 inline __m256 MulSumI8(__m256i x, __m256i y) {
@@ -45,7 +44,7 @@ inline __m256 MulSumI8(__m256i x, __m256i y) {
   return MulSumUS8(ax, sy);
 }
 
-inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
 
 // 32 fifth-bits of qh expanded to bytes of 0x10 (bit set) or 0.
 inline __m256i HighBits(const uint8_t* qh) {
@@ -72,20 +71,7 @@ float DotQ4_0(int64_t n, const void* w, const void* x) {
   return HSum(acc);
 }
 
-float DotQ4_1(int64_t n, const void* w, const void* x) {
-  // One accumulator, in ggml's order, so that results match llama.cpp bit
-  // for bit on the same activations.
-  auto* a = static_cast<const BlockQ4_1*>(w);
-  auto* b = static_cast<const BlockQ8_1*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  float summs = 0;
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    summs += H(a[i].m) * H(b[i].s);
-    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(H(a[i].d)), _mm256_set1_ps(H(b[i].d)));
-    acc = _mm256_fmadd_ps(d, MulSumUS8(Nibbles(a[i].qs), Load256(b[i].qs)), acc);
-  }
-  return HSum(acc) + summs;
-}
+
 
 float DotQ5_0(int64_t n, const void* w, const void* x) {
   auto* a = static_cast<const BlockQ5_0*>(w);
@@ -114,16 +100,7 @@ float DotQ5_1(int64_t n, const void* w, const void* x) {
   return HSum(acc) + summs;
 }
 
-float DotQ8_0(int64_t n, const void* w, const void* x) {
-  auto* a = static_cast<const BlockQ8_0*>(w);
-  auto* b = static_cast<const BlockQ8_0*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(H(a[i].d) * H(b[i].d)),
-                          MulSumI8(Load256(a[i].qs), Load256(b[i].qs)), acc);
-  }
-  return HSum(acc);
-}
+
 
 // Q4_K x Q8_K: per 32-element sub-block, an integer dot scaled by its 6-bit
 // scale; the mins are folded in through the activation block sums.
@@ -333,127 +310,13 @@ float DotBF16(int64_t n, const void* w, const void* x) {
 
 namespace {
 
-// One Q4_1 row against 4 Q8_1 rows: the nibbles are unpacked once per block
-// and the activation scales come pre-converted; each output keeps its own
-// accumulator in vec_dot's order.
-void DotQ4_1x4(int64_t n, const void* w, const void* x, size_t stride, const float* scales, size_t sstride,
-               float* out) {
-  auto* a = static_cast<const BlockQ4_1*>(w);
-  const auto* xb = static_cast<const uint8_t*>(x);
-  const BlockQ8_1* b[4];
-  const float* sc[4];
-  for (int k = 0; k < 4; ++k) {
-    b[k] = reinterpret_cast<const BlockQ8_1*>(xb + k * stride);
-    sc[k] = scales + k * sstride;
-  }
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  float summs[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    const __m256i qx = Nibbles(a[i].qs);
-    const float d = H(a[i].d), m = H(a[i].m);
-    const __m256 vd = _mm256_set1_ps(d);
-    for (int k = 0; k < 4; ++k) {
-      summs[k] += m * sc[k][2 * i + 1];
-      const __m256 dd = _mm256_mul_ps(vd, _mm256_set1_ps(sc[k][2 * i]));
-      acc[k] = _mm256_fmadd_ps(dd, MulSumUS8(qx, Load256(b[k][i].qs)), acc[k]);
-    }
-  }
-  for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]) + summs[k];
-}
 
-// Two Q4_1 rows against 4 Q8_1 rows: every activation block is loaded once
-// for both weight rows. Per output, the same operations in the same order as
-// DotQ4_1 (the min terms are summed with separate multiply and add, 8 lanes
-// at a time, one lane per output).
-void DotQ4_1_2x4(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
-                 size_t sstride, float* out) {
-  const auto* w0 = static_cast<const BlockQ4_1*>(w);
-  const auto* w1 = reinterpret_cast<const BlockQ4_1*>(static_cast<const uint8_t*>(w) + w_stride);
-  const auto* xb = static_cast<const uint8_t*>(x);
-  const BlockQ8_1* b[4];
-  const float* sc[4];
-  for (int k = 0; k < 4; ++k) {
-    b[k] = reinterpret_cast<const BlockQ8_1*>(xb + k * stride);
-    sc[k] = scales + k * sstride;
-  }
-  __m256 acc0[4], acc1[4];
-  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm256_setzero_ps();
-  __m256 summs = _mm256_setzero_ps();  // lanes: (row 0, t0..t3), (row 1, t0..t3)
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    const __m256i q0 = Nibbles(w0[i].qs), q1 = Nibbles(w1[i].qs);
-    const float m0 = H(w0[i].m), m1 = H(w1[i].m);
-    const __m256 d0 = _mm256_set1_ps(H(w0[i].d)), d1 = _mm256_set1_ps(H(w1[i].d));
-    const __m256 mm = _mm256_setr_ps(m0, m0, m0, m0, m1, m1, m1, m1);
-    const __m256 ss = _mm256_setr_ps(sc[0][2 * i + 1], sc[1][2 * i + 1], sc[2][2 * i + 1], sc[3][2 * i + 1],
-                                     sc[0][2 * i + 1], sc[1][2 * i + 1], sc[2][2 * i + 1], sc[3][2 * i + 1]);
-    summs = _mm256_add_ps(summs, _mm256_mul_ps(mm, ss));
-    for (int k = 0; k < 4; ++k) {
-      const __m256i y = Load256(b[k][i].qs);
-      const __m256 da = _mm256_set1_ps(sc[k][2 * i]);
-      acc0[k] = _mm256_fmadd_ps(_mm256_mul_ps(d0, da), MulSumUS8(q0, y), acc0[k]);
-      acc1[k] = _mm256_fmadd_ps(_mm256_mul_ps(d1, da), MulSumUS8(q1, y), acc1[k]);
-    }
-  }
-  alignas(32) float sm[8];
-  _mm256_store_ps(sm, summs);
-  for (int k = 0; k < 4; ++k) {
-    out[k] = HSum(acc0[k]) + sm[k];
-    out[4 + k] = HSum(acc1[k]) + sm[4 + k];
-  }
-}
 
-void DotQ8_0_2x4(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
-                 size_t sstride, float* out) {
-  const auto* w0 = static_cast<const BlockQ8_0*>(w);
-  const auto* w1 = reinterpret_cast<const BlockQ8_0*>(static_cast<const uint8_t*>(w) + w_stride);
-  const auto* xb = static_cast<const uint8_t*>(x);
-  const BlockQ8_0* b[4];
-  const float* sc[4];
-  for (int k = 0; k < 4; ++k) {
-    b[k] = reinterpret_cast<const BlockQ8_0*>(xb + k * stride);
-    sc[k] = scales + k * sstride;
-  }
-  __m256 acc0[4], acc1[4];
-  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    const __m256i qa0 = Load256(w0[i].qs), qa1 = Load256(w1[i].qs);
-    const __m256i ax0 = _mm256_sign_epi8(qa0, qa0), ax1 = _mm256_sign_epi8(qa1, qa1);
-    const float d0 = H(w0[i].d), d1 = H(w1[i].d);
-    for (int k = 0; k < 4; ++k) {
-      const __m256i y = Load256(b[k][i].qs);
-      const float da = sc[k][2 * i];
-      acc0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * da), MulSumUS8(ax0, _mm256_sign_epi8(y, qa0)), acc0[k]);
-      acc1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * da), MulSumUS8(ax1, _mm256_sign_epi8(y, qa1)), acc1[k]);
-    }
-  }
-  for (int k = 0; k < 4; ++k) {
-    out[k] = HSum(acc0[k]);
-    out[4 + k] = HSum(acc1[k]);
-  }
-}
 
-void DotQ8_0x4(int64_t n, const void* w, const void* x, size_t stride, const float* scales, size_t sstride,
-               float* out) {
-  auto* a = static_cast<const BlockQ8_0*>(w);
-  const auto* xb = static_cast<const uint8_t*>(x);
-  const BlockQ8_0* b[4];
-  const float* sc[4];
-  for (int k = 0; k < 4; ++k) {
-    b[k] = reinterpret_cast<const BlockQ8_0*>(xb + k * stride);
-    sc[k] = scales + k * sstride;
-  }
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    const __m256i qa = Load256(a[i].qs);
-    const __m256i ax = _mm256_sign_epi8(qa, qa);
-    const float d = H(a[i].d);
-    for (int k = 0; k < 4; ++k) {
-      const __m256i sy = _mm256_sign_epi8(Load256(b[k][i].qs), qa);
-      acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[k][2 * i]), MulSumUS8(ax, sy), acc[k]);
-    }
-  }
-  for (int k = 0; k < 4; ++k) out[k] = HSum(acc[k]);
-}
+
+
+
+
 
 // Activation quantizers: same values as the reference (127/amax scaling,
 // round-to-nearest-even), vectorized.
@@ -568,10 +431,10 @@ void RegisterAvx2Kernels(KernelTable& t) {
   with(G::kF16, DotF16);
   with(G::kBF16, DotBF16);
   with(G::kQ4_0, DotQ4_0);
-  with(G::kQ4_1, DotQ4_1, DotQ4_1x4, DotQ4_1_2x4);
+  with(G::kQ4_1, DotQ4_1T<Avx2Ops>, DotQ4_1x4T<Avx2Ops>, DotQ4_1_2x4T<Avx2Ops>);
   with(G::kQ5_0, DotQ5_0);
   with(G::kQ5_1, DotQ5_1);
-  with(G::kQ8_0, DotQ8_0, DotQ8_0x4, DotQ8_0_2x4);
+  with(G::kQ8_0, DotQ8_0T<Avx2Ops>, DotQ8_0x4T<Avx2Ops>, DotQ8_0_2x4T<Avx2Ops>);
   with(G::kQ4_K, DotQ4_K);
   with(G::kQ6_K, DotQ6_K);
   with(G::kQ2_K, DotQ2_K);
