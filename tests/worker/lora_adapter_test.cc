@@ -1,0 +1,156 @@
+#include "worker/lora/lora_adapter.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+LlamaConfig TinyBase() {
+  LlamaConfig c;
+  c.n_layers = 2;
+  c.n_embd = 8;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 4;
+  c.n_ff = 16;
+  return c;
+}
+
+class LoraAdapterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("tessera-lora-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  // Writes a PEFT adapter directory; tensors: name -> (shape, value).
+  fs::path Write(const std::string& name, nlohmann::json config,
+                 const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+    fs::path dir = root_ / name;
+    fs::create_directories(dir);
+    std::ofstream(dir / "adapter_config.json") << config.dump();
+    nlohmann::json header = nlohmann::json::object();
+    std::vector<uint8_t> data;
+    for (const auto& [tname, shape] : tensors) {
+      int64_t n = 1;
+      for (int64_t d : shape) n *= d;
+      const size_t begin = data.size();
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = 0.01f * static_cast<float>(i % 7);
+        const auto* p = reinterpret_cast<const uint8_t*>(&v);
+        data.insert(data.end(), p, p + 4);
+      }
+      header[tname] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size()}}};
+    }
+    const std::string h = header.dump();
+    std::ofstream f(dir / "adapter_model.safetensors", std::ios::binary);
+    const uint64_t len = h.size();
+    f.write(reinterpret_cast<const char*>(&len), 8);
+    f << h;
+    f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+    return dir;
+  }
+
+  static nlohmann::json Config(int r, std::vector<std::string> targets) {
+    return {{"peft_type", "LORA"}, {"r", r}, {"lora_alpha", 2 * r}, {"target_modules", targets}, {"bias", "none"}};
+  }
+
+  fs::path root_;
+};
+
+std::string Name(int l, const char* part, const char* proj, const char* ab) {
+  return "base_model.model.model.layers." + std::to_string(l) + "." + part + "." + proj + ".lora_" + ab + ".weight";
+}
+
+TEST_F(LoraAdapterTest, LoadsValidAdapterWithPatterns) {
+  auto cfg = Config(4, {"q_proj", "down_proj"});
+  cfg["rank_pattern"] = {{"model.layers.1.mlp.down_proj", 2}};
+  cfg["use_rslora"] = true;
+  auto dir = Write("good", cfg,
+                   {{Name(0, "self_attn", "q_proj", "A"), {4, 8}}, {Name(0, "self_attn", "q_proj", "B"), {8, 4}},
+                    {Name(1, "mlp", "down_proj", "A"), {2, 16}}, {Name(1, "mlp", "down_proj", "B"), {8, 2}}});
+  auto a = LoraAdapter::Load("good", dir.string(), TinyBase(), 64);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const LoraWeights* q = (*a)->weights(0, LoraTarget::kQ);
+  ASSERT_NE(q, nullptr);
+  EXPECT_FLOAT_EQ(q->scale, 8.f / 2.f);  // rsLoRA: alpha / sqrt(r) = 8 / 2
+  const LoraWeights* d = (*a)->weights(1, LoraTarget::kDown);
+  ASSERT_NE(d, nullptr);
+  EXPECT_EQ(d->rank, 2);
+  EXPECT_EQ((*a)->weights(1, LoraTarget::kQ), nullptr);
+}
+
+TEST_F(LoraAdapterTest, RefusesUnsupportedOrMismatchedAdapters) {
+  const auto good = std::vector<std::pair<std::string, std::vector<int64_t>>>{
+      {Name(0, "self_attn", "q_proj", "A"), {4, 8}}, {Name(0, "self_attn", "q_proj", "B"), {8, 4}}};
+  auto refuse = [&](const std::string& name, nlohmann::json cfg, auto tensors, const std::string& text) {
+    auto dir = Write(name, cfg, tensors);
+    auto a = LoraAdapter::Load(name, dir.string(), TinyBase(), 8);
+    ASSERT_FALSE(a.ok()) << name;
+    EXPECT_NE(a.status().message().find(text), std::string::npos) << a.status();
+  };
+  auto dora = Config(4, {"q_proj"});
+  dora["use_dora"] = true;
+  refuse("dora", dora, good, "DoRA");
+  auto mts = Config(4, {"q_proj"});
+  mts["modules_to_save"] = {"lm_head"};
+  refuse("mts", mts, good, "modules_to_save");
+  auto bias = Config(4, {"q_proj"});
+  bias["bias"] = "all";
+  refuse("bias", bias, good, "bias must be");
+  refuse("rank", Config(16, {"q_proj"}), good, "exceeds --max-lora-rank 8");
+  refuse("shape", Config(4, {"q_proj"}),
+         std::vector<std::pair<std::string, std::vector<int64_t>>>{{Name(0, "self_attn", "q_proj", "A"), {4, 9}},
+                                                                   {Name(0, "self_attn", "q_proj", "B"), {8, 4}}},
+         "must be [4, 8]");
+  refuse("target", Config(4, {"lm_head"}), good, "is not one of");
+  refuse("untargeted", Config(4, {"k_proj"}), good, "not in target_modules");
+  auto extra = good;
+  extra.push_back({"base_model.model.lm_head.weight", {2, 2}});
+  refuse("extra", Config(4, {"q_proj"}), extra, "unexpected tensor");
+  refuse("half", Config(4, {"q_proj"}),
+         std::vector<std::pair<std::string, std::vector<int64_t>>>{{Name(0, "self_attn", "q_proj", "A"), {4, 8}}},
+         "only one of");
+  EXPECT_FALSE(LoraAdapter::Load("../evil", (root_ / "dora").string(), TinyBase(), 8).ok());
+}
+
+TEST_F(LoraAdapterTest, PickleIsRefusedUnopened) {
+  fs::create_directories(root_ / "pickled");
+  std::ofstream(root_ / "pickled" / "adapter_config.json") << Config(4, {"q_proj"}).dump();
+  std::ofstream(root_ / "pickled" / "adapter_model.bin") << "not even a pickle";
+  auto a = LoraAdapter::Load("pickled", (root_ / "pickled").string(), TinyBase(), 8);
+  ASSERT_FALSE(a.ok());
+  EXPECT_NE(a.status().message().find("pickle"), std::string::npos);
+}
+
+TEST_F(LoraAdapterTest, NamesAndPathConfinement) {
+  EXPECT_TRUE(IsValidAdapterName("sql-helper_v2.1"));
+  for (const char* bad : {"", "../x", "/abs", ".hidden", "a/b", "a b", "x\n"}) EXPECT_FALSE(IsValidAdapterName(bad)) << bad;
+  EXPECT_FALSE(IsValidAdapterName(std::string(129, 'a')));
+  fs::create_directories(root_ / "inside" / "a");
+  fs::create_directories(root_ / "outside");
+  fs::create_symlink(root_ / "outside", root_ / "inside" / "escape");
+  const std::vector<std::string> roots = {(root_ / "inside").string()};
+  EXPECT_TRUE(ResolveAdapterDir((root_ / "inside" / "a").string(), roots).ok());
+  EXPECT_EQ(ResolveAdapterDir((root_ / "inside" / ".." / "outside").string(), roots).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveAdapterDir((root_ / "inside" / "escape").string(), roots).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveAdapterDir("/etc", roots).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveAdapterDir((root_ / "inside").string(), roots).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveAdapterDir((root_ / "nope").string(), roots).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace tessera

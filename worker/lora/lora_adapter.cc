@@ -1,0 +1,256 @@
+#include "worker/lora/lora_adapter.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/escape.h"
+#include "common/safetensors/safetensors_file.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace tessera {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::string_view kTargetNames[kLoraTargets] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                         "gate_proj", "up_proj", "down_proj"};
+
+absl::Status Refuse(std::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("LoRA adapter: ", std::string(what)));
+}
+
+// PEFT's module path of a projection, without the "base_model.model." prefix.
+std::string ModulePath(int layer, LoraTarget t) {
+  const bool attn = t == LoraTarget::kQ || t == LoraTarget::kK || t == LoraTarget::kV || t == LoraTarget::kO;
+  return absl::StrCat("model.layers.", layer, attn ? ".self_attn." : ".mlp.",
+                      std::string(kTargetNames[static_cast<int>(t)]));
+}
+
+// PEFT's pattern rule: a key applies to a module whose name is the key or
+// ends with "." + key; the first matching key wins.
+template <typename T>
+const T* PatternFor(const std::vector<std::pair<std::string, T>>& patterns, const std::string& module) {
+  for (const auto& [key, value] : patterns) {
+    if (module == key || absl::EndsWith(module, "." + key)) return &value;
+  }
+  return nullptr;
+}
+
+std::pair<int64_t, int64_t> InOut(const LlamaConfig& c, LoraTarget t) {
+  switch (t) {
+    case LoraTarget::kQ: return {c.n_embd, c.q_dim()};
+    case LoraTarget::kK: case LoraTarget::kV: return {c.n_embd, c.kv_dim()};
+    case LoraTarget::kO: return {c.q_dim(), c.n_embd};
+    case LoraTarget::kGate: case LoraTarget::kUp: return {c.n_embd, c.n_ff};
+    case LoraTarget::kDown: return {c.n_ff, c.n_embd};
+  }
+  return {0, 0};
+}
+
+}  // namespace
+
+std::string_view LoraTargetName(LoraTarget t) { return kTargetNames[static_cast<int>(t)]; }
+
+bool IsValidAdapterName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name[0])) return false;
+  for (char c : name) {
+    if (!alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::string> ResolveAdapterDir(const std::string& path, const std::vector<std::string>& roots) {
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("adapter path '", EscapeForMessage(path), "' does not exist"));
+  for (const std::string& root : roots) {
+    const std::filesystem::path r = std::filesystem::canonical(root, ec);
+    if (ec) continue;
+    const std::string rs = r.string() + "/";
+    if (absl::StartsWith(real.string() + "/", rs) && real != r) return real.string();
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("adapter path '", EscapeForMessage(path), "' is outside the configured adapter directories"));
+}
+
+absl::StatusOr<LoraAdapterConfig> ParseLoraConfig(std::string_view text, int max_rank) {
+  Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Refuse("adapter_config.json is not a JSON object");
+  LoraAdapterConfig c;
+  auto str = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
+  if (const std::string t = str("peft_type"); t != "LORA") {
+    return Refuse(absl::StrCat("peft_type must be \"LORA\"; got \"", EscapeForMessage(t), "\""));
+  }
+  if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() < 1) {
+    return Refuse("'r' must be a positive integer");
+  }
+  if (j["r"].get<int64_t>() > max_rank) {
+    return Refuse(absl::StrCat("rank ", j["r"].get<int64_t>(), " exceeds --max-lora-rank ", max_rank));
+  }
+  c.rank = static_cast<int>(j["r"].get<int64_t>());
+  c.alpha = c.rank;
+  if (j.contains("lora_alpha") && !j["lora_alpha"].is_null()) {
+    if (!j["lora_alpha"].is_number() || !std::isfinite(j["lora_alpha"].get<double>())) {
+      return Refuse("'lora_alpha' must be a number");
+    }
+    c.alpha = j["lora_alpha"].get<double>();
+  }
+  auto flag = [&](const char* k, bool* out) -> absl::Status {
+    if (!j.contains(k) || j[k].is_null()) return absl::OkStatus();
+    if (!j[k].is_boolean()) return Refuse(absl::StrCat("'", k, "' must be a boolean"));
+    *out = j[k].get<bool>();
+    return absl::OkStatus();
+  };
+  TESSERA_RETURN_IF_ERROR(flag("use_rslora", &c.use_rslora));
+  // PEFT itself ignores fan_in_fan_out for nn.Linear (every Llama
+  // projection), so it is accepted and ignored here too.
+  TESSERA_RETURN_IF_ERROR(flag("fan_in_fan_out", &c.fan_in_fan_out));
+  bool dora = false;
+  TESSERA_RETURN_IF_ERROR(flag("use_dora", &dora));
+  if (dora) return Refuse("DoRA adapters (use_dora) are not supported");
+  if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() &&
+      !(j["modules_to_save"].is_array() && j["modules_to_save"].empty())) {
+    return Refuse("adapters with modules_to_save are not supported");
+  }
+  if (j.contains("bias") && !j["bias"].is_null() && str("bias") != "none") {
+    return Refuse(absl::StrCat("bias must be \"none\"; got \"", EscapeForMessage(str("bias")), "\""));
+  }
+  if (!j.contains("target_modules")) return Refuse("'target_modules' is required");
+  std::vector<std::string> targets;
+  if (j["target_modules"].is_string()) {
+    targets.push_back(j["target_modules"].get<std::string>());
+  } else if (j["target_modules"].is_array()) {
+    for (const Json& t : j["target_modules"]) {
+      if (!t.is_string()) return Refuse("'target_modules' must hold strings");
+      targets.push_back(t.get<std::string>());
+    }
+  } else {
+    return Refuse("'target_modules' must be a string or a list of strings");
+  }
+  for (const std::string& t : targets) {
+    bool known = false;
+    for (int k = 0; k < kLoraTargets; ++k) {
+      if (t == kTargetNames[k] || absl::EndsWith(t, absl::StrCat(".", std::string(kTargetNames[k])))) {
+        c.targets[k] = true;
+        known = true;
+      }
+    }
+    if (!known) {
+      return Refuse(absl::StrCat("target module '", EscapeForMessage(t),
+                                 "' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"));
+    }
+  }
+  for (const char* key : {"rank_pattern", "alpha_pattern"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_object()) return Refuse(absl::StrCat("'", key, "' must be an object"));
+    for (auto it = j[key].begin(); it != j[key].end(); ++it) {
+      if (std::string(key) == "rank_pattern") {
+        if (!it.value().is_number_integer() || it.value().get<int64_t>() < 1 || it.value().get<int64_t>() > max_rank) {
+          return Refuse(absl::StrCat("rank_pattern '", EscapeForMessage(it.key()), "' must be an integer in [1, ",
+                                     max_rank, "]"));
+        }
+        c.rank_pattern.emplace_back(it.key(), static_cast<int>(it.value().get<int64_t>()));
+      } else {
+        if (!it.value().is_number() || !std::isfinite(it.value().get<double>())) {
+          return Refuse(absl::StrCat("alpha_pattern '", EscapeForMessage(it.key()), "' must be a number"));
+        }
+        c.alpha_pattern.emplace_back(it.key(), it.value().get<double>());
+      }
+    }
+  }
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string& name, const std::string& dir,
+                                                               const LlamaConfig& base, int max_rank) {
+  if (!IsValidAdapterName(name)) {
+    return Refuse(absl::StrCat("invalid adapter name '", EscapeForMessage(name),
+                               "'; names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"));
+  }
+  namespace fs = std::filesystem;
+  const fs::path d(dir);
+  std::error_code ec;
+  if (!fs::exists(d / "adapter_model.safetensors", ec)) {
+    if (fs::exists(d / "adapter_model.bin", ec)) {
+      return Refuse("adapter_model.bin (a pickle file) is refused and was not opened; convert it to safetensors");
+    }
+    return absl::NotFoundError(absl::StrCat("LoRA adapter '", name, "': no adapter_model.safetensors"));
+  }
+  std::ifstream cf(d / "adapter_config.json");
+  if (!cf) return absl::NotFoundError(absl::StrCat("LoRA adapter '", name, "': no adapter_config.json"));
+  std::stringstream ss;
+  ss << cf.rdbuf();
+  if (ss.str().size() > (1u << 20)) return Refuse("adapter_config.json is larger than 1 MiB");
+  TESSERA_ASSIGN_OR_RETURN(LoraAdapterConfig config, ParseLoraConfig(ss.str(), max_rank));
+  TESSERA_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((d / "adapter_model.safetensors").string()));
+
+  std::unique_ptr<LoraAdapter> a(new LoraAdapter());
+  a->name_ = name;
+  a->config_ = config;
+  a->layers_.resize(base.n_layers);
+  size_t used = 0;
+  const std::string prefix = "base_model.model.";
+  for (int l = 0; l < base.n_layers; ++l) {
+    for (int k = 0; k < kLoraTargets; ++k) {
+      const LoraTarget t = static_cast<LoraTarget>(k);
+      const std::string module = ModulePath(l, t);
+      const SafetensorsTensor* ta = file->Find(prefix + module + ".lora_A.weight");
+      const SafetensorsTensor* tb = file->Find(prefix + module + ".lora_B.weight");
+      if (ta == nullptr && tb == nullptr) continue;
+      if (ta == nullptr || tb == nullptr) return Refuse(absl::StrCat(module, " has only one of lora_A and lora_B"));
+      if (!config.targets[k]) return Refuse(absl::StrCat(module, " has weights but is not in target_modules"));
+      const int* rp = PatternFor(config.rank_pattern, module);
+      const double* ap = PatternFor(config.alpha_pattern, module);
+      const int r = rp ? *rp : config.rank;
+      const double alpha = ap ? *ap : config.alpha;
+      const auto [in, out] = InOut(base, t);
+      if (ta->shape != std::vector<int64_t>{r, in} || tb->shape != std::vector<int64_t>{out, r}) {
+        return Refuse(absl::StrCat(module, ": lora_A must be [", r, ", ", in, "] and lora_B [", out, ", ", r,
+                                   "] for this base model"));
+      }
+      auto w = std::make_unique<LoraWeights>();
+      w->rank = r;
+      w->in = in;
+      w->out = out;
+      w->scale = static_cast<float>(config.use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r);
+      w->a.resize(static_cast<size_t>(r) * in);
+      w->b.resize(static_cast<size_t>(out) * r);
+      TESSERA_RETURN_IF_ERROR(ta->ToFloat(w->a));
+      TESSERA_RETURN_IF_ERROR(tb->ToFloat(w->b));
+      for (float v : w->a) if (!std::isfinite(v)) return Refuse(absl::StrCat(module, ".lora_A has a non-finite value"));
+      for (float v : w->b) if (!std::isfinite(v)) return Refuse(absl::StrCat(module, ".lora_B has a non-finite value"));
+      a->bytes_ += (w->a.size() + w->b.size()) * sizeof(float);
+      a->layers_[l][k] = std::move(w);
+      used += 2;
+    }
+  }
+  if (used != file->tensors().size()) {
+    for (const auto& t : file->tensors()) {
+      bool known = false;
+      for (int l = 0; l < base.n_layers && !known; ++l)
+        for (int k = 0; k < kLoraTargets && !known; ++k)
+          known = t.name == prefix + ModulePath(l, static_cast<LoraTarget>(k)) + ".lora_A.weight" ||
+                  t.name == prefix + ModulePath(l, static_cast<LoraTarget>(k)) + ".lora_B.weight";
+      if (!known) return Refuse(absl::StrCat("unexpected tensor '", EscapeForMessage(t.name), "'"));
+    }
+  }
+  if (used == 0) return Refuse("the adapter has no LoRA weights for this model");
+  return a;
+}
+
+const LoraWeights* LoraAdapter::weights(int layer, LoraTarget t) const {
+  if (layer < 0 || layer >= static_cast<int>(layers_.size())) return nullptr;
+  return layers_[layer][static_cast<int>(t)].get();
+}
+
+}  // namespace tessera
