@@ -120,8 +120,15 @@ void Engine::Loop() {
       arrived.swap(inbox_);
     }
     for (auto& job : arrived) Admit(std::move(job));
-    Step();
+    const bool worked = Step();
     absl::MutexLock lock(&mu_);
+    if (!worked && !sequences_.empty()) {
+      // Sequences exist but none could be scheduled (should not happen, as
+      // admission checks capacity): wait for news instead of spinning.
+      mu_.AwaitWithTimeout(absl::Condition(
+                               +[](Engine* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(e->mu_) { return !e->inbox_.empty(); }, this),
+                           absl::Milliseconds(10));
+    }
     stats_.running = static_cast<int>(scheduler_->running().size());
     waiting_ = static_cast<int>(scheduler_->waiting().size() + inbox_.size());
     stats_.waiting = waiting_;
