@@ -220,6 +220,19 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
           const uint8_t* xa = act + act_row * t;
           const float* xs = scales + scales_stride * t;
           int64_t r = r0;
+          if (k->vec_dot_4x4 != nullptr) {
+            float out16[16];
+            for (; r + 4 <= r1; r += 4) {
+              k->vec_dot_4x4(cols, w.data + w.row_bytes * r + col_byte_offset, w.row_bytes, xa, act_row, xs,
+                             scales_stride, out16);
+              for (int h = 0; h < 4; ++h) {
+                for (int j = 0; j < 4; ++j) {
+                  float* yr = y.row(t + j) + r + h;
+                  *yr = accumulate ? *yr + out16[h * 4 + j] : out16[h * 4 + j];
+                }
+              }
+            }
+          }
           if (k->vec_dot_2x4 != nullptr) {
             float out8[8];
             for (; r + 2 <= r1; r += 2) {

@@ -48,6 +48,10 @@ struct WeightKernels {
   // rows; out[r * 4 + t]. Bit-identical to vec_dot.
   void (*vec_dot_2x4)(int64_t n, const void* w, size_t w_stride, const void* x, size_t x_stride,
                       const float* scales, size_t scales_stride, float* out) = nullptr;
+  // Optional: 4 weight rows against 4 activation rows, same contract as
+  // vec_dot_2x4 (out[r * 4 + t]); the widest tile, used first by MatMul.
+  void (*vec_dot_4x4)(int64_t n, const void* w, size_t w_stride, const void* x, size_t x_stride,
+                      const float* scales, size_t scales_stride, float* out) = nullptr;
 };
 
 // Bytes of an activation row of n elements in the paired format.

@@ -56,7 +56,10 @@ Isa BestIsa() {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("f16c")) {
-      if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) return Isa::kAvx512Vnni;
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+        return Isa::kAvx512Vnni;
+      }
       return Isa::kAvx2;
     }
     return Isa::kReference;

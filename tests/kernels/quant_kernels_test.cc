@@ -218,6 +218,15 @@ TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
         for (int j = 0; j < 4; ++j)
           EXPECT_EQ(out8[h * 4 + j], k->vec_dot(576, w2.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
     }
+    if (k->vec_dot_4x4 != nullptr) {
+      auto w4 = RandomRows(t, 576, 4, rng);
+      const size_t wrow = w4.size() / 4;
+      float out16[16];
+      k->vec_dot_4x4(576, w4.data(), wrow, xq.data(), row, scales.data(), 36, out16);
+      for (int h = 0; h < 4; ++h)
+        for (int j = 0; j < 4; ++j)
+          EXPECT_EQ(out16[h * 4 + j], k->vec_dot(576, w4.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
+    }
   }
 }
 
