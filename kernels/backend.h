@@ -84,6 +84,22 @@ struct AttentionShape {
   float scale = 1.f;
 };
 
+// One projection of a LoRA adapter in backend memory: delta(x) = scale *
+// B (A x). A is stored transposed, [in][rank], and B transposed, [rank][out],
+// so that shrink and expand are both row-wise multiply-adds.
+struct LoraPair {
+  const float* a_t = nullptr;
+  const float* b_t = nullptr;
+  int rank = 0;
+  float scale = 0;
+};
+
+// The rows of a batch that use one adapter's pair for a projection.
+struct LoraGroup {
+  std::span<const int32_t> rows;
+  LoraPair pair;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -119,6 +135,19 @@ class Backend {
   // Causal attention of q rows over their sequences' cached K/V.
   virtual void Attention(const Mat& q, const KvLayer& kv, const BatchLayout& layout,
                          const AttentionShape& shape, Mat out) = 0;
+
+  // Adapter memory. Unlike the rest of the interface these three are
+  // thread-safe: adapters are uploaded by a loader thread while the engine
+  // thread runs steps, so a cold adapter never stalls the batch.
+  virtual absl::StatusOr<float*> AllocateAdapterBuffer(int64_t floats) = 0;
+  virtual void FreeAdapterBuffer(float* buffer) = 0;
+  virtual void CopyToAdapterBuffer(const float* src, int64_t floats, float* dst) = 0;
+  // y[r] += scale * B (A x[r]) for every row of every group: per group a
+  // shrink to the adapter's rank, then an expand (the SGMV idea of Punica and
+  // S-LoRA: grouped by adapter, never merged into the base weights). Each
+  // row's result depends on that row alone, so batching never changes bits.
+  // REQUIRES: rows are distinct across groups and within [0, x.rows).
+  virtual void LoraApply(const Mat& x, std::span<const LoraGroup> groups, Mat y) = 0;
 };
 
 struct CpuBackendOptions {

@@ -18,6 +18,8 @@
 #include "nlohmann/json.hpp"
 #include "common/flag_names.h"
 #include "worker/engine/generate.h"
+#include "worker/lora/device_lora.h"
+#include "worker/lora/lora_adapter.h"
 #include "worker/model/model_bundle.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled SmolLM2-135M-Instruct)");
@@ -30,6 +32,8 @@ ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass");
 ABSL_FLAG(int, top_k, 0, "top-k sampling (0 = off)");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "random seed (same seed, same output)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(std::string, lora, "", "a PEFT LoRA adapter directory to apply (default: none)");
+ABSL_FLAG(int, max_lora_rank, 64, "largest adapter rank accepted");
 ABSL_FLAG(std::string, format, "text", "output: 'text' (the generated text) or 'json' (text, token ids, finish reason)");
 
 namespace {
@@ -96,13 +100,21 @@ int main(int argc, char** argv) {
   kv.num_blocks = (need + kv.block_size - 1) / kv.block_size;
   auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
   if (!cache.ok()) return Fail(std::string(cache.status().message()));
+  std::unique_ptr<tessera::DeviceLora> lora;
+  if (const std::string dir = absl::GetFlag(FLAGS_lora); !dir.empty()) {
+    auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, absl::GetFlag(FLAGS_max_lora_rank));
+    if (!adapter.ok()) return Fail(std::string(adapter.status().message()));
+    auto device = tessera::DeviceLora::Upload(**adapter, *b.backend);
+    if (!device.ok()) return Fail(std::string(device.status().message()));
+    lora = std::move(*device);
+  }
   auto result = tessera::Generate(*b.model, *b.tokenizer, **cache, req, [json](const tessera::StreamEvent& e) {
     if (!json && !e.text.empty()) {
       std::fwrite(e.text.data(), 1, e.text.size(), stdout);
       std::fflush(stdout);
     }
     return true;
-  });
+  }, lora.get());
   if (!result.ok()) return Fail(std::string(result.status().message()));
   if (json) {
     nlohmann::json out{{"text", result->text},

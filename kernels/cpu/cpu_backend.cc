@@ -163,6 +163,42 @@ class CpuBackend final : public Backend {
     }
   }
 
+  absl::StatusOr<float*> AllocateAdapterBuffer(int64_t floats) override {
+    if (floats <= 0) return absl::InvalidArgumentError(absl::StrCat("bad adapter buffer size ", floats));
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (p == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+    return static_cast<float*>(p);
+  }
+  void FreeAdapterBuffer(float* buffer) override { std::free(buffer); }
+  void CopyToAdapterBuffer(const float* src, int64_t floats, float* dst) override {
+    std::memcpy(dst, src, static_cast<size_t>(floats) * sizeof(float));
+  }
+
+  void LoraApply(const Mat& x, std::span<const LoraGroup> groups, Mat y) override {
+    // One work item per (group, row); rows of a group are adjacent so its
+    // A and B stay in cache while its rows pass.
+    std::vector<std::pair<int32_t, int32_t>> items;
+    int max_rank = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      max_rank = std::max(max_rank, groups[g].pair.rank);
+      for (int32_t r : groups[g].rows) items.emplace_back(static_cast<int32_t>(g), r);
+    }
+    if (items.empty()) return;
+    const auto& vk = cpu::BestVectorKernels();
+    const size_t scratch_floats = static_cast<size_t>(max_rank + y.cols);
+#pragma omp parallel num_threads(threads_) if (items.size() > 1)
+    {
+      std::vector<float> scratch(scratch_floats);
+#pragma omp for schedule(static)
+      for (size_t it = 0; it < items.size(); ++it) {
+        const LoraPair& p = groups[items[it].first].pair;
+        const int32_t r = items[it].second;
+        vk.lora_row(x.row(r), x.cols, p.a_t, p.rank, p.scale, p.b_t, y.cols, y.row(r), scratch.data());
+      }
+    }
+  }
+
  private:
   absl::StatusOr<void*> AllocateBytes(size_t bytes) {
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);

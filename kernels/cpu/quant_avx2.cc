@@ -3,6 +3,8 @@
 // BestIsa() confirmed the CPU has them.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "common/quant_blocks.h"
@@ -371,6 +373,40 @@ void SiluMul(const float* g, const float* u, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
 }
 
+// The reference lora_row's operations, 8 lanes at a time (fma is exactly
+// rounded, so lanes and the scalar tails give the reference's bits).
+void LoraRow(const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t, int64_t out,
+             float* y, float* scratch) {
+  float* t = scratch;
+  float* d = scratch + rank;
+  const int rank8 = rank / 8 * 8;
+  std::fill(t, t + rank, 0.f);
+  for (int64_t i = 0; i < in; ++i) {
+    const __m256 xi = _mm256_set1_ps(x[i]);
+    const float* a = a_t + i * rank;
+    int k = 0;
+    for (; k < rank8; k += 8) {
+      _mm256_storeu_ps(t + k, _mm256_fmadd_ps(xi, _mm256_loadu_ps(a + k), _mm256_loadu_ps(t + k)));
+    }
+    for (; k < rank; ++k) t[k] = std::fma(x[i], a[k], t[k]);
+  }
+  for (int k = 0; k < rank; ++k) t[k] *= scale;
+  const int64_t out8 = out / 8 * 8;
+  std::fill(d, d + out, 0.f);
+  for (int k = 0; k < rank; ++k) {
+    const __m256 tk = _mm256_set1_ps(t[k]);
+    const float* b = b_t + k * out;
+    int64_t o = 0;
+    for (; o < out8; o += 8) {
+      _mm256_storeu_ps(d + o, _mm256_fmadd_ps(tk, _mm256_loadu_ps(b + o), _mm256_loadu_ps(d + o)));
+    }
+    for (; o < out; ++o) d[o] = std::fma(t[k], b[o], d[o]);
+  }
+  int64_t o = 0;
+  for (; o < out8; o += 8) _mm256_storeu_ps(y + o, _mm256_add_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(d + o)));
+  for (; o < out; ++o) y[o] += d[o];
+}
+
 }  // namespace
 
 VectorKernels Avx2VectorKernels() {
@@ -408,6 +444,7 @@ VectorKernels Avx2VectorKernels() {
   };
   k.silu_mul = SiluMul;
   k.attend = AttendOneHeadAvx2;
+  k.lora_row = LoraRow;
   return k;
 }
 

@@ -1,5 +1,6 @@
 // Plain C++ kernels for every supported weight type: the oracle that SIMD and
 // CUDA variants are tested against, and the portable fallback.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -335,6 +336,21 @@ VectorKernels ReferenceVectorKernels() {
     for (int64_t i = 0; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
   };
   k.attend = AttendOneHeadReference;
+  k.lora_row = [](const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
+                  int64_t out, float* y, float* scratch) {
+    float* t = scratch;
+    float* d = scratch + rank;
+    std::fill(t, t + rank, 0.f);
+    for (int64_t i = 0; i < in; ++i) {
+      for (int k = 0; k < rank; ++k) t[k] = std::fma(x[i], a_t[i * rank + k], t[k]);
+    }
+    for (int k = 0; k < rank; ++k) t[k] *= scale;
+    std::fill(d, d + out, 0.f);
+    for (int k = 0; k < rank; ++k) {
+      for (int64_t o = 0; o < out; ++o) d[o] = std::fma(t[k], b_t[k * out + o], d[o]);
+    }
+    for (int64_t o = 0; o < out; ++o) y[o] += d[o];
+  };
   return k;
 }
 

@@ -25,6 +25,45 @@ void Fill(Mat m, const std::vector<float>& v) {
     for (int64_t c = 0; c < m.cols; ++c) m.row(r)[c] = v[r * m.cols + c];
 }
 
+TEST(CpuBackendTest, LoraApplyGroupsRowsByAdapterAndEachRowEqualsItAlone) {
+  auto be = CreateCpuBackend({.threads = 2});
+  const int64_t in = 64, out = 48, n = 9;
+  // Three adapters of ranks 4, 8, 16 in adapter buffers.
+  std::vector<LoraPair> pairs;
+  for (int rank : {4, 8, 16}) {
+    auto a = Random(in * rank, 10 + rank), b = Random(rank * out, 20 + rank);
+    float* buf = *be->AllocateAdapterBuffer(static_cast<int64_t>(a.size() + b.size()));
+    be->CopyToAdapterBuffer(a.data(), static_cast<int64_t>(a.size()), buf);
+    be->CopyToAdapterBuffer(b.data(), static_cast<int64_t>(b.size()), buf + a.size());
+    pairs.push_back({buf, buf + a.size(), rank, 0.25f * rank});
+  }
+  Mat x = *be->AllocateMat(n, in), y = *be->AllocateMat(n, out);
+  const auto xv = Random(n * in, 3), yv = Random(n * out, 4);
+  Fill(x, xv);
+  Fill(y, yv);
+  // Rows 0,3,6 -> adapter 0; 1,4 -> adapter 1; 2,7,8 -> adapter 2; row 5 none.
+  const std::vector<int32_t> g0 = {0, 3, 6}, g1 = {1, 4}, g2 = {2, 7, 8};
+  const LoraGroup groups[] = {{g0, pairs[0]}, {g1, pairs[1]}, {g2, pairs[2]}};
+  be->LoraApply(x, groups, y);
+  auto adapter_of = [](int r) { return r == 5 ? -1 : r == 1 || r == 4 ? 1 : r == 2 || r == 7 || r == 8 ? 2 : 0; };
+  for (int r = 0; r < n; ++r) {
+    Mat x1 = *be->AllocateMat(1, in), y1 = *be->AllocateMat(1, out);
+    Fill(x1, std::vector<float>(xv.begin() + r * in, xv.begin() + (r + 1) * in));
+    Fill(y1, std::vector<float>(yv.begin() + r * out, yv.begin() + (r + 1) * out));
+    const int a = adapter_of(r);
+    const std::vector<int32_t> only = {0};
+    if (a >= 0) {
+      const LoraGroup g[] = {{only, pairs[a]}};
+      be->LoraApply(x1, g, y1);
+    }
+    for (int64_t o = 0; o < out; ++o) EXPECT_EQ(y.row(r)[o], y1.row(0)[o]) << r << "," << o;
+    if (a < 0) {
+      for (int64_t o = 0; o < out; ++o) EXPECT_EQ(y.row(r)[o], yv[r * out + o]);
+    }
+  }
+  for (auto& p : pairs) be->FreeAdapterBuffer(const_cast<float*>(p.a_t));
+}
+
 TEST(CpuBackendTest, MatMulMatchesRowDotsForAnyBatch) {
   auto be = CreateCpuBackend({.threads = 2});
   const int64_t rows = 40, cols = 256;

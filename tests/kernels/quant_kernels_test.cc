@@ -190,6 +190,37 @@ TEST(VectorKernelsTest, SiluAttentionAndQuantizersMatchReferenceBitForBit) {
   }
 }
 
+TEST(VectorKernelsTest, LoraRowMatchesReferenceAndMath) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> d(0.f, 1.f);
+  const VectorKernels ref = ReferenceVectorKernels();
+  const VectorKernels& best = BestVectorKernels();
+  for (int rank : {1, 4, 8, 13, 16}) {
+    for (int64_t out : {5, 64, 192}) {
+      const int64_t in = 72;
+      std::vector<float> x(in), a_t(in * rank), b_t(rank * out);
+      for (auto* v : {&x, &a_t, &b_t})
+        for (auto& e : *v) e = d(rng);
+      std::vector<float> y1(out), y2(out), scratch(rank + out);
+      for (auto& e : y1) e = d(rng);
+      y2 = y1;
+      const std::vector<float> y0 = y1;
+      ref.lora_row(x.data(), in, a_t.data(), rank, 0.5f, b_t.data(), out, y1.data(), scratch.data());
+      best.lora_row(x.data(), in, a_t.data(), rank, 0.5f, b_t.data(), out, y2.data(), scratch.data());
+      EXPECT_EQ(y1, y2) << rank << " " << out;
+      for (int64_t o = 0; o < out; ++o) {  // y0 + 0.5 * B (A x) in double
+        double delta = 0;
+        for (int k = 0; k < rank; ++k) {
+          double t = 0;
+          for (int64_t i = 0; i < in; ++i) t += double(x[i]) * a_t[i * rank + k];
+          delta += 0.5 * t * b_t[k * out + o];
+        }
+        EXPECT_NEAR(y1[o], y0[o] + delta, 1e-3 * (1 + std::abs(delta)));
+      }
+    }
+  }
+}
+
 TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
   std::mt19937 rng(5);
   for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {

@@ -56,7 +56,9 @@ def weight(rng, fmt, rows, cols):
     return gguf.quants.quantize(x, fmt), fmt
 
 
-def write_model(path, fmt, seed=0):
+def write_model(path, fmt, seed=0, deltas=None):
+    """deltas: {tensor name: array added to that (float) tensor}, to build
+    merged-weight references."""
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(path, arch="llama")
     w.add_block_count(N_LAYER)
@@ -78,6 +80,9 @@ def write_model(path, fmt, seed=0):
 
     def add(name, rows, cols, f=fmt):
         data, raw = weight(rng, f, rows, cols)
+        if deltas and name in deltas:
+            assert raw is None
+            data = (data.astype(np.float32) + deltas[name]).astype(data.dtype)
         if raw is None:
             w.add_tensor(name, data)
         else:

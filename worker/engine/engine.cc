@@ -52,7 +52,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
   kv.num_blocks = num_blocks;
   TESSERA_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(*bundle.backend, c.n_layers, c.kv_dim(), kv));
   e->blocks_ = std::make_unique<BlockManager>(num_blocks, options.block_size, options.prefix_caching);
-  e->scheduler_ = std::make_unique<Scheduler>(options.scheduler, *e->blocks_);
+  e->scheduler_ = std::make_unique<Scheduler>(options.scheduler, *e->blocks_, options.adapters);
   e->logits_.resize(static_cast<size_t>(s.max_num_seqs) * c.n_vocab);
   {
     absl::MutexLock lock(&e->mu_);
@@ -82,6 +82,9 @@ absl::Status Engine::CanEverFit(int64_t prompt_tokens, int64_t max_tokens) const
 }
 
 absl::Status Engine::Submit(std::shared_ptr<EngineJob> job) {
+  if (job->adapter != 0 && options_.adapters == nullptr) {
+    return absl::FailedPreconditionError("this worker serves no adapters");
+  }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the worker is shutting down");
   if (waiting_ >= options_.max_waiting) {
@@ -148,6 +151,7 @@ void Engine::Admit(std::shared_ptr<EngineJob> job) {
   seq->id = next_id_++;
   seq->tokens = job->request.prompt;
   seq->salt = job->prefix_salt;
+  seq->adapter = job->adapter;
   seq->sampler = std::make_unique<Sampler>(job->request.sampling, bundle_.model->config().n_vocab, job->request.prompt);
   seq->output = std::make_unique<OutputProcessor>(*bundle_.tokenizer, job->request);
   seq->admitted_ns = MonotonicNanos();
@@ -176,6 +180,9 @@ bool Engine::Step() {
     }
   }
   std::vector<ScheduledSequence> plan = scheduler_->Schedule();
+  for (SchedSequence* failed : scheduler_->TakeFailed()) {
+    FinishSequence(static_cast<Sequence*>(failed), options_.adapters->Failure(failed->adapter));
+  }
   if (plan.empty()) return false;
   {
     absl::MutexLock lock(&mu_);
@@ -184,18 +191,27 @@ bool Engine::Step() {
 
   std::vector<int32_t> tokens, positions, row_seq, logit_rows;
   std::vector<std::span<const int32_t>> tables;
+  row_adapters_.clear();
+  bool any_adapter = false;
   for (size_t k = 0; k < plan.size(); ++k) {
     const ScheduledSequence& s = plan[k];
     tables.emplace_back(s.seq->block_table);
+    // Pinned by the scheduler while the sequence runs, so the view is live.
+    const LoraView* view = s.seq->adapter != 0 ? options_.adapters->View(s.seq->adapter) : nullptr;
+    any_adapter |= view != nullptr;
     for (int64_t p = s.seq->num_computed; p < s.seq->num_computed + s.num_tokens; ++p) {
       tokens.push_back(s.seq->tokens[p]);
       positions.push_back(static_cast<int32_t>(p));
       row_seq.push_back(static_cast<int32_t>(k));
+      row_adapters_.push_back(view);
     }
     if (s.needs_logits) logit_rows.push_back(static_cast<int32_t>(tokens.size() - 1));
   }
   BatchLayout layout{positions, row_seq, tables};
-  absl::Status status = bundle_.model->Forward(tokens, layout, *cache_, logit_rows, logits_.data());
+  absl::Status status =
+      bundle_.model->Forward(tokens, layout, *cache_, logit_rows, logits_.data(),
+                             any_adapter ? std::span<const LoraView* const>(row_adapters_)
+                                         : std::span<const LoraView* const>());
   if (!status.ok()) {
     for (const ScheduledSequence& s : plan) FinishSequence(static_cast<Sequence*>(s.seq), status);
     return true;

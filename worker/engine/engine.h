@@ -47,6 +47,7 @@ struct EngineJob {
   std::atomic<bool> cancelled{false};
   uint64_t enqueued_ns = 0;
   uint64_t prefix_salt = 0;  // prefix-cache namespace (e.g. the LoRA adapter)
+  uint64_t adapter = 0;      // LoRA adapter id (EngineOptions::adapters); 0: the base model
 };
 
 struct EngineOptions {
@@ -55,6 +56,7 @@ struct EngineOptions {
   int64_t kv_cache_bytes = 0;       // 0: enough for max_num_seqs full contexts, capped at 1 GiB
   int block_size = 16;
   bool prefix_caching = true;
+  AdapterGate* adapters = nullptr;  // required for jobs with an adapter; outlives the engine
 };
 
 struct EngineStats {
@@ -102,6 +104,7 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> sequences_;  // engine thread only
   uint64_t next_id_ = 1;
   std::vector<float> logits_;
+  std::vector<const LoraView*> row_adapters_;
 
   mutable absl::Mutex mu_;
   std::deque<std::shared_ptr<EngineJob>> inbox_ ABSL_GUARDED_BY(mu_);

@@ -35,22 +35,24 @@ absl::Status CheckFits(const LlamaModel& model, const KvCache& cache, size_t pro
 // Feeds tokens [from, to) of `tokens` at positions from.., in chunks of the
 // model's batch size; writes the last row's logits to `logits` if non-null.
 absl::Status Feed(LlamaModel& model, KvCache& cache, SequenceBlocks& seq, const std::vector<int32_t>& tokens,
-                  size_t from, size_t to, float* logits) {
+                  size_t from, size_t to, float* logits, const LoraView* adapter) {
   TESSERA_RETURN_IF_ERROR(cache.Reserve(seq.table, static_cast<int64_t>(to)));
   const std::span<const int32_t> table(seq.table);
   const std::span<const int32_t> tables[1] = {table};
   std::vector<int32_t> positions, row_seq;
+  std::vector<const LoraView*> row_adapters;
   for (size_t start = from; start < to; start += model.max_batch_tokens()) {
     const size_t end = std::min(to, start + model.max_batch_tokens());
     positions.clear();
     for (size_t p = start; p < end; ++p) positions.push_back(static_cast<int32_t>(p));
     row_seq.assign(end - start, 0);
+    if (adapter != nullptr) row_adapters.assign(end - start, adapter);
     BatchLayout layout{positions, row_seq, tables};
     const int32_t last = static_cast<int32_t>(end - start - 1);
     const bool want = logits != nullptr && end == to;
     TESSERA_RETURN_IF_ERROR(model.Forward(std::span(tokens).subspan(start, end - start), layout, cache,
                                           want ? std::span<const int32_t>(&last, 1) : std::span<const int32_t>(),
-                                          logits));
+                                          logits, row_adapters));
   }
   return absl::OkStatus();
 }
@@ -58,16 +60,17 @@ absl::Status Feed(LlamaModel& model, KvCache& cache, SequenceBlocks& seq, const 
 }  // namespace
 
 absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cache,
-                                                const std::vector<int32_t>& prompt) {
+                                                const std::vector<int32_t>& prompt, const LoraView* adapter) {
   TESSERA_RETURN_IF_ERROR(CheckFits(model, cache, prompt.size(), 0));
   SequenceBlocks seq{cache, {}};
   std::vector<float> logits(model.config().n_vocab);
-  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, prompt, 0, prompt.size(), logits.data()));
+  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, prompt, 0, prompt.size(), logits.data(), adapter));
   return logits;
 }
 
 absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
-                                        const GenerateRequest& req, const StreamCallback& on_event) {
+                                        const GenerateRequest& req, const StreamCallback& on_event,
+                                        const LoraView* adapter) {
   const int n_vocab = model.config().n_vocab;
   if (req.max_tokens < 0) return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0; got ", req.max_tokens));
   TESSERA_RETURN_IF_ERROR(req.sampling.Validate(n_vocab));
@@ -80,7 +83,7 @@ absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& toke
   std::vector<float> logits(n_vocab);
   Sampler sampler(req.sampling, n_vocab, req.prompt);
   OutputProcessor out(tokenizer, req);
-  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, 0, all.size(), logits.data()));
+  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, 0, all.size(), logits.data(), adapter));
   while (true) {
     SampledToken t = sampler.Sample(logits.data());
     OutputProcessor::Step step = out.Accept(t);
@@ -98,7 +101,7 @@ absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& toke
       break;
     }
     all.push_back(t.id);
-    TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, all.size() - 1, all.size(), logits.data()));
+    TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, all, all.size() - 1, all.size(), logits.data(), adapter));
   }
   result.tokens = out.tokens();
   result.sampled = out.sampled();

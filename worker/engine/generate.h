@@ -47,13 +47,16 @@ struct StreamEvent {
 using StreamCallback = std::function<bool(const StreamEvent&)>;
 
 // REQUIRES: the cache has room for prompt + max_tokens positions (checked:
-// InvalidArgument otherwise, before any work).
+// InvalidArgument otherwise, before any work). `adapter`: a LoRA adapter in
+// backend memory, or nullptr for the base model.
 absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
-                                        const GenerateRequest& request, const StreamCallback& on_event = {});
+                                        const GenerateRequest& request, const StreamCallback& on_event = {},
+                                        const LoraView* adapter = nullptr);
 
 // Runs the prompt through the model and returns the logits of its last token.
 absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cache,
-                                                const std::vector<int32_t>& prompt);
+                                                const std::vector<int32_t>& prompt,
+                                                const LoraView* adapter = nullptr);
 
 }  // namespace tessera
 

@@ -4,17 +4,22 @@
 
 namespace tessera {
 
+void Scheduler::Unpin(SchedSequence* seq) {
+  if (seq->adapter != 0 && adapters_ != nullptr) adapters_->Unpin(seq->adapter);
+}
+
 void Scheduler::Remove(SchedSequence* seq) {
-  auto drop = [seq](std::deque<SchedSequence*>& q) {
-    q.erase(std::remove(q.begin(), q.end(), seq), q.end());
-  };
-  drop(running_);
-  drop(waiting_);
+  if (std::find(running_.begin(), running_.end(), seq) != running_.end()) {
+    running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+    Unpin(seq);
+  }
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
   blocks_.Free(seq->block_table, seq->block_hashes);
 }
 
 void Scheduler::Preempt(SchedSequence* seq) {
   running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  Unpin(seq);
   blocks_.Free(seq->block_table, seq->block_hashes);
   seq->num_computed = 0;
   ++seq->preemptions;
@@ -52,9 +57,28 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
   }
 
   // Waiting sequences in arrival order, unless memory was short this step.
-  while (!preempted && !waiting_.empty() && budget > 0 &&
-         static_cast<int>(running_.size()) < options_.max_num_seqs) {
-    SchedSequence* seq = waiting_.front();
+  bool slot_starved = false;
+  for (size_t i = 0; !preempted && i < waiting_.size() && budget > 0 &&
+                     static_cast<int>(running_.size()) < options_.max_num_seqs;) {
+    SchedSequence* seq = waiting_[i];
+    if (seq->adapter != 0 && adapters_ != nullptr) {
+      if (slot_starved && !adapters_->IsPinned(seq->adapter)) {
+        ++i;
+        continue;
+      }
+      const AdapterGate::Pin pin = adapters_->TryPin(seq->adapter);
+      if (pin == AdapterGate::Pin::kFailed) {
+        waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+        blocks_.Free(seq->block_table, seq->block_hashes);
+        failed_.push_back(seq);
+        continue;
+      }
+      if (pin != AdapterGate::Pin::kPinned) {
+        slot_starved |= pin == AdapterGate::Pin::kWaitForSlot;
+        ++i;
+        continue;
+      }
+    }
     if (seq->block_table.empty()) {
       seq->num_computed = blocks_.MatchPrefix(seq->tokens, seq->salt, seq->block_table, seq->block_hashes);
     }
@@ -63,9 +87,10 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
     if (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
       blocks_.Free(seq->block_table, seq->block_hashes);  // give back the prefix hits too
       seq->num_computed = 0;
-      break;  // first come, first served: nobody jumps the queue
+      Unpin(seq);
+      break;  // first come, first served: nobody jumps the queue for memory
     }
-    waiting_.pop_front();
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     running_.push_back(seq);
     out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
     budget -= n;

@@ -18,11 +18,37 @@
 
 #include <cstdint>
 #include <deque>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "worker/engine/block_manager.h"
 
 namespace tessera {
+
+class LoraView;
+
+// Device residency of LoRA adapters as the scheduler sees it. Every running
+// sequence with an adapter holds one pin on it, so the adapters of a step are
+// always on the device, and there are never more distinct adapters in a step
+// than device slots. Adapter 0 is the base model and needs no pin.
+class AdapterGate {
+ public:
+  enum class Pin {
+    kPinned,       // on the device; pinned for the caller
+    kLoading,      // being loaded (or queued to be): try again later
+    kWaitForSlot,  // loaded to host memory, but every device slot is pinned
+    kFailed,       // cannot be used (see Failure)
+  };
+  virtual ~AdapterGate() = default;
+  virtual Pin TryPin(uint64_t adapter) = 0;
+  virtual void Unpin(uint64_t adapter) = 0;
+  virtual bool IsPinned(uint64_t adapter) const = 0;
+  // Why TryPin returned kFailed.
+  virtual absl::Status Failure(uint64_t adapter) const = 0;
+  // The device copy of a pinned adapter, for the forward pass.
+  virtual const LoraView* View(uint64_t adapter) const = 0;
+};
 
 struct SchedulerOptions {
   int max_num_seqs = 32;             // sequences in one step
@@ -35,6 +61,7 @@ struct SchedSequence {
   std::vector<int32_t> tokens;   // prompt + generated so far
   int64_t num_computed = 0;      // tokens whose K/V are in the cache
   uint64_t salt = 0;             // prefix-cache namespace (e.g. the adapter)
+  uint64_t adapter = 0;          // LoRA adapter id; 0: the base model
   std::vector<int32_t> block_table;
   std::vector<uint64_t> block_hashes;
   int preemptions = 0;
@@ -48,14 +75,23 @@ struct ScheduledSequence {
 
 class Scheduler {
  public:
-  Scheduler(const SchedulerOptions& options, BlockManager& blocks) : options_(options), blocks_(blocks) {}
+  // `adapters` may be null when no sequence uses an adapter.
+  Scheduler(const SchedulerOptions& options, BlockManager& blocks, AdapterGate* adapters = nullptr)
+      : options_(options), blocks_(blocks), adapters_(adapters) {}
 
   void AddWaiting(SchedSequence* seq) { waiting_.push_back(seq); }
   // Removes a sequence wherever it is and frees its blocks.
   void Remove(SchedSequence* seq);
 
-  // Plans one step. Sequences it returns are in `running()`.
+  // Plans one step. Sequences it returns are in `running()`. A waiting
+  // sequence whose adapter is not on the device yet is passed over (its load
+  // is requested) without holding up those behind it; when its adapter waits
+  // for a device slot, only sequences whose adapters are already pinned are
+  // admitted after it, so that slots drain and it cannot starve.
   std::vector<ScheduledSequence> Schedule();
+  // Waiting sequences whose adapter failed to load, removed from the queue
+  // by the last Schedule; the caller finishes them with the gate's Failure.
+  std::vector<SchedSequence*> TakeFailed() { return std::exchange(failed_, {}); }
   // Records that a step ran: advances num_computed and registers full blocks.
   void Commit(const std::vector<ScheduledSequence>& step);
 
@@ -65,9 +101,12 @@ class Scheduler {
 
  private:
   void Preempt(SchedSequence* seq);
+  void Unpin(SchedSequence* seq);
 
   SchedulerOptions options_;
   BlockManager& blocks_;
+  AdapterGate* adapters_;
+  std::vector<SchedSequence*> failed_;
   std::deque<SchedSequence*> running_;  // in admission order
   std::deque<SchedSequence*> waiting_;  // in arrival order (preempted ones in front)
   uint64_t preemptions_ = 0;

@@ -1,5 +1,6 @@
 #include "worker/lora/lora_adapter.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -53,6 +54,25 @@ std::pair<int64_t, int64_t> InOut(const LlamaConfig& c, LoraTarget t) {
     case LoraTarget::kDown: return {c.n_ff, c.n_embd};
   }
   return {0, 0};
+}
+
+// GGUF files of rope-interleaved architectures (llama) hold q and k with
+// each head's rows reordered from Hugging Face's half-split layout: GGUF row
+// h*hd + 2j + s is HF row h*hd + s*hd/2 + j (llama.cpp's converter permutes
+// the base weights and, for LoRA, lora_B the same way). PEFT adapters are
+// in HF order, so lora_B of q and k is reordered to match the base.
+void PermuteRopeRows(std::vector<float>& b, int n_heads, int head_dim, int rank) {
+  const std::vector<float> hf = b;
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    for (int j = 0; j < half; ++j) {
+      for (int s = 0; s < 2; ++s) {
+        const size_t dst = static_cast<size_t>(h * head_dim + 2 * j + s) * rank;
+        const size_t src = static_cast<size_t>(h * head_dim + s * half + j) * rank;
+        std::copy(hf.begin() + src, hf.begin() + src + rank, b.begin() + dst);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -229,6 +249,9 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
       TESSERA_RETURN_IF_ERROR(tb->ToFloat(w->b));
       for (float v : w->a) if (!std::isfinite(v)) return Refuse(absl::StrCat(module, ".lora_A has a non-finite value"));
       for (float v : w->b) if (!std::isfinite(v)) return Refuse(absl::StrCat(module, ".lora_B has a non-finite value"));
+      if (!base.rope_neox && (t == LoraTarget::kQ || t == LoraTarget::kK)) {
+        PermuteRopeRows(w->b, t == LoraTarget::kQ ? base.n_heads : base.n_kv_heads, base.head_dim, r);
+      }
       a->bytes_ += (w->a.size() + w->b.size()) * sizeof(float);
       a->layers_[l][k] = std::move(w);
       used += 2;

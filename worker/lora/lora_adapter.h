@@ -24,9 +24,6 @@
 
 namespace tessera {
 
-// The projections a LoRA adapter may target, in the model's layer order.
-enum class LoraTarget { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
-inline constexpr int kLoraTargets = 7;
 std::string_view LoraTargetName(LoraTarget t);  // PEFT module name, e.g. "q_proj"
 
 struct LoraAdapterConfig {
@@ -63,6 +60,7 @@ class LoraAdapter {
   // nullptr when the adapter does not touch that projection of that layer.
   const LoraWeights* weights(int layer, LoraTarget t) const;
   size_t bytes() const { return bytes_; }
+  int num_layers() const { return static_cast<int>(layers_.size()); }
 
  private:
   LoraAdapter() = default;

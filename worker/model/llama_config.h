@@ -38,6 +38,11 @@ struct LlamaConfig {
 // architectures are refused with a message naming them.
 absl::StatusOr<LlamaConfig> ReadLlamaConfig(const GgufFile& file);
 
+// The linear projections of a layer that a LoRA adapter may target, in the
+// layer's order.
+enum class LoraTarget { kQ = 0, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr int kLoraTargets = 7;
+
 }  // namespace tessera
 
 #endif  // TESSERA_WORKER_MODEL_LLAMA_CONFIG_H_

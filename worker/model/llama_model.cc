@@ -1,5 +1,6 @@
 #include "worker/model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -113,7 +114,8 @@ absl::Status LlamaModel::AllocateScratch() {
 }
 
 absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLayout& layout,
-                                 KvCache& cache, std::span<const int32_t> logit_rows, float* logits) {
+                                 KvCache& cache, std::span<const int32_t> logit_rows, float* logits,
+                                 std::span<const LoraView* const> row_adapters) {
   const LlamaConfig& c = config_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n < 1 || n > options_.max_batch_tokens) {
@@ -145,6 +147,28 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLay
     if (r < 0 || r >= n) return absl::InvalidArgumentError(absl::StrCat("logit row ", r, " out of range"));
   }
 
+  if (!row_adapters.empty() && row_adapters.size() != tokens.size()) {
+    return absl::InvalidArgumentError("row adapters do not match the token count");
+  }
+  adapter_rows_.clear();
+  for (int64_t i = 0; i < static_cast<int64_t>(row_adapters.size()); ++i) {
+    const LoraView* view = row_adapters[i];
+    if (view == nullptr) continue;
+    auto it = std::find_if(adapter_rows_.begin(), adapter_rows_.end(),
+                           [view](const AdapterRows& a) { return a.view == view; });
+    if (it == adapter_rows_.end()) it = adapter_rows_.insert(adapter_rows_.end(), AdapterRows{view, {}});
+    it->rows.push_back(static_cast<int32_t>(i));
+  }
+  // y += the adapters' delta for projection `proj` of layer `l` on input `in`.
+  auto lora = [&](int l, LoraTarget proj, const Mat& in, Mat y) {
+    if (adapter_rows_.empty()) return;
+    lora_groups_.clear();
+    for (const AdapterRows& a : adapter_rows_) {
+      if (const LoraPair* p = a.view->pair(l, static_cast<int>(proj))) lora_groups_.push_back({a.rows, *p});
+    }
+    if (!lora_groups_.empty()) backend_.LoraApply(in, lora_groups_, y);
+  };
+
   Mat x = Rows(x_, n), xn = Rows(xn_, n), q = Rows(q_, n), k = Rows(k_, n), v = Rows(v_, n);
   Mat attn = Rows(attn_, n), gate = Rows(gate_, n), up = Rows(up_, n);
   RopeParams rope;
@@ -162,6 +186,9 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLay
     backend_.MatMul(L.wq, xn, q);
     backend_.MatMul(L.wk, xn, k);
     backend_.MatMul(L.wv, xn, v);
+    lora(l, LoraTarget::kQ, xn, q);
+    lora(l, LoraTarget::kK, xn, k);
+    lora(l, LoraTarget::kV, xn, v);
     if (c.qkv_bias) {
       backend_.AddBias(L.bq, q);
       backend_.AddBias(L.bk, k);
@@ -172,12 +199,16 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLay
     backend_.StoreKv(k, v, layout, cache.layer(l));
     backend_.Attention(q, cache.layer(l), layout, shape, attn);
     backend_.MatMul(L.wo, attn, x, /*accumulate=*/true);
+    lora(l, LoraTarget::kO, attn, x);
 
     backend_.RmsNorm(x, L.ffn_norm, c.rms_eps, xn);
     backend_.MatMul(L.w_gate, xn, gate);
     backend_.MatMul(L.w_up, xn, up);
+    lora(l, LoraTarget::kGate, xn, gate);
+    lora(l, LoraTarget::kUp, xn, up);
     backend_.SwiGlu(gate, up, gate);
     backend_.MatMul(L.w_down, gate, x, /*accumulate=*/true);
+    lora(l, LoraTarget::kDown, gate, x);
   }
   if (logit_rows.empty()) return absl::OkStatus();
   // Only the rows whose logits are wanted go through the final norm and the

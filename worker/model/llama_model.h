@@ -21,6 +21,15 @@
 
 namespace tessera {
 
+// One sequence's adapter as the forward pass sees it: the backend-resident
+// LoRA pair of each (layer, projection), nullptr where it adapts nothing.
+// Projections in layer order: q, k, v, o, gate, up, down (LoraTarget).
+class LoraView {
+ public:
+  virtual ~LoraView() = default;
+  virtual const LoraPair* pair(int layer, int projection) const = 0;
+};
+
 struct LlamaModelOptions {
   int max_batch_tokens = 512;  // rows per Forward call
   int max_logit_rows = 64;     // rows per Forward call whose logits are wanted
@@ -43,8 +52,11 @@ class LlamaModel {
   // REQUIRES: every row's block table covers its position; rows of one
   // sequence appear in position order; positions before a row's own are
   // already in the cache or earlier in this batch.
+  // `row_adapters`, if not empty, gives each row's adapter (nullptr: the base
+  // model); rows sharing an adapter are multiplied as one group.
   absl::Status Forward(std::span<const int32_t> tokens, const BatchLayout& layout, KvCache& cache,
-                       std::span<const int32_t> logit_rows, float* logits);
+                       std::span<const int32_t> logit_rows, float* logits,
+                       std::span<const LoraView* const> row_adapters = {});
 
  private:
   struct Layer {
@@ -64,6 +76,13 @@ class LlamaModel {
   std::vector<Layer> layers_;
   // Scratch activations, max_batch_tokens rows each.
   Mat x_, xn_, q_, k_, v_, attn_, gate_, up_, logits_;
+  // Per-Forward adapter grouping (reused to avoid allocation per step).
+  struct AdapterRows {
+    const LoraView* view;
+    std::vector<int32_t> rows;
+  };
+  std::vector<AdapterRows> adapter_rows_;
+  std::vector<LoraGroup> lora_groups_;
 };
 
 }  // namespace tessera
