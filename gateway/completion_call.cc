@@ -40,8 +40,10 @@ class ChoiceStream final : public grpc::ClientReadReactor<wv1::GenerateResponse>
   wv1::GenerateResponse response_;
 };
 
-wv1::GenerateRequest WireRequest(const CompletionRequest& r, size_t prompt_index, int sample_index) {
+wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& adapter, size_t prompt_index,
+                                 int sample_index) {
   wv1::GenerateRequest w;
+  w.set_adapter(adapter);
   if (r.kind == CompletionRequest::Kind::kChat) {
     auto* chat = w.mutable_chat();
     chat->set_add_generation_prompt(true);
@@ -83,13 +85,13 @@ std::shared_ptr<CompletionCall> CompletionCall::Start(WorkerPool& pool, const Co
                                                       const CompletionOptions& options) {
   std::shared_ptr<CompletionCall> call(new CompletionCall());
   call->sink_ = std::move(sink);
-  auto worker = pool.Pick(request.model);
-  if (!worker.ok()) {
+  auto route = pool.Pick(request.model, request.adapter);
+  if (!route.ok()) {
     absl::MutexLock lock(&call->mu_);
-    call->FinishLocked(worker.status());
+    call->FinishLocked(route.status());
     return call;
   }
-  call->worker_ = *worker;
+  call->worker_ = route->worker;
   const size_t prompts = request.prompt_count();
   const int choices = static_cast<int>(prompts) * request.n;
   {
@@ -106,7 +108,7 @@ std::shared_ptr<CompletionCall> CompletionCall::Start(WorkerPool& pool, const Co
   }
   for (int c = 0; c < choices; ++c) {
     new ChoiceStream(call, c, call->worker_, call->contexts_[c].get(),
-                     WireRequest(request, static_cast<size_t>(c / request.n), c % request.n));
+                     WireRequest(request, route->adapter, static_cast<size_t>(c / request.n), c % request.n));
   }
   return call;
 }

@@ -17,6 +17,7 @@ absl::Status GatewayConfig::LoadYaml(const std::string& path) {
       else if (key == "grpc_listen") grpc_listen = v.as<std::string>();
       else if (key == "workers") workers = v.as<std::vector<std::string>>();
       else if (key == "api_keys") api_keys = v.as<std::vector<std::string>>();
+      else if (key == "admin_api_keys") admin_api_keys = v.as<std::vector<std::string>>();
       else if (key == "io_threads") io_threads = v.as<int>();
       else if (key == "request_timeout_s") request_timeout_s = v.as<int>();
       else if (key == "max_n") request.max_n = v.as<int>();
@@ -40,6 +41,9 @@ absl::Status GatewayConfig::Validate() const {
   if (request.max_n < 1 || request.max_n > 128) return absl::InvalidArgumentError("max_n must be in [1, 128]");
   if (request_timeout_s < 1) return absl::InvalidArgumentError("request_timeout_s must be >= 1");
   if (http.max_body_bytes < 1024) return absl::InvalidArgumentError("max_body_bytes must be >= 1024");
+  for (const auto& k : admin_api_keys) {
+    if (k.empty()) return absl::InvalidArgumentError("admin_api_keys must not contain empty keys");
+  }
   for (const auto& k : api_keys) {
     if (k.empty()) return absl::InvalidArgumentError("api_keys must not contain empty keys");
   }
@@ -53,6 +57,7 @@ std::string GatewayConfig::ToYaml() const {
   out << YAML::Key << "grpc_listen" << YAML::Value << grpc_listen;
   out << YAML::Key << "workers" << YAML::Value << YAML::Flow << workers;
   out << YAML::Key << "api_keys" << YAML::Value << absl::StrCat(api_keys.size(), " configured");
+  out << YAML::Key << "admin_api_keys" << YAML::Value << absl::StrCat(admin_api_keys.size(), " configured");
   out << YAML::Key << "io_threads" << YAML::Value << io_threads;
   out << YAML::Key << "request_timeout_s" << YAML::Value << request_timeout_s;
   out << YAML::Key << "max_n" << YAML::Value << request.max_n;

@@ -16,6 +16,7 @@ struct GatewayConfig {
   std::string grpc_listen;               // empty: no public gRPC API
   std::vector<std::string> workers;
   std::vector<std::string> api_keys;     // empty: no authentication
+  std::vector<std::string> admin_api_keys;  // adapter load/unload routes; empty: those routes are disabled
   int io_threads = 2;
   int request_timeout_s = 600;
   HttpLimits http;

@@ -26,6 +26,7 @@ ABSL_FLAG(std::string, grpc_listen, "", "public gRPC API address (default: off)"
 ABSL_FLAG(std::vector<std::string>, worker, {}, "worker HOST:PORT; repeatable or comma-separated");
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
 ABSL_FLAG(std::vector<std::string>, api_key, {}, "API key clients must send as 'Authorization: Bearer KEY'");
+ABSL_FLAG(std::vector<std::string>, admin_api_key, {}, "key for the adapter load/unload routes (default: those routes are off)");
 ABSL_FLAG(int, io_threads, 0, "HTTP I/O threads (default 2)");
 ABSL_FLAG(int, max_n, 0, "largest accepted n (default 16)");
 
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
     }
   }
   if (!absl::GetFlag(FLAGS_api_key).empty()) c.api_keys = absl::GetFlag(FLAGS_api_key);
+  if (!absl::GetFlag(FLAGS_admin_api_key).empty()) c.admin_api_keys = absl::GetFlag(FLAGS_admin_api_key);
   if (absl::GetFlag(FLAGS_io_threads) > 0) c.io_threads = absl::GetFlag(FLAGS_io_threads);
   if (absl::GetFlag(FLAGS_max_n) > 0) c.request.max_n = absl::GetFlag(FLAGS_max_n);
   if (absl::Status s = c.Validate(); !s.ok()) return fail(std::string(s.message()));

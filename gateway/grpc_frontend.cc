@@ -238,11 +238,12 @@ grpc::ServerUnaryReactor* GrpcFrontend::ListModels(grpc::CallbackServerContext* 
   response->set_object("list");
   for (const auto& m : pool_.Models()) {
     av1::Model* out = response->add_data();
-    out->set_id(m.model_id());
+    out->set_id(m.id);
     out->set_object("model");
-    out->set_created(static_cast<int64_t>(m.created_unix_s()));
+    out->set_created(static_cast<int64_t>(m.created_unix_s));
     out->set_owned_by("tessera");
-    out->set_max_model_len(static_cast<int32_t>(m.context_length()));
+    out->set_max_model_len(static_cast<int32_t>(m.context_length));
+    out->set_parent(m.parent);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -61,6 +61,22 @@ std::string PathOf(const std::string& target) {
   return q == std::string::npos ? target : target.substr(0, q);
 }
 
+// Whether the request carries 'Authorization: Bearer K' for a K in `keys`.
+// Every key is compared in full so that timing does not reveal a prefix.
+bool HasKey(const HttpRequestView& r, const std::vector<std::string>& keys) {
+  const std::string auth = r.Header("authorization");
+  if (!absl::StartsWith(auth, "Bearer ")) return false;
+  const std::string key = auth.substr(7);
+  bool ok = false;
+  for (const auto& k : keys) {
+    const bool same = k.size() == key.size();
+    unsigned char diff = 0;
+    for (size_t i = 0; i < std::min(k.size(), key.size()); ++i) diff |= static_cast<unsigned char>(k[i] ^ key[i]);
+    ok |= same && diff == 0;
+  }
+  return ok;
+}
+
 bool ValidRequestId(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
@@ -88,20 +104,17 @@ void HttpFrontend::Handle(std::shared_ptr<HttpExchange> ex) {
     return ex->Respond(ready ? 200 : 503, "application/json",
                        ready ? R"({"status":"ready"})" : R"({"status":"no healthy worker"})", IdHeader(request_id));
   }
+  if (path == "/v1/load_lora_adapter" || path == "/v1/unload_lora_adapter") {
+    if (m != "POST") {
+      return ex->Respond(405, "application/json",
+                         ErrorBody(absl::InvalidArgumentError(absl::StrCat("method ", m, " not allowed on ", path, "; use POST"))),
+                         {{"allow", "POST"}, {"x-request-id", request_id}});
+    }
+    return HandleAdapterAdmin(ex, path == "/v1/load_lora_adapter", request_id);
+  }
   if (!config_.api_keys.empty()) {
     const std::string auth = r.Header("authorization");
-    bool ok = false;
-    if (absl::StartsWith(auth, "Bearer ")) {
-      const std::string key = auth.substr(7);
-      for (const auto& k : config_.api_keys) {
-        // Compare every key in full so timing does not reveal a prefix.
-        bool same = k.size() == key.size();
-        unsigned char diff = 0;
-        for (size_t i = 0; i < std::min(k.size(), key.size()); ++i) diff |= static_cast<unsigned char>(k[i] ^ key[i]);
-        ok |= same && diff == 0;
-      }
-    }
-    if (!ok) {
+    if (!HasKey(r, config_.api_keys)) {
       return RespondError(*ex,
                           WithCode(absl::UnauthenticatedError(auth.empty() ? "missing API key: send 'Authorization: Bearer KEY'"
                                                                            : "incorrect API key provided"),
@@ -132,9 +145,14 @@ void HttpFrontend::Handle(std::shared_ptr<HttpExchange> ex) {
 void HttpFrontend::HandleModels(std::shared_ptr<HttpExchange> ex, const std::string& model_id,
                                 const std::string& request_id) {
   auto models = pool_.Models();
-  auto to_json = [](const tessera::worker::v1::ModelInfo& m) {
-    return Json{{"id", m.model_id()}, {"object", "model"}, {"created", m.created_unix_s()}, {"owned_by", "tessera"},
-                {"root", m.model_id()}, {"parent", nullptr}, {"max_model_len", m.context_length()}};
+  auto to_json = [](const WorkerPool::Listing& m) {
+    return Json{{"id", m.id},
+                {"object", "model"},
+                {"created", m.created_unix_s},
+                {"owned_by", "tessera"},
+                {"root", m.id},
+                {"parent", m.parent.empty() ? Json(nullptr) : Json(m.parent)},
+                {"max_model_len", m.context_length}};
   };
   if (model_id.empty()) {
     Json data = Json::array();
@@ -142,7 +160,7 @@ void HttpFrontend::HandleModels(std::shared_ptr<HttpExchange> ex, const std::str
     return ex->Respond(200, "application/json", Dump(Json{{"object", "list"}, {"data", data}}), IdHeader(request_id));
   }
   for (const auto& m : models) {
-    if (m.model_id() == model_id) return ex->Respond(200, "application/json", Dump(to_json(m)), IdHeader(request_id));
+    if (m.id == model_id) return ex->Respond(200, "application/json", Dump(to_json(m)), IdHeader(request_id));
   }
   if (!pool_.AnyHealthy()) return RespondError(*ex, absl::UnavailableError("no healthy worker is available"), request_id);
   RespondError(*ex,
@@ -155,6 +173,12 @@ void HttpFrontend::HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat,
   auto req = chat ? ParseChatCompletionRequest(ex->request().body, config_.request)
                   : ParseCompletionRequest(ex->request().body, config_.request);
   if (!req.ok()) return RespondError(*ex, req.status(), request_id);
+  req->adapter = ex->request().Header("x-lora-adapter");
+  if (req->adapter.size() > 128) {
+    return RespondError(*ex, WithCode(absl::InvalidArgumentError("X-Lora-Adapter is longer than 128 bytes"),
+                                      "invalid_request_error"),
+                        request_id);
+  }
   if (!req->prompt_ids.empty() && req->echo) {
     return RespondError(*ex, ParamError("echo", "'echo' is supported for text prompts only"), request_id);
   }
@@ -166,6 +190,100 @@ void HttpFrontend::HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat,
   ex->OnDisconnect([weak = std::weak_ptr<CompletionCall>(call)] {
     if (auto c = weak.lock()) c->Cancel();
   });
+}
+
+namespace {
+
+// One admin request fanned out to several workers; answers the client when
+// the last worker has answered: success if all succeeded, else the first
+// error.
+class AdminFanOut {
+ public:
+  AdminFanOut(std::shared_ptr<HttpExchange> ex, std::string request_id, std::string success, int workers,
+              WorkerPool& pool)
+      : ex_(std::move(ex)), request_id_(std::move(request_id)), success_(std::move(success)), remaining_(workers),
+        pool_(pool) {}
+
+  void Done(const std::string& worker, const grpc::Status& s) {
+    absl::MutexLock lock(&mu_);
+    if (!s.ok()) {
+      std::fprintf(stderr, "tessera-gateway: %s: adapter admin on %s failed: %s\n", request_id_.c_str(),
+                   worker.c_str(), s.error_message().c_str());
+      if (error_.ok()) error_ = FromGrpc(s);
+    }
+    if (--remaining_ > 0) return;
+    pool_.RequestRefresh();
+    if (!error_.ok()) return RespondError(*ex_, error_, request_id_);
+    ex_->Respond(200, "text/plain; charset=utf-8", success_, IdHeader(request_id_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::shared_ptr<HttpExchange> ex_;
+  std::string request_id_;
+  std::string success_;
+  int remaining_ ABSL_GUARDED_BY(mu_);
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  WorkerPool& pool_;
+};
+
+}  // namespace
+
+void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool load, const std::string& request_id) {
+  const HttpRequestView& r = ex->request();
+  if (config_.admin_api_keys.empty()) {
+    return RespondError(*ex,
+                        absl::PermissionDeniedError("runtime adapter loading is disabled: configure admin_api_keys "
+                                                    "(--admin-api-key) on the gateway"),
+                        request_id);
+  }
+  if (!HasKey(r, config_.admin_api_keys)) {
+    return RespondError(*ex, WithCode(absl::UnauthenticatedError("this route needs an admin key"), "invalid_api_key"),
+                        request_id, {{"www-authenticate", "Bearer"}});
+  }
+  const Json body = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object()) {
+    return RespondError(*ex, absl::InvalidArgumentError("the body must be a JSON object"), request_id);
+  }
+  auto text_field = [&](const char* key, size_t max, std::string* out) -> absl::Status {
+    if (!body.contains(key) || !body[key].is_string() || body[key].get<std::string>().empty()) {
+      return ParamError(key, absl::StrCat("'", key, "' is required and must be a non-empty string"));
+    }
+    *out = body[key].get<std::string>();
+    if (out->size() > max) return ParamError(key, absl::StrCat("'", key, "' is longer than ", max, " bytes"));
+    return absl::OkStatus();
+  };
+  std::string name, path;
+  if (absl::Status s = text_field("lora_name", 128, &name); !s.ok()) return RespondError(*ex, s, request_id);
+  if (load) {
+    if (absl::Status s = text_field("lora_path", 4096, &path); !s.ok()) return RespondError(*ex, s, request_id);
+  }
+  std::vector<Worker*> workers = pool_.Healthy();
+  if (workers.empty()) return RespondError(*ex, absl::UnavailableError("no healthy worker is available"), request_id);
+  std::fprintf(stderr, "tessera-gateway: %s: %s adapter '%s' on %zu workers\n", request_id.c_str(),
+               load ? "loading" : "unloading", EscapeForMessage(name, 128).c_str(), workers.size());
+  auto fan = std::make_shared<AdminFanOut>(
+      ex, request_id,
+      absl::StrCat("Success: LoRA adapter '", name, "' ", load ? "added" : "removed", " successfully."),
+      static_cast<int>(workers.size()), pool_);
+  for (Worker* w : workers) {
+    auto ctx = std::make_shared<grpc::ClientContext>();
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    if (load) {
+      auto req = std::make_shared<tessera::worker::v1::LoadAdapterRequest>();
+      auto resp = std::make_shared<tessera::worker::v1::LoadAdapterResponse>();
+      req->set_name(name);
+      req->set_path(path);
+      w->stub->async()->LoadAdapter(ctx.get(), req.get(), resp.get(),
+                                    [fan, ctx, req, resp, addr = w->address](grpc::Status s) { fan->Done(addr, s); });
+    } else {
+      auto req = std::make_shared<tessera::worker::v1::UnloadAdapterRequest>();
+      auto resp = std::make_shared<tessera::worker::v1::UnloadAdapterResponse>();
+      req->set_name(name);
+      w->stub->async()->UnloadAdapter(ctx.get(), req.get(), resp.get(),
+                                      [fan, ctx, req, resp, addr = w->address](grpc::Status s) { fan->Done(addr, s); });
+    }
+  }
 }
 
 }  // namespace tessera::gateway

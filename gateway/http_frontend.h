@@ -22,6 +22,8 @@ class HttpFrontend {
  private:
   void HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat, const std::string& request_id);
   void HandleModels(std::shared_ptr<HttpExchange> ex, const std::string& model_id, const std::string& request_id);
+  // vLLM's runtime adapter routes, sent to every healthy worker.
+  void HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool load, const std::string& request_id);
 
   const GatewayConfig& config_;
   WorkerPool& pool_;

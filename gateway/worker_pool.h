@@ -43,15 +43,33 @@ class WorkerPool {
                                                             const WorkerPoolOptions& options = {});
   ~WorkerPool();
 
-  // A healthy worker serving `model` with the fewest requests in flight.
+  // Where a request goes: a worker, and the LoRA adapter it runs with.
+  struct Route {
+    Worker* worker = nullptr;
+    std::string adapter;  // empty: the base model
+  };
+  // `model` names a base model or an adapter; `adapter` (the X-Lora-Adapter
+  // header, may be empty) names an adapter of the base model `model`.
+  // Among healthy workers that serve it, prefers those holding the adapter
+  // on the device, then in host memory, then the fewest requests in flight.
   // NotFound (code model_not_found) if healthy workers exist but none serves
   // it; Unavailable if no worker is healthy.
-  absl::StatusOr<Worker*> Pick(const std::string& model);
-  // The distinct models served by healthy workers.
-  std::vector<tessera::worker::v1::ModelInfo> Models();
+  absl::StatusOr<Route> Pick(const std::string& model, const std::string& adapter = "");
+  // One entry of /v1/models: a base model (parent empty) or an adapter.
+  struct Listing {
+    std::string id;
+    std::string parent;
+    uint64_t created_unix_s = 0;
+    uint32_t context_length = 0;
+  };
+  // The distinct base models and adapters served by healthy workers.
+  std::vector<Listing> Models();
+  std::vector<Worker*> Healthy();
   bool AnyHealthy() const;
   // Probes every worker once now (used at start so /ready is accurate early).
   void RefreshNow();
+  // Asks the background prober to refresh soon (after adapter changes).
+  void RequestRefresh();
 
  private:
   WorkerPool() = default;
@@ -62,6 +80,7 @@ class WorkerPool {
   std::atomic<uint64_t> rr_{0};
   absl::Mutex stop_mu_;
   bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
+  bool refresh_ ABSL_GUARDED_BY(stop_mu_) = false;
   std::thread refresher_;
 };
 

@@ -26,6 +26,7 @@ struct CompletionRequest {
   enum class Kind { kChat, kText };
   Kind kind = Kind::kChat;
   std::string model;
+  std::string adapter;  // the X-Lora-Adapter header (an adapter of `model`); not part of the body
   std::vector<ChatTurn> messages;                   // chat
   std::vector<std::string> prompts;                 // text: one choice set per prompt
   std::vector<std::vector<int32_t>> prompt_ids;     // text prompts given as token ids

@@ -53,13 +53,14 @@ def wait_ready(url, timeout=60, proc=None):
 
 
 class Stack:
-    def __init__(self, api_keys=(), extra_gateway_args=(), workers=1):
+    def __init__(self, api_keys=(), extra_gateway_args=(), workers=1, extra_worker_args=()):
         self.worker_ports = [free_port() for _ in range(workers)]
         self.http_port = free_port()
         self.procs = []
         self.logs = []
         for p in self.worker_ports:
-            self._spawn([os.path.join(BIN, "tessera-worker"), "--listen", f"127.0.0.1:{p}"], f"worker-{p}")
+            self._spawn([os.path.join(BIN, "tessera-worker"), "--listen", f"127.0.0.1:{p}", *extra_worker_args],
+                        f"worker-{p}")
         args = [os.path.join(BIN, "tessera-gateway"), "--listen", f"127.0.0.1:{self.http_port}"]
         for p in self.worker_ports:
             args += ["--worker", f"127.0.0.1:{p}"]

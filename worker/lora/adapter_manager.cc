@@ -275,7 +275,9 @@ void AdapterManager::TrimHostLocked() {
     for (auto& [id, e] : entries_) {
       if (!e.host) continue;
       ++on_host;
-      if (!e.loading && (victim == nullptr || worse(e, *victim))) victim = &e;
+      // A copy waiting for its upload stays, or it would be read forever.
+      const bool pending = e.wanted_since != 0 && !e.device;
+      if (!e.loading && !pending && (victim == nullptr || worse(e, *victim))) victim = &e;
     }
     if (on_host <= options_.max_cpu_loras || victim == nullptr) return;
     victim->host.reset();

@@ -34,6 +34,10 @@ ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refus
 ABSL_FLAG(int, max_num_seqs, -1, "sequences batched in one step (default 32)");
 ABSL_FLAG(int, max_num_batched_tokens, -1, "tokens in one step; longer prompts are prefilled in chunks (default 256)");
 ABSL_FLAG(int, kv_cache_memory, -1, "KV cache size in MiB (default 256)");
+ABSL_FLAG(std::vector<std::string>, adapter_dir, {}, "directories holding LoRA adapters, comma-separated; adapters are served by their directory name, and runtime loads must lie inside one");
+ABSL_FLAG(int, max_loras, -1, "LoRA adapters resident on the device at once (default 8)");
+ABSL_FLAG(int, max_cpu_loras, -1, "LoRA adapters kept in host memory (default 32)");
+ABSL_FLAG(int, max_lora_rank, -1, "largest LoRA rank accepted (default 64)");
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
 namespace {
@@ -48,6 +52,10 @@ struct WorkerConfig {
   int max_num_batched_tokens = 256;
   int kv_cache_memory_mib = 256;
   bool enable_prefix_caching = true;
+  std::vector<std::string> adapter_dirs;
+  int max_loras = 8;
+  int max_cpu_loras = 32;
+  int max_lora_rank = 64;
 };
 
 absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
@@ -65,6 +73,10 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "max_num_batched_tokens") c.max_num_batched_tokens = kv.second.as<int>();
       else if (key == "kv_cache_memory") c.kv_cache_memory_mib = kv.second.as<int>();
       else if (key == "enable_prefix_caching") c.enable_prefix_caching = kv.second.as<bool>();
+      else if (key == "adapter_dirs") c.adapter_dirs = kv.second.as<std::vector<std::string>>();
+      else if (key == "max_loras") c.max_loras = kv.second.as<int>();
+      else if (key == "max_cpu_loras") c.max_cpu_loras = kv.second.as<int>();
+      else if (key == "max_lora_rank") c.max_lora_rank = kv.second.as<int>();
       else return absl::InvalidArgumentError(absl::StrCat(path, ": unknown key '", key, "'"));
     }
   } catch (const YAML::Exception& e) {
@@ -100,6 +112,13 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_max_num_batched_tokens) >= 0) c.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   if (absl::GetFlag(FLAGS_kv_cache_memory) >= 0) c.kv_cache_memory_mib = absl::GetFlag(FLAGS_kv_cache_memory);
   if (auto p = absl::GetFlag(FLAGS_enable_prefix_caching)) c.enable_prefix_caching = *p;
+  if (!absl::GetFlag(FLAGS_adapter_dir).empty()) c.adapter_dirs = absl::GetFlag(FLAGS_adapter_dir);
+  if (absl::GetFlag(FLAGS_max_loras) >= 0) c.max_loras = absl::GetFlag(FLAGS_max_loras);
+  if (absl::GetFlag(FLAGS_max_cpu_loras) >= 0) c.max_cpu_loras = absl::GetFlag(FLAGS_max_cpu_loras);
+  if (absl::GetFlag(FLAGS_max_lora_rank) >= 0) c.max_lora_rank = absl::GetFlag(FLAGS_max_lora_rank);
+  if (c.max_loras < 1 || c.max_loras > 1024) return fail("max_loras must be in [1, 1024]");
+  if (c.max_cpu_loras < c.max_loras || c.max_cpu_loras > 65536) return fail("max_cpu_loras must be in [max_loras, 65536]");
+  if (c.max_lora_rank < 1 || c.max_lora_rank > 1024) return fail("max_lora_rank must be in [1, 1024]");
   if (c.max_num_seqs < 1 || c.max_num_seqs > 1024) return fail("max_num_seqs must be in [1, 1024]");
   if (c.max_num_batched_tokens < 1 || c.max_num_batched_tokens > 65536) return fail("max_num_batched_tokens must be in [1, 65536]");
   if (c.max_num_batched_tokens < c.max_num_seqs) return fail("max_num_batched_tokens must be >= max_num_seqs");
@@ -114,7 +133,10 @@ int main(int argc, char** argv) {
       << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::Key
       << "max_num_seqs" << YAML::Value << c.max_num_seqs << YAML::Key << "max_num_batched_tokens" << YAML::Value
       << c.max_num_batched_tokens << YAML::Key << "kv_cache_memory" << YAML::Value << c.kv_cache_memory_mib
-      << YAML::Key << "enable_prefix_caching" << YAML::Value << c.enable_prefix_caching << YAML::EndMap;
+      << YAML::Key << "enable_prefix_caching" << YAML::Value << c.enable_prefix_caching << YAML::Key
+      << "adapter_dirs" << YAML::Value << YAML::Flow << c.adapter_dirs << YAML::Key << "max_loras" << YAML::Value
+      << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
+      << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::EndMap;
   std::fprintf(stderr, "tessera-worker effective configuration:\n%s\n", out.c_str());
 
   auto bundle = tessera::LoadModelBundle(
@@ -126,9 +148,16 @@ int main(int argc, char** argv) {
   eo.max_waiting = c.max_waiting;
   eo.kv_cache_bytes = static_cast<int64_t>(c.kv_cache_memory_mib) << 20;
   eo.prefix_caching = c.enable_prefix_caching;
+  auto adapters = tessera::AdapterManager::Create({.roots = c.adapter_dirs,
+                                                  .max_loras = c.max_loras,
+                                                  .max_cpu_loras = c.max_cpu_loras,
+                                                  .max_lora_rank = c.max_lora_rank},
+                                                 (*bundle)->model->config(), *(*bundle)->backend);
+  if (!adapters.ok()) return fail(std::string(adapters.status().message()));
+  eo.adapters = adapters->get();
   auto engine = tessera::Engine::Create(**bundle, eo);
   if (!engine.ok()) return fail(std::string(engine.status().message()));
-  tessera::WorkerService service(**bundle, **engine, {.model_id = c.model_name});
+  tessera::WorkerService service(**bundle, **engine, **adapters, {.model_id = c.model_name});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -152,5 +181,10 @@ int main(int argc, char** argv) {
                static_cast<unsigned long long>(st.steps), static_cast<unsigned long long>(st.preemptions),
                static_cast<unsigned long long>(st.prefix_hit_tokens),
                static_cast<unsigned long long>(st.prefix_query_tokens));
+  const tessera::AdapterStats as = (*adapters)->stats();
+  std::fprintf(stderr, "tessera-worker: adapters loads=%llu uploads=%llu device_evictions=%llu host_evictions=%llu failures=%llu\n",
+               static_cast<unsigned long long>(as.loads), static_cast<unsigned long long>(as.uploads),
+               static_cast<unsigned long long>(as.device_evictions), static_cast<unsigned long long>(as.host_evictions),
+               static_cast<unsigned long long>(as.load_failures));
   return 0;
 }

@@ -171,9 +171,11 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
   return req;
 }
 
-WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, WorkerServiceOptions options)
+WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager& adapters,
+                             WorkerServiceOptions options)
     : bundle_(bundle),
       engine_(engine),
+      adapters_(adapters),
       options_(std::move(options)),
       created_unix_s_(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -192,6 +194,15 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
     return stream.get();
   }
   auto job = std::make_shared<EngineJob>();
+  if (!request->adapter().empty()) {
+    auto id = adapters_.Resolve(request->adapter());
+    if (!id.ok()) {
+      stream->Finish(ToGrpcStatus(id.status()));
+      return stream.get();
+    }
+    job->adapter = *id;
+    job->prefix_salt = *id;  // adapters never share KV blocks with each other or the base
+  }
   stream->Configure(bundle_.tokenizer.get(), req->sampling.logprobs || req->sampling.top_logprobs > 0,
                     static_cast<uint32_t>(req->prompt.size()));
   job->request = std::move(*req);
@@ -211,6 +222,15 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContex
   info->set_vocab_size(static_cast<uint32_t>(c.n_vocab));
   info->set_has_chat_template(bundle_.chat_template != nullptr);
   info->set_created_unix_s(created_unix_s_);
+  info->set_max_loras(static_cast<uint32_t>(adapters_.options().max_loras));
+  for (const AdapterInfo& a : adapters_.List()) {
+    wv1::AdapterInfo* out = info->add_adapters();
+    out->set_name(a.name);
+    out->set_tier(a.tier == AdapterTier::kDevice ? wv1::ADAPTER_TIER_DEVICE
+                  : a.tier == AdapterTier::kHost ? wv1::ADAPTER_TIER_HOST
+                                                 : wv1::ADAPTER_TIER_DISK);
+    out->set_rank(static_cast<uint32_t>(a.rank));
+  }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -225,6 +245,24 @@ grpc::ServerUnaryReactor* WorkerService::Tokenize(grpc::CallbackServerContext* c
   }
   for (int32_t id : bundle_.tokenizer->Encode(request->text(), {})) response->add_ids(id);
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+// Adapter administration reads and validates files on the calling gRPC
+// thread, never on the engine thread.
+grpc::ServerUnaryReactor* WorkerService::LoadAdapter(grpc::CallbackServerContext* context,
+                                                     const wv1::LoadAdapterRequest* request,
+                                                     wv1::LoadAdapterResponse*) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(adapters_.Load(request->name(), request->path())));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerService::UnloadAdapter(grpc::CallbackServerContext* context,
+                                                       const wv1::UnloadAdapterRequest* request,
+                                                       wv1::UnloadAdapterResponse*) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(adapters_.Unload(request->name())));
   return reactor;
 }
 

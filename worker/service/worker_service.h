@@ -12,6 +12,7 @@
 
 #include "tessera/worker/v1/worker.grpc.pb.h"
 #include "worker/engine/engine.h"
+#include "worker/lora/adapter_manager.h"
 #include "worker/model/model_bundle.h"
 
 namespace tessera {
@@ -28,8 +29,8 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle,
 
 class WorkerService final : public tessera::worker::v1::Worker::CallbackService {
  public:
-  // REQUIRES: bundle and engine outlive the service.
-  WorkerService(ModelBundle& bundle, Engine& engine, WorkerServiceOptions options);
+  // REQUIRES: bundle, engine and adapters outlive the service.
+  WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager& adapters, WorkerServiceOptions options);
 
   grpc::ServerWriteReactor<tessera::worker::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* context, const tessera::worker::v1::GenerateRequest* request) override;
@@ -39,10 +40,17 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService 
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
                                      const tessera::worker::v1::TokenizeRequest* request,
                                      tessera::worker::v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* LoadAdapter(grpc::CallbackServerContext* context,
+                                        const tessera::worker::v1::LoadAdapterRequest* request,
+                                        tessera::worker::v1::LoadAdapterResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadAdapter(grpc::CallbackServerContext* context,
+                                          const tessera::worker::v1::UnloadAdapterRequest* request,
+                                          tessera::worker::v1::UnloadAdapterResponse* response) override;
 
  private:
   ModelBundle& bundle_;
   Engine& engine_;
+  AdapterManager& adapters_;
   WorkerServiceOptions options_;
   uint64_t created_unix_s_;
 };
