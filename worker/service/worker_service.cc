@@ -223,6 +223,10 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContex
   info->set_has_chat_template(bundle_.chat_template != nullptr);
   info->set_created_unix_s(created_unix_s_);
   info->set_max_loras(static_cast<uint32_t>(adapters_.options().max_loras));
+  const AdapterStats as = adapters_.stats();
+  info->set_adapter_loads(as.loads);
+  info->set_adapter_device_evictions(as.device_evictions);
+  info->set_adapter_last_load_s(as.last_load_seconds);
   for (const AdapterInfo& a : adapters_.List()) {
     wv1::AdapterInfo* out = info->add_adapters();
     out->set_name(a.name);
