@@ -30,6 +30,7 @@ bench: build
 	$(PY) tests/bench/bench_generate.py --tessera-bin $(BUILD)/bin
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_gateway.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_serving.py
+	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_lora.py
 
 # libFuzzer + ASan/UBSan build of the file-format parsers, run briefly.
 FUZZ_SECONDS ?= 30

@@ -176,25 +176,38 @@ class CpuBackend final : public Backend {
   }
 
   void LoraApply(const Mat& x, std::span<const LoraGroup> groups, Mat y) override {
-    // One work item per (group, row); rows of a group are adjacent so its
-    // A and B stay in cache while its rows pass.
-    std::vector<std::pair<int32_t, int32_t>> items;
+    // One work item per (group, up to 4 of its rows): a group's A and B are
+    // read once for 4 rows (the grouped, SGMV-style product).
+    struct Item {
+      int32_t group;
+      int32_t first;  // index into the group's rows
+      int32_t count;
+    };
+    std::vector<Item> items;
     int max_rank = 0;
     for (size_t g = 0; g < groups.size(); ++g) {
       max_rank = std::max(max_rank, groups[g].pair.rank);
-      for (int32_t r : groups[g].rows) items.emplace_back(static_cast<int32_t>(g), r);
+      const int32_t n = static_cast<int32_t>(groups[g].rows.size());
+      for (int32_t i = 0; i < n; i += 4) items.push_back({static_cast<int32_t>(g), i, std::min(4, n - i)});
     }
     if (items.empty()) return;
     const auto& vk = cpu::BestVectorKernels();
-    const size_t scratch_floats = static_cast<size_t>(max_rank + y.cols);
+    const size_t scratch_floats = 4 * static_cast<size_t>(max_rank) + static_cast<size_t>(y.cols);
 #pragma omp parallel num_threads(threads_) if (items.size() > 1)
     {
       std::vector<float> scratch(scratch_floats);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
       for (size_t it = 0; it < items.size(); ++it) {
-        const LoraPair& p = groups[items[it].first].pair;
-        const int32_t r = items[it].second;
-        vk.lora_row(x.row(r), x.cols, p.a_t, p.rank, p.scale, p.b_t, y.cols, y.row(r), scratch.data());
+        const LoraGroup& g = groups[items[it].group];
+        const float* xs[4];
+        float* ys[4];
+        for (int j = 0; j < items[it].count; ++j) {
+          const int32_t r = g.rows[items[it].first + j];
+          xs[j] = x.row(r);
+          ys[j] = y.row(r);
+        }
+        vk.lora_rows(items[it].count, xs, x.cols, g.pair.a_t, g.pair.rank, g.pair.scale, g.pair.b_t, y.cols, ys,
+                     scratch.data());
       }
     }
   }

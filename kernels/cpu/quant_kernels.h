@@ -87,6 +87,10 @@ struct VectorKernels {
   // ascending; y[o] += d[o].
   void (*lora_row)(const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
                    int64_t out, float* y, float* scratch) = nullptr;
+  // lora_row for n <= 4 rows sharing one adapter (x[j], y[j]); each row's
+  // result is lora_row's. scratch holds 4 * (rank + out) floats.
+  void (*lora_rows)(int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale,
+                    const float* b_t, int64_t out, float* const* y, float* scratch) = nullptr;
   // One query head against n_ctx cached positions (see attention.h).
   void (*attend)(const float* q, const KvLayer& kv, std::span<const int32_t> block_table, int64_t n_ctx,
                  int kv_head, const AttentionShape& shape, float* out, AttentionScratch& scratch) = nullptr;

@@ -351,6 +351,10 @@ VectorKernels ReferenceVectorKernels() {
     }
     for (int64_t o = 0; o < out; ++o) y[o] += d[o];
   };
+  k.lora_rows = [](int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale,
+                   const float* b_t, int64_t out, float* const* y, float* scratch) {
+    for (int j = 0; j < n; ++j) ReferenceVectorKernels().lora_row(x[j], in, a_t, rank, scale, b_t, out, y[j], scratch);
+  };
   return k;
 }
 

@@ -208,6 +208,16 @@ TEST(VectorKernelsTest, LoraRowMatchesReferenceAndMath) {
       ref.lora_row(x.data(), in, a_t.data(), rank, 0.5f, b_t.data(), out, y1.data(), scratch.data());
       best.lora_row(x.data(), in, a_t.data(), rank, 0.5f, b_t.data(), out, y2.data(), scratch.data());
       EXPECT_EQ(y1, y2) << rank << " " << out;
+      // Rows in fours: each equals the row alone.
+      std::vector<std::vector<float>> xs4(3, std::vector<float>(in)), ys4(3, y0);
+      for (auto& v : xs4)
+        for (auto& e : v) e = d(rng);
+      xs4[1] = x;
+      const float* xp[3] = {xs4[0].data(), xs4[1].data(), xs4[2].data()};
+      float* yp[3] = {ys4[0].data(), ys4[1].data(), ys4[2].data()};
+      std::vector<float> scratch4(4 * (rank + out));
+      best.lora_rows(3, xp, in, a_t.data(), rank, 0.5f, b_t.data(), out, yp, scratch4.data());
+      EXPECT_EQ(ys4[1], y1) << rank << " " << out;
       for (int64_t o = 0; o < out; ++o) {  // y0 + 0.5 * B (A x) in double
         double delta = 0;
         for (int k = 0; k < rank; ++k) {
