@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <numeric>
+#include <set>
 
 namespace tessera {
 namespace {
@@ -115,6 +117,70 @@ TEST(BlockManagerTest, PrefixCacheSharesFullBlocksAndKeysBySalt) {
   std::vector<uint64_t> h6;
   blocks.Free(big, h6);
   EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t6, h6), 0);
+}
+
+// A gate with scripted residency: `ready` adapters pin, `loading` ones are
+// loading, `no_slot` ones wait for a slot, anything else failed.
+class FakeGate : public AdapterGate {
+ public:
+  std::set<uint64_t> ready, loading, no_slot;
+  std::map<uint64_t, int> pins;
+  Pin TryPin(uint64_t a) override {
+    if (ready.count(a)) {
+      ++pins[a];
+      return Pin::kPinned;
+    }
+    if (loading.count(a)) return Pin::kLoading;
+    if (no_slot.count(a)) return Pin::kWaitForSlot;
+    return Pin::kFailed;
+  }
+  void Unpin(uint64_t a) override { --pins[a]; }
+  bool IsPinned(uint64_t a) const override { return pins.count(a) && pins.at(a) > 0; }
+  absl::Status Failure(uint64_t) const override { return absl::InvalidArgumentError("bad adapter"); }
+  const LoraView* View(uint64_t) const override { return nullptr; }
+};
+
+TEST(SchedulerTest, ColdAdaptersWaitWithoutBlockingOthersAndPinsFollowRunning) {
+  BlockManager blocks(64, 4, false);
+  FakeGate gate;
+  gate.ready = {1};
+  gate.loading = {2};
+  Scheduler s({.max_num_seqs = 8, .max_num_batched_tokens = 64}, blocks, &gate);
+  auto cold = Seq(1, 4), base = Seq(2, 4), warm = Seq(3, 4), broken = Seq(4, 4);
+  cold.adapter = 2;
+  warm.adapter = 1;
+  broken.adapter = 9;
+  for (auto* q : {&cold, &base, &warm, &broken}) s.AddWaiting(q);
+  EXPECT_EQ(Step(s), (Plan{{2, 4, true}, {3, 4, true}}));  // the cold one is passed over, not waited for
+  EXPECT_EQ(s.TakeFailed(), std::vector<SchedSequence*>{&broken});
+  EXPECT_EQ(gate.pins[1], 1);
+  gate.ready.insert(2);  // its load finished
+  EXPECT_EQ(Step(s), (Plan{{2, 1, true}, {3, 1, true}, {1, 4, true}}));
+  EXPECT_EQ(gate.pins[2], 1);
+  s.Remove(&warm);
+  s.Remove(&cold);
+  EXPECT_EQ(gate.pins[1], 0);
+  EXPECT_EQ(gate.pins[2], 0);
+}
+
+TEST(SchedulerTest, AnAdapterWaitingForASlotIsNotStarvedByOtherAdapters) {
+  BlockManager blocks(64, 4, false);
+  FakeGate gate;
+  gate.ready = {1, 3};
+  gate.no_slot = {2};
+  Scheduler s({.max_num_seqs = 8, .max_num_batched_tokens = 64}, blocks, &gate);
+  auto running = Seq(1, 4), starved = Seq(2, 4), same = Seq(3, 4), other = Seq(4, 4), base = Seq(5, 4);
+  running.adapter = 1;
+  starved.adapter = 2;
+  same.adapter = 1;
+  other.adapter = 3;
+  s.AddWaiting(&running);
+  Step(s);
+  for (auto* q : {&starved, &same, &other, &base}) s.AddWaiting(q);
+  // Behind the starved sequence only adapters already pinned (1) and the
+  // base model are admitted; adapter 3 would take a slot it needs.
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {3, 4, true}, {5, 4, true}}));
+  EXPECT_EQ(gate.pins[3], 0);
 }
 
 }  // namespace
