@@ -373,52 +373,19 @@ void SiluMul(const float* g, const float* u, float* out, int64_t n) {
   for (; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
 }
 
-// The reference lora_row's operations, 8 lanes at a time (fma is exactly
-// rounded, so lanes and the scalar tails give the reference's bits).
-void LoraRow(const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t, int64_t out,
-             float* y, float* scratch) {
-  float* t = scratch;
-  float* d = scratch + rank;
-  const int rank8 = rank / 8 * 8;
-  std::fill(t, t + rank, 0.f);
-  for (int64_t i = 0; i < in; ++i) {
-    const __m256 xi = _mm256_set1_ps(x[i]);
-    const float* a = a_t + i * rank;
-    int k = 0;
-    for (; k < rank8; k += 8) {
-      _mm256_storeu_ps(t + k, _mm256_fmadd_ps(xi, _mm256_loadu_ps(a + k), _mm256_loadu_ps(t + k)));
-    }
-    for (; k < rank; ++k) t[k] = std::fma(x[i], a[k], t[k]);
-  }
-  for (int k = 0; k < rank; ++k) t[k] *= scale;
-  const int64_t out8 = out / 8 * 8;
-  std::fill(d, d + out, 0.f);
-  for (int k = 0; k < rank; ++k) {
-    const __m256 tk = _mm256_set1_ps(t[k]);
-    const float* b = b_t + k * out;
-    int64_t o = 0;
-    for (; o < out8; o += 8) {
-      _mm256_storeu_ps(d + o, _mm256_fmadd_ps(tk, _mm256_loadu_ps(b + o), _mm256_loadu_ps(d + o)));
-    }
-    for (; o < out; ++o) d[o] = std::fma(t[k], b[o], d[o]);
-  }
-  int64_t o = 0;
-  for (; o < out8; o += 8) _mm256_storeu_ps(y + o, _mm256_add_ps(_mm256_loadu_ps(y + o), _mm256_loadu_ps(d + o)));
-  for (; o < out; ++o) y[o] += d[o];
-}
-
 // Up to four rows of one adapter: the shrink runs the rows' fma chains
 // side by side (each chain is latency-bound alone), then each row expands.
+// The reference's operations, 8 lanes at a time (fma is exactly rounded, so
+// lanes and scalar tails give the reference's bits). scratch: n * rank + out.
 void LoraRows(int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
               int64_t out, float* const* y, float* scratch) {
-  if (n == 1) return LoraRow(x[0], in, a_t, rank, scale, b_t, out, y[0], scratch);
   const int rank8 = rank / 8 * 8;
   float* t[4];
   for (int j = 0; j < n; ++j) {
     t[j] = scratch + j * rank;
     std::fill(t[j], t[j] + rank, 0.f);
   }
-  float* d = scratch + 4 * rank;
+  float* d = scratch + n * rank;
   for (int64_t i = 0; i < in; ++i) {
     const float* a = a_t + i * rank;
     for (int j = 0; j < n; ++j) {
@@ -487,7 +454,8 @@ VectorKernels Avx2VectorKernels() {
   };
   k.silu_mul = SiluMul;
   k.attend = AttendOneHeadAvx2;
-  k.lora_row = LoraRow;
+  k.lora_row = [](const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
+                  int64_t out, float* y, float* scratch) { LoraRows(1, &x, in, a_t, rank, scale, b_t, out, &y, scratch); };
   k.lora_rows = LoraRows;
   return k;
 }
