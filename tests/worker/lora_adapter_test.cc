@@ -1,12 +1,17 @@
 #include "worker/lora/lora_adapter.h"
 
+#include <chrono>
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "kernels/backend.h"
 #include "nlohmann/json.hpp"
+#include "worker/lora/adapter_manager.h"
 
 namespace tessera {
 namespace {
@@ -150,6 +155,110 @@ TEST_F(LoraAdapterTest, NamesAndPathConfinement) {
   EXPECT_EQ(ResolveAdapterDir("/etc", roots).status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ResolveAdapterDir((root_ / "inside").string(), roots).status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ResolveAdapterDir((root_ / "nope").string(), roots).status().code(), absl::StatusCode::kNotFound);
+}
+
+class AdapterManagerTest : public LoraAdapterTest {
+ protected:
+  fs::path WriteQ(const std::string& name, int r = 2) {
+    return Write(name, Config(r, {"q_proj"}),
+                 {{Name(0, "self_attn", "q_proj", "A"), {r, 8}}, {Name(0, "self_attn", "q_proj", "B"), {8, r}},
+                  {Name(1, "self_attn", "q_proj", "A"), {r, 8}}, {Name(1, "self_attn", "q_proj", "B"), {8, r}}});
+  }
+  std::unique_ptr<AdapterManager> Manager(int max_loras, int max_cpu_loras) {
+    auto m = AdapterManager::Create({.roots = {root_.string()}, .max_loras = max_loras,
+                                     .max_cpu_loras = max_cpu_loras, .max_lora_rank = 8},
+                                    base_, *backend_);
+    EXPECT_TRUE(m.ok()) << m.status();
+    return std::move(*m);
+  }
+  // Calls TryPin until it pins or fails (the loader works in the background).
+  static AdapterGate::Pin PinWhenLoaded(AdapterManager& m, uint64_t id) {
+    for (int i = 0; i < 500; ++i) {
+      const AdapterGate::Pin p = m.TryPin(id);
+      if (p == AdapterGate::Pin::kPinned || p == AdapterGate::Pin::kFailed) return p;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return AdapterGate::Pin::kLoading;
+  }
+
+  LlamaConfig base_ = TinyBase();
+  std::unique_ptr<Backend> backend_ = CreateCpuBackend({.threads = 1});
+};
+
+TEST_F(AdapterManagerTest, DiscoversLoadsPinsAndEvictsLeastRecentlyUsed) {
+  WriteQ("a");
+  WriteQ("b", 4);
+  auto m = Manager(/*max_loras=*/1, /*max_cpu_loras=*/2);
+  ASSERT_EQ(m->List().size(), 2u);
+  const uint64_t a = *m->Resolve("a"), b = *m->Resolve("b");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(m->TryPin(a), AdapterGate::Pin::kLoading);  // cold: loaded off the caller's thread
+  ASSERT_EQ(PinWhenLoaded(*m, a), AdapterGate::Pin::kPinned);
+  ASSERT_NE(m->View(a), nullptr);
+  EXPECT_NE(m->View(a)->pair(1, static_cast<int>(LoraTarget::kQ)), nullptr);
+  EXPECT_EQ(m->View(a)->pair(1, static_cast<int>(LoraTarget::kV)), nullptr);
+  // The only slot is pinned: b waits for it and a is not evicted.
+  AdapterGate::Pin p = m->TryPin(b);
+  for (int i = 0; i < 200 && p != AdapterGate::Pin::kWaitForSlot; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    p = m->TryPin(b);
+  }
+  EXPECT_EQ(p, AdapterGate::Pin::kWaitForSlot);
+  EXPECT_NE(m->View(a), nullptr);
+  m->Unpin(a);
+  m->Unpin(a);  // pins never go below zero
+  ASSERT_EQ(PinWhenLoaded(*m, b), AdapterGate::Pin::kPinned);
+  EXPECT_EQ(m->View(a), nullptr);  // evicted from the device
+  const AdapterStats st = m->stats();
+  EXPECT_EQ(st.device_evictions, 1u);
+  EXPECT_EQ(st.on_device, 1);
+  EXPECT_EQ(st.on_host, 2);
+  for (const AdapterInfo& info : m->List()) {
+    EXPECT_EQ(info.tier, info.name == "b" ? AdapterTier::kDevice : AdapterTier::kHost) << info.name;
+  }
+}
+
+TEST_F(AdapterManagerTest, BrokenAdapterFailsOnceUntilItsFilesChange) {
+  const fs::path dir = WriteQ("broken");
+  fs::resize_file(dir / "adapter_model.safetensors", 20);
+  auto m = Manager(2, 2);
+  const uint64_t id = *m->Resolve("broken");
+  EXPECT_EQ(PinWhenLoaded(*m, id), AdapterGate::Pin::kFailed);
+  EXPECT_EQ(m->Failure(id).code(), absl::StatusCode::kInvalidArgument) << m->Failure(id);
+  // Asked again, it is refused at once without another read, and not listed.
+  auto again = m->Resolve("broken");
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(m->List().empty());
+  EXPECT_EQ(m->stats().load_failures, 1u);
+  // Repaired files are read again.
+  fs::remove_all(dir);
+  WriteQ("broken");
+  auto fixed = m->Resolve("broken");
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_EQ(PinWhenLoaded(*m, *fixed), AdapterGate::Pin::kPinned);
+}
+
+TEST_F(AdapterManagerTest, RuntimeLoadUnloadAndConfinement) {
+  WriteQ("staged/x");
+  auto m = Manager(2, 2);
+  EXPECT_TRUE(m->List().empty());  // staged/ is not an adapter directory
+  EXPECT_EQ(m->Load("../x", (root_ / "staged/x").string()).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(m->Load("x", "/etc").code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(m->Load("x", (root_ / "staged/x").string()).ok());
+  EXPECT_EQ(m->Load("x", (root_ / "staged/x").string()).code(), absl::StatusCode::kAlreadyExists);
+  const uint64_t id = *m->Resolve("x");
+  ASSERT_EQ(PinWhenLoaded(*m, id), AdapterGate::Pin::kPinned);
+  ASSERT_TRUE(m->Unload("x").ok());
+  EXPECT_EQ(m->Unload("x").code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(m->View(id), nullptr);  // still pinned by a running sequence
+  EXPECT_EQ(m->TryPin(id), AdapterGate::Pin::kFailed);
+  EXPECT_EQ(m->Failure(id).code(), absl::StatusCode::kNotFound);
+  m->Unpin(id);
+  EXPECT_EQ(m->View(id), nullptr);  // released with its last pin
+  EXPECT_EQ(m->Resolve("x").status().code(), absl::StatusCode::kNotFound);
+  // Loaded again under the same name: a new id, so a new prefix-cache namespace.
+  ASSERT_TRUE(m->Load("x", (root_ / "staged/x").string()).ok());
+  EXPECT_NE(*m->Resolve("x"), id);
 }
 
 }  // namespace

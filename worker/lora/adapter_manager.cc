@@ -20,6 +20,26 @@ double Seconds() {
 // Directories scanned per root, so that a huge directory cannot stall the
 // worker.
 constexpr int kMaxScanEntries = 10000;
+// Dead entries (unloaded or failed, no longer used) kept for Failure().
+constexpr size_t kMaxDeadEntries = 256;
+
+// What identifies the contents of an adapter directory cheaply: size and
+// modification time of its files.
+std::string Signature(const std::string& dir) {
+  std::string sig;
+  for (const char* f : {"adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"}) {
+    std::error_code ec;
+    const fs::path p = fs::path(dir) / f;
+    const auto size = fs::file_size(p, ec);
+    if (ec) {
+      absl::StrAppend(&sig, f, ":-;");
+      continue;
+    }
+    const auto mtime = fs::last_write_time(p, ec).time_since_epoch().count();
+    absl::StrAppend(&sig, f, ":", size, ":", ec ? 0 : mtime, ";");
+  }
+  return sig;
+}
 
 }  // namespace
 
@@ -57,9 +77,10 @@ absl::StatusOr<std::unique_ptr<AdapterManager>> AdapterManager::Create(const Ada
     o.roots.push_back(real.string());
   }
   std::unique_ptr<AdapterManager> m(new AdapterManager(o, base, backend));
+  const std::vector<Found> found = m->ScanRoots();
   {
     absl::MutexLock lock(&m->mu_);
-    m->ScanRootsLocked();
+    m->RegisterFoundLocked(found);
   }
   m->loader_ = std::thread([raw = m.get()] { raw->LoaderLoop(); });
   return m;
@@ -74,6 +95,7 @@ AdapterManager::~AdapterManager() {
 }
 
 uint64_t AdapterManager::RegisterLocked(const std::string& name, const std::string& dir) {
+  SweepLocked();
   const uint64_t id = next_id_++;
   Entry& e = entries_[id];
   e.name = name;
@@ -82,33 +104,76 @@ uint64_t AdapterManager::RegisterLocked(const std::string& name, const std::stri
   return id;
 }
 
-void AdapterManager::ScanRootsLocked() {
+void AdapterManager::SweepLocked() {
+  auto dead = [](const Entry& e) { return !e.registered && e.pins == 0 && !e.host && !e.device && !e.loading; };
+  size_t n = 0;
+  for (const auto& [id, e] : entries_) n += dead(e);
+  if (n <= kMaxDeadEntries) return;
+  // Oldest first: ids grow with registration.
+  std::vector<uint64_t> ids;
+  for (const auto& [id, e] : entries_) {
+    if (dead(e)) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (size_t k = 0; k + kMaxDeadEntries / 2 < ids.size(); ++k) entries_.erase(ids[k]);
+}
+
+std::vector<AdapterManager::Found> AdapterManager::ScanRoots() const {
+  std::vector<Found> out;
   for (const std::string& root : options_.roots) {
     std::error_code ec;
     fs::directory_iterator it(root, ec), end;
     for (int n = 0; !ec && it != end && n < kMaxScanEntries; it.increment(ec), ++n) {
       const std::string name = it->path().filename().string();
-      if (!IsValidAdapterName(name) || by_name_.contains(name)) continue;
+      if (!IsValidAdapterName(name)) continue;
       std::error_code ec2;
       if (!fs::is_regular_file(it->path() / "adapter_config.json", ec2)) continue;
       auto dir = ResolveAdapterDir(it->path().string(), options_.roots);
-      if (dir.ok()) RegisterLocked(name, *dir);
+      if (dir.ok()) out.push_back({name, *dir, Signature(*dir)});
     }
+  }
+  return out;
+}
+
+std::optional<AdapterManager::Found> AdapterManager::FindInRoots(const std::string& name) const {
+  if (!IsValidAdapterName(name)) return std::nullopt;
+  for (const std::string& root : options_.roots) {
+    const fs::path dir = fs::path(root) / name;
+    std::error_code ec;
+    if (!fs::is_regular_file(dir / "adapter_config.json", ec)) continue;
+    auto real = ResolveAdapterDir(dir.string(), options_.roots);
+    if (real.ok()) return Found{name, *real, Signature(*real)};
+  }
+  return std::nullopt;
+}
+
+const AdapterManager::Failed* AdapterManager::KnownFailureLocked(const Found& f) {
+  auto it = failed_.find(f.name);
+  if (it == failed_.end()) return nullptr;
+  if (it->second.signature == f.signature) return &it->second;
+  failed_.erase(it);  // the files changed: try again
+  return nullptr;
+}
+
+void AdapterManager::RegisterFoundLocked(const std::vector<Found>& found) {
+  for (const Found& f : found) {
+    if (by_name_.contains(f.name) || KnownFailureLocked(f) != nullptr) continue;
+    RegisterLocked(f.name, f.dir);
   }
 }
 
 absl::StatusOr<uint64_t> AdapterManager::Resolve(std::string_view name) {
-  absl::MutexLock lock(&mu_);
   const std::string key(name);
-  if (auto it = by_name_.find(key); it != by_name_.end()) return it->second;
-  if (IsValidAdapterName(name)) {
-    for (const std::string& root : options_.roots) {
-      const fs::path dir = fs::path(root) / key;
-      std::error_code ec;
-      if (!fs::is_regular_file(dir / "adapter_config.json", ec)) continue;
-      auto real = ResolveAdapterDir(dir.string(), options_.roots);
-      if (real.ok()) return RegisterLocked(key, *real);
-    }
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = by_name_.find(key); it != by_name_.end()) return it->second;
+  }
+  const std::optional<Found> found = FindInRoots(key);
+  absl::MutexLock lock(&mu_);
+  if (auto it = by_name_.find(key); it != by_name_.end()) return it->second;  // registered meanwhile
+  if (found) {
+    if (const Failed* f = KnownFailureLocked(*found)) return f->status;
+    return RegisterLocked(key, found->dir);
   }
   return absl::NotFoundError(absl::StrCat("the model '", EscapeForMessage(name), "' does not exist"));
 }
@@ -134,6 +199,7 @@ absl::Status AdapterManager::Load(const std::string& name, const std::string& pa
                            LoraAdapter::Load(name, dir, base_, options_.max_lora_rank));
   absl::MutexLock lock(&mu_);
   TESSERA_RETURN_IF_ERROR(taken());
+  failed_.erase(name);
   const uint64_t id = RegisterLocked(name, dir);
   Entry& e = entries_[id];
   e.rank = adapter->config().rank;
@@ -166,8 +232,9 @@ void AdapterManager::ReleaseIfUnusedLocked(Entry& e) {
 }
 
 std::vector<AdapterInfo> AdapterManager::List() {
+  const std::vector<Found> found = ScanRoots();
   absl::MutexLock lock(&mu_);
-  ScanRootsLocked();
+  RegisterFoundLocked(found);
   std::vector<AdapterInfo> out;
   for (const auto& [name, id] : by_name_) {
     const Entry& e = entries_.at(id);
@@ -209,7 +276,6 @@ void AdapterManager::Unpin(uint64_t id) {
   if (it == entries_.end() || it->second.pins == 0) return;
   Entry& e = it->second;
   --e.pins;
-  ++unpins_;
   ReleaseIfUnusedLocked(e);
 }
 
@@ -222,7 +288,7 @@ bool AdapterManager::IsPinned(uint64_t id) const {
 absl::Status AdapterManager::Failure(uint64_t id) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);
-  if (it == entries_.end()) return absl::NotFoundError("unknown adapter");
+  if (it == entries_.end()) return absl::NotFoundError("the adapter was unloaded or failed to load");
   if (!it->second.failure.ok()) return it->second.failure;
   return absl::OkStatus();
 }
@@ -231,22 +297,6 @@ const LoraView* AdapterManager::View(uint64_t id) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);
   return it == entries_.end() ? nullptr : it->second.device.get();
-}
-
-absl::Status AdapterManager::WaitResident(uint64_t id, absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(id);
-  if (it == entries_.end()) return absl::NotFoundError("unknown adapter");
-  if (it->second.wanted_since == 0 && !it->second.device) it->second.wanted_since = ++tick_;
-  auto done = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const Entry& e = entries_.at(id);
-    return e.device != nullptr || !e.registered;
-  };
-  if (!mu_.AwaitWithTimeout(absl::Condition(&done), timeout)) {
-    return absl::DeadlineExceededError("adapter did not load in time");
-  }
-  const Entry& e = entries_.at(id);
-  return e.registered ? absl::OkStatus() : e.failure;
 }
 
 bool AdapterManager::FreeDeviceSlotLocked(uint64_t for_id) {
@@ -323,11 +373,13 @@ void AdapterManager::LoaderLoop() {
       mu_.Unlock();
       absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter =
           LoraAdapter::Load(name, dir, base_, options_.max_lora_rank);
+      const std::string signature = adapter.ok() ? std::string() : Signature(dir);
       mu_.Lock();
       e = &entries_.at(id);
       e->loading = false;
       if (!adapter.ok()) {
         ++stats_.load_failures;
+        failed_[name] = Failed{adapter.status(), signature};
         e->failure = adapter.status();
         e->registered = false;
         if (auto it = by_name_.find(e->name); it != by_name_.end() && it->second == id) by_name_.erase(it);

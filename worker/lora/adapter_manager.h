@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,9 +99,6 @@ class AdapterManager final : public AdapterGate {
   absl::Status Failure(uint64_t id) const override;
   const LoraView* View(uint64_t id) const override;
 
-  // Blocks until `id` is on the device or failed (tests and benchmarks).
-  absl::Status WaitResident(uint64_t id, absl::Duration timeout);
-
  private:
   struct Entry {
     std::string name;
@@ -118,11 +116,33 @@ class AdapterManager final : public AdapterGate {
     absl::Status failure;
   };
 
+  // A failed read of an adapter directory, remembered until its files change
+  // so that requests for a broken adapter are refused at once instead of
+  // re-reading it every time.
+  struct Failed {
+    absl::Status status;
+    std::string signature;
+  };
+
   AdapterManager(const AdapterManagerOptions& o, const LlamaConfig& base, Backend& backend)
       : options_(o), base_(base), backend_(backend) {}
   void LoaderLoop();
   uint64_t RegisterLocked(const std::string& name, const std::string& dir) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ScanRootsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adapter directories under the roots. Touches the file system, so it
+  // runs without the mutex the engine thread takes.
+  struct Found {
+    std::string name, dir, signature;
+  };
+  std::vector<Found> ScanRoots() const;
+  // <root>/<name> if it is an adapter directory inside a root.
+  std::optional<Found> FindInRoots(const std::string& name) const;
+  // Registers what a scan found, except names already known and names whose
+  // last read failed on the same files.
+  void RegisterFoundLocked(const std::vector<Found>& found) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The remembered failure of `f` if its files have not changed since.
+  const Failed* KnownFailureLocked(const Found& f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets dead entries (unloaded or failed, unused) once there are many.
+  void SweepLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The next entry the loader can work on, or 0.
   uint64_t NextLoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes room for one more device copy; false if every slot is pinned.
@@ -139,7 +159,7 @@ class AdapterManager final : public AdapterGate {
   absl::flat_hash_map<std::string, uint64_t> by_name_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t unpins_ ABSL_GUARDED_BY(mu_) = 0;  // wakes a loader waiting for a slot
+  absl::flat_hash_map<std::string, Failed> failed_ ABSL_GUARDED_BY(mu_);  // by name
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   AdapterStats stats_ ABSL_GUARDED_BY(mu_);
   std::thread loader_;
