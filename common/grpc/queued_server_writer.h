@@ -35,6 +35,13 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
     return true;
   }
 
+  // Messages queued or being written (for producers that send only the
+  // latest state and skip while a client lags).
+  size_t backlog() const {
+    absl::MutexLock lock(&mu_);
+    return pending_.size() + (writing_ ? 1 : 0);
+  }
+
   // Ends the stream after the queued messages. Later calls are ignored.
   void Finish(const grpc::Status& status) {
     {
@@ -105,7 +112,7 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
     if (action == kFinish) grpc::ServerWriteReactor<Response>::Finish(status);
   }
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::shared_ptr<QueuedServerWriter> self_;
   std::deque<Response> pending_ ABSL_GUARDED_BY(mu_);
   Response current_;  // the write in flight

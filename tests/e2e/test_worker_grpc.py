@@ -96,3 +96,43 @@ def test_full_queue_is_resource_exhausted(pb, worker):
             codes.append(e.code())
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert grpc.StatusCode.OK in codes
+
+
+def test_watch_load_reports_changes_and_heartbeats(pb, worker):
+    stub, _ = worker
+    m = pb[0]
+    reports = []
+    stream = stub.WatchLoad(m.WatchLoadRequest(max_interval_ms=100), timeout=30)
+    first = next(stream)
+    assert first.sequence == 1 and first.model_id == "SmolLM2-135M-Instruct.Q4_1"
+    assert first.max_num_seqs == 1 and first.max_waiting == 2 and first.kv_blocks_total > 0
+    # A running request shows up in the reports.
+    gen = stub.Generate(m.GenerateRequest(text="Count to twenty:", max_new_tokens=40, ignore_eos=True), timeout=60)
+    t0 = time.time()
+    for r in stream:
+        reports.append((time.time() - t0, r))
+        if r.running == 1 and r.kv_blocks_used > 0:
+            break
+        assert time.time() - t0 < 20
+    for _ in gen:
+        pass
+    # Idle again: the drop is reported, then heartbeats at most 100 ms apart.
+    for r in stream:
+        if r.running == 0:
+            break
+    times = []
+    for r in stream:
+        times.append(time.time())
+        if len(times) == 4:
+            break
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) < 0.35, gaps
+    assert [r.sequence for _, r in reports] == list(range(2, 2 + len(reports)))
+    stream.cancel()
+
+
+def test_prefetch_unknown_adapter_is_not_found(pb, worker):
+    stub, _ = worker
+    with pytest.raises(grpc.RpcError) as e:
+        stub.PrefetchAdapter(pb[0].PrefetchAdapterRequest(name="nope"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND

@@ -86,6 +86,7 @@ class Engine {
   void Stop();
 
   EngineStats stats() const;
+  const EngineOptions& options() const { return options_; }
 
  private:
   struct Sequence;

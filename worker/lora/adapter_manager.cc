@@ -246,6 +246,28 @@ std::vector<AdapterInfo> AdapterManager::List() {
   return out;
 }
 
+void AdapterManager::Residency(std::vector<std::string>* device, std::vector<std::string>* host) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, id] : by_name_) {
+    const Entry& e = entries_.at(id);
+    if (e.device) {
+      device->push_back(name);
+    } else if (e.host) {
+      host->push_back(name);
+    }
+  }
+  std::sort(device->begin(), device->end());
+  std::sort(host->begin(), host->end());
+}
+
+absl::Status AdapterManager::Prefetch(std::string_view name) {
+  TESSERA_ASSIGN_OR_RETURN(const uint64_t id, Resolve(name));
+  absl::MutexLock lock(&mu_);
+  Entry& e = entries_.at(id);
+  if (!e.device && e.wanted_since == 0) e.wanted_since = ++tick_;
+  return absl::OkStatus();
+}
+
 AdapterStats AdapterManager::stats() const {
   absl::MutexLock lock(&mu_);
   AdapterStats s = stats_;

@@ -89,6 +89,12 @@ class AdapterManager final : public AdapterGate {
   // no running sequence uses it. NotFound if unknown.
   absl::Status Unload(const std::string& name);
   std::vector<AdapterInfo> List();
+  // Names on the device and in host memory only, without touching the file
+  // system (for load reports).
+  void Residency(std::vector<std::string>* device, std::vector<std::string>* host) const;
+  // Starts moving `name` towards the device if it is not there. NotFound if
+  // there is no such adapter.
+  absl::Status Prefetch(std::string_view name);
   AdapterStats stats() const;
   const AdapterManagerOptions& options() const { return options_; }
 

@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::fprintf(stderr, "tessera-worker: shutting down\n");
   server->GetHealthCheckService()->SetServingStatus(false);
+  service.StopLoadReports();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   (*engine)->Stop();
   const tessera::EngineStats st = (*engine)->stats();

@@ -179,7 +179,43 @@ WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager
       options_(std::move(options)),
       created_unix_s_(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
-              .count())) {}
+              .count())),
+      reporter_(std::make_unique<LoadReporter>([this] { return Snapshot(); })) {}
+
+wv1::LoadReport WorkerService::Snapshot() const {
+  wv1::LoadReport r;
+  const EngineStats st = engine_.stats();
+  r.set_model_id(options_.model_id);
+  r.set_running(static_cast<uint32_t>(st.running));
+  r.set_waiting(static_cast<uint32_t>(st.waiting));
+  r.set_kv_blocks_used(static_cast<uint64_t>(st.kv_blocks_used));
+  r.set_kv_blocks_total(static_cast<uint64_t>(st.kv_blocks_total));
+  r.set_prefix_cache_hit_rate(st.prefix_query_tokens == 0 ? 0.0
+                                                          : static_cast<double>(st.prefix_hit_tokens) /
+                                                                static_cast<double>(st.prefix_query_tokens));
+  std::vector<std::string> device, host;
+  adapters_.Residency(&device, &host);
+  for (auto& n : device) r.add_device_adapters(std::move(n));
+  for (auto& n : host) r.add_host_adapters(std::move(n));
+  r.set_max_num_seqs(static_cast<uint32_t>(engine_.options().scheduler.max_num_seqs));
+  r.set_max_waiting(static_cast<uint32_t>(engine_.options().max_waiting));
+  r.set_max_loras(static_cast<uint32_t>(adapters_.options().max_loras));
+  r.set_max_cpu_loras(static_cast<uint32_t>(adapters_.options().max_cpu_loras));
+  return r;
+}
+
+grpc::ServerWriteReactor<wv1::LoadReport>* WorkerService::WatchLoad(grpc::CallbackServerContext*,
+                                                                    const wv1::WatchLoadRequest* request) {
+  return reporter_->Watch(*request);
+}
+
+grpc::ServerUnaryReactor* WorkerService::PrefetchAdapter(grpc::CallbackServerContext* context,
+                                                         const wv1::PrefetchAdapterRequest* request,
+                                                         wv1::PrefetchAdapterResponse*) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(adapters_.Prefetch(request->name())));
+  return reactor;
+}
 
 grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::CallbackServerContext* context,
                                                                          const wv1::GenerateRequest* request) {

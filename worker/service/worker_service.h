@@ -13,6 +13,7 @@
 #include "tessera/worker/v1/worker.grpc.pb.h"
 #include "worker/engine/engine.h"
 #include "worker/lora/adapter_manager.h"
+#include "worker/service/load_reporter.h"
 #include "worker/model/model_bundle.h"
 
 namespace tessera {
@@ -46,6 +47,15 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService 
   grpc::ServerUnaryReactor* UnloadAdapter(grpc::CallbackServerContext* context,
                                           const tessera::worker::v1::UnloadAdapterRequest* request,
                                           tessera::worker::v1::UnloadAdapterResponse* response) override;
+  grpc::ServerWriteReactor<tessera::worker::v1::LoadReport>* WatchLoad(
+      grpc::CallbackServerContext* context, const tessera::worker::v1::WatchLoadRequest* request) override;
+  grpc::ServerUnaryReactor* PrefetchAdapter(grpc::CallbackServerContext* context,
+                                            const tessera::worker::v1::PrefetchAdapterRequest* request,
+                                            tessera::worker::v1::PrefetchAdapterResponse* response) override;
+  // Ends the WatchLoad streams (call before shutting the server down).
+  void StopLoadReports() { reporter_->Stop(); }
+  // The current load report (what WatchLoad streams).
+  tessera::worker::v1::LoadReport Snapshot() const;
 
  private:
   ModelBundle& bundle_;
@@ -53,6 +63,7 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService 
   AdapterManager& adapters_;
   WorkerServiceOptions options_;
   uint64_t created_unix_s_;
+  std::unique_ptr<LoadReporter> reporter_;  // last: stops before the rest goes
 };
 
 grpc::Status ToGrpcStatus(const absl::Status& s);
