@@ -66,13 +66,19 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
     Pump();
   }
 
+  // A cancelled call ends here, whether or not its producer ever calls
+  // Finish (a producer may only learn of it from a failed Write), so the
+  // server never waits on it at shutdown.
   void OnCancel() override {
     {
       absl::MutexLock lock(&mu_);
       if (client_gone_) return;
       client_gone_ = true;
+      pending_.clear();
+      if (!finish_) finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
     }
     OnClientGone();
+    Pump();
   }
 
   void OnDone() override {

@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "common/flag_names.h"
 #include "worker/engine/engine.h"
 #include "worker/service/worker_service.h"
+#include "worker/sim/sim_worker.h"
 
 ABSL_FLAG(std::string, listen, "", "address to serve gRPC on (default 127.0.0.1:50051)");
 ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled model)");
@@ -38,11 +40,18 @@ ABSL_FLAG(std::vector<std::string>, adapter_dir, {}, "directories holding LoRA a
 ABSL_FLAG(int, max_loras, -1, "LoRA adapters resident on the device at once (default 8)");
 ABSL_FLAG(int, max_cpu_loras, -1, "LoRA adapters kept in host memory (default 32)");
 ABSL_FLAG(int, max_lora_rank, -1, "largest LoRA rank accepted (default 64)");
+ABSL_FLAG(std::string, backend, "", "cpu (default) or sim: a simulated worker without a model, for routing and scale tests");
+ABSL_FLAG(int, sim_adapters, 0, "sim backend: adapters named a0 .. a<N-1> in its catalog");
+ABSL_FLAG(double, sim_step_ms, 5, "sim backend: fixed time of one step");
+ABSL_FLAG(double, sim_prefill_us_per_token, 100, "sim backend: step time per prompt token admitted");
+ABSL_FLAG(double, sim_decode_us_per_seq, 500, "sim backend: step time per running sequence");
+ABSL_FLAG(double, sim_adapter_load_ms, 100, "sim backend: adapter load time from disk (a quarter from host memory)");
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
 namespace {
 
 struct WorkerConfig {
+  std::string backend = "cpu";
   std::string listen = "127.0.0.1:50051";
   std::string model;
   std::string model_name;
@@ -65,6 +74,7 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
     for (const auto& kv : root) {
       const std::string key = kv.first.as<std::string>();
       if (key == "listen") c.listen = kv.second.as<std::string>();
+      else if (key == "backend") c.backend = kv.second.as<std::string>();
       else if (key == "model") c.model = kv.second.as<std::string>();
       else if (key == "model_name") c.model_name = kv.second.as<std::string>();
       else if (key == "threads") c.threads = kv.second.as<int>();
@@ -87,6 +97,29 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
 
 std::atomic<bool> g_stop{false};
 
+// Serves `service` (plus grpc.health.v1) on c.listen until SIGINT or
+// SIGTERM. `stop_streams` ends the service's endless streams so that the
+// shutdown need not wait for them. False if it cannot listen.
+bool Serve(grpc::Service& service, const WorkerConfig& c, const std::function<void()>& stop_streams) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(c.listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) return false;
+  std::fprintf(stderr, "tessera-worker: serving '%s' on %s (port %d)\n", c.model_name.c_str(), c.listen.c_str(), port);
+  std::signal(SIGINT, [](int) { g_stop.store(true); });
+  std::signal(SIGTERM, [](int) { g_stop.store(true); });
+  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::fprintf(stderr, "tessera-worker: shutting down\n");
+  server->GetHealthCheckService()->SetServingStatus(false);
+  stop_streams();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,6 +137,8 @@ int main(int argc, char** argv) {
     if (!s.ok()) return fail(std::string(s.message()));
   }
   if (!absl::GetFlag(FLAGS_listen).empty()) c.listen = absl::GetFlag(FLAGS_listen);
+  if (!absl::GetFlag(FLAGS_backend).empty()) c.backend = absl::GetFlag(FLAGS_backend);
+  if (c.backend != "cpu" && c.backend != "sim") return fail("backend must be 'cpu' or 'sim'; got '" + c.backend + "'");
   if (!absl::GetFlag(FLAGS_model).empty()) c.model = absl::GetFlag(FLAGS_model);
   if (!absl::GetFlag(FLAGS_model_name).empty()) c.model_name = absl::GetFlag(FLAGS_model_name);
   if (absl::GetFlag(FLAGS_threads) >= 0) c.threads = absl::GetFlag(FLAGS_threads);
@@ -124,11 +159,13 @@ int main(int argc, char** argv) {
   if (c.max_num_batched_tokens < c.max_num_seqs) return fail("max_num_batched_tokens must be >= max_num_seqs");
   if (c.kv_cache_memory_mib < 1 || c.kv_cache_memory_mib > (1 << 20)) return fail("kv_cache_memory must be in [1, 1048576] MiB");
   if (c.model.empty()) c.model = tessera::DefaultModelPath();
-  if (c.model_name.empty()) c.model_name = std::filesystem::path(c.model).stem().string();
+  if (c.model_name.empty()) {
+    c.model_name = c.backend == "sim" ? "sim" : std::filesystem::path(c.model).stem().string();
+  }
   if (c.threads < 0 || c.threads > 1024) return fail("threads must be in [0, 1024]");
 
   YAML::Emitter out;
-  out << YAML::BeginMap << YAML::Key << "listen" << YAML::Value << c.listen << YAML::Key << "model" << YAML::Value
+  out << YAML::BeginMap << YAML::Key << "backend" << YAML::Value << c.backend << YAML::Key << "listen" << YAML::Value << c.listen << YAML::Key << "model" << YAML::Value
       << c.model << YAML::Key << "model_name" << YAML::Value << c.model_name << YAML::Key << "threads"
       << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::Key
       << "max_num_seqs" << YAML::Value << c.max_num_seqs << YAML::Key << "max_num_batched_tokens" << YAML::Value
@@ -138,6 +175,26 @@ int main(int argc, char** argv) {
       << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
       << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::EndMap;
   std::fprintf(stderr, "tessera-worker effective configuration:\n%s\n", out.c_str());
+
+  if (c.backend == "sim") {
+    tessera::SimWorkerOptions so;
+    so.model_id = c.model_name;
+    so.max_num_seqs = c.max_num_seqs;
+    so.max_waiting = c.max_waiting;
+    so.max_loras = c.max_loras;
+    so.max_cpu_loras = c.max_cpu_loras;
+    so.adapters = absl::GetFlag(FLAGS_sim_adapters);
+    so.step_ms = absl::GetFlag(FLAGS_sim_step_ms);
+    so.prefill_us_per_token = absl::GetFlag(FLAGS_sim_prefill_us_per_token);
+    so.decode_us_per_seq = absl::GetFlag(FLAGS_sim_decode_us_per_seq);
+    so.adapter_load_ms = absl::GetFlag(FLAGS_sim_adapter_load_ms);
+    if (so.adapters < 0 || so.adapters > 1000000 || so.step_ms < 0 || so.prefill_us_per_token < 0 ||
+        so.decode_us_per_seq < 0 || so.adapter_load_ms < 0) {
+      return fail("sim flags must be non-negative (and sim_adapters at most 1000000)");
+    }
+    tessera::SimWorker sim(so);
+    return Serve(sim, c, [&] { sim.StopLoadReports(); }) ? 0 : fail("cannot listen on " + c.listen);
+  }
 
   auto bundle = tessera::LoadModelBundle(
       c.model, {.threads = c.threads, .max_batch_tokens = c.max_num_batched_tokens, .max_logit_rows = c.max_num_seqs});
@@ -159,23 +216,7 @@ int main(int argc, char** argv) {
   if (!engine.ok()) return fail(std::string(engine.status().message()));
   tessera::WorkerService service(**bundle, **engine, **adapters, {.model_id = c.model_name});
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(c.listen, grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&service);
-  builder.SetMaxReceiveMessageSize(64 << 20);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) return fail("cannot listen on " + c.listen);
-  std::fprintf(stderr, "tessera-worker: serving '%s' on %s (port %d)\n", c.model_name.c_str(), c.listen.c_str(), port);
-
-  std::signal(SIGINT, [](int) { g_stop.store(true); });
-  std::signal(SIGTERM, [](int) { g_stop.store(true); });
-  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::fprintf(stderr, "tessera-worker: shutting down\n");
-  server->GetHealthCheckService()->SetServingStatus(false);
-  service.StopLoadReports();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!Serve(service, c, [&] { service.StopLoadReports(); })) return fail("cannot listen on " + c.listen);
   (*engine)->Stop();
   const tessera::EngineStats st = (*engine)->stats();
   std::fprintf(stderr, "tessera-worker: engine steps=%llu preemptions=%llu prefix_hit_tokens=%llu prefix_query_tokens=%llu\n",
