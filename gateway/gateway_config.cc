@@ -1,5 +1,7 @@
 #include "gateway/gateway_config.h"
 
+#include "gateway/routing/routing_policy.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +21,8 @@ absl::Status GatewayConfig::LoadYaml(const std::string& path) {
       else if (key == "api_keys") api_keys = v.as<std::vector<std::string>>();
       else if (key == "admin_api_keys") admin_api_keys = v.as<std::vector<std::string>>();
       else if (key == "io_threads") io_threads = v.as<int>();
+      else if (key == "routing_policy") routing_policy = v.as<std::string>();
+      else if (key == "log_routing") log_routing = v.as<bool>();
       else if (key == "request_timeout_s") request_timeout_s = v.as<int>();
       else if (key == "max_n") request.max_n = v.as<int>();
       else if (key == "max_body_bytes") http.max_body_bytes = v.as<size_t>();
@@ -38,6 +42,7 @@ absl::Status GatewayConfig::LoadYaml(const std::string& path) {
 absl::Status GatewayConfig::Validate() const {
   if (workers.empty()) return absl::InvalidArgumentError("no workers: give --worker HOST:PORT (repeatable) or 'workers:'");
   if (io_threads < 1 || io_threads > 256) return absl::InvalidArgumentError("io_threads must be in [1, 256]");
+  if (auto p = CreateRoutingPolicy(routing_policy); !p.ok()) return p.status();
   if (request.max_n < 1 || request.max_n > 128) return absl::InvalidArgumentError("max_n must be in [1, 128]");
   if (request_timeout_s < 1) return absl::InvalidArgumentError("request_timeout_s must be >= 1");
   if (http.max_body_bytes < 1024) return absl::InvalidArgumentError("max_body_bytes must be >= 1024");
@@ -59,6 +64,8 @@ std::string GatewayConfig::ToYaml() const {
   out << YAML::Key << "api_keys" << YAML::Value << absl::StrCat(api_keys.size(), " configured");
   out << YAML::Key << "admin_api_keys" << YAML::Value << absl::StrCat(admin_api_keys.size(), " configured");
   out << YAML::Key << "io_threads" << YAML::Value << io_threads;
+  out << YAML::Key << "routing_policy" << YAML::Value << routing_policy;
+  out << YAML::Key << "log_routing" << YAML::Value << log_routing;
   out << YAML::Key << "request_timeout_s" << YAML::Value << request_timeout_s;
   out << YAML::Key << "max_n" << YAML::Value << request.max_n;
   out << YAML::Key << "max_body_bytes" << YAML::Value << http.max_body_bytes;

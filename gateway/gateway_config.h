@@ -18,6 +18,8 @@ struct GatewayConfig {
   std::vector<std::string> api_keys;     // empty: no authentication
   std::vector<std::string> admin_api_keys;  // adapter load/unload routes; empty: those routes are disabled
   int io_threads = 2;
+  std::string routing_policy = "adapter-affinity";  // see gateway/routing/
+  bool log_routing = false;                          // log every routing decision with its reason
   int request_timeout_s = 600;
   HttpLimits http;
   RequestLimits request;

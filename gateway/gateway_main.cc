@@ -9,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -27,6 +28,8 @@ ABSL_FLAG(std::vector<std::string>, worker, {}, "worker HOST:PORT; repeatable or
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
 ABSL_FLAG(std::vector<std::string>, api_key, {}, "API key clients must send as 'Authorization: Bearer KEY'");
 ABSL_FLAG(std::vector<std::string>, admin_api_key, {}, "key for the adapter load/unload routes (default: those routes are off)");
+ABSL_FLAG(std::string, routing_policy, "", "adapter-affinity (default), least-loaded or round-robin");
+ABSL_FLAG(std::optional<bool>, log_routing, std::nullopt, "log each routing decision with its reason");
 ABSL_FLAG(int, io_threads, 0, "HTTP I/O threads (default 2)");
 ABSL_FLAG(int, max_n, 0, "largest accepted n (default 16)");
 
@@ -83,11 +86,16 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_api_key).empty()) c.api_keys = absl::GetFlag(FLAGS_api_key);
   if (!absl::GetFlag(FLAGS_admin_api_key).empty()) c.admin_api_keys = absl::GetFlag(FLAGS_admin_api_key);
   if (absl::GetFlag(FLAGS_io_threads) > 0) c.io_threads = absl::GetFlag(FLAGS_io_threads);
+  if (!absl::GetFlag(FLAGS_routing_policy).empty()) c.routing_policy = absl::GetFlag(FLAGS_routing_policy);
+  if (auto v = absl::GetFlag(FLAGS_log_routing)) c.log_routing = *v;
   if (absl::GetFlag(FLAGS_max_n) > 0) c.request.max_n = absl::GetFlag(FLAGS_max_n);
   if (absl::Status s = c.Validate(); !s.ok()) return fail(std::string(s.message()));
   std::fprintf(stderr, "tessera-gateway effective configuration:\n%s\n", c.ToYaml().c_str());
 
-  auto pool = tessera::gateway::WorkerPool::Create(c.workers);
+  tessera::gateway::WorkerPoolOptions pool_options;
+  pool_options.routing_policy = c.routing_policy;
+  pool_options.log_routing = c.log_routing;
+  auto pool = tessera::gateway::WorkerPool::Create(c.workers, pool_options);
   if (!pool.ok()) return fail(std::string(pool.status().message()));
   (*pool)->RefreshNow();
   tessera::gateway::HttpFrontend frontend(c, **pool);
