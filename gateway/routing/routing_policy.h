@@ -33,7 +33,7 @@ struct RouteCandidate {
 
 struct RouteDecision {
   int chosen = -1;    // index into the candidates
-  int prefetch = -1;  // a candidate to warm the adapter on ahead of need, or -1
+  int prefetch = -1;  // a candidate to ask to start loading the adapter now, or -1
   std::string reason;
 };
 

@@ -278,6 +278,18 @@ AdapterStats AdapterManager::stats() const {
   return s;
 }
 
+void AdapterManager::NoteRequest(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  ++stats_.requests;
+  if (it == entries_.end()) return;
+  Entry& e = it->second;
+  stats_.device_hits += e.device != nullptr;
+  // Start the load now rather than when the scheduler reaches the request,
+  // so that it overlaps the wait for a batch slot.
+  if (!e.device && e.registered && e.wanted_since == 0) e.wanted_since = ++tick_;
+}
+
 AdapterGate::Pin AdapterManager::TryPin(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(id);

@@ -65,6 +65,8 @@ struct AdapterStats {
   uint64_t device_evictions = 0;
   uint64_t load_failures = 0;
   double last_load_seconds = 0;  // disk -> device of the latest cold load
+  uint64_t requests = 0;         // requests for an adapter (NoteRequest)
+  uint64_t device_hits = 0;      // of those, arrived with the adapter on the device
   int on_device = 0;
   int on_host = 0;
 };
@@ -97,6 +99,11 @@ class AdapterManager final : public AdapterGate {
   absl::Status Prefetch(std::string_view name);
   AdapterStats stats() const;
   const AdapterManagerOptions& options() const { return options_; }
+
+  // A request for `id` arrived: counts it as a device hit or miss, and
+  // starts loading a cold adapter at once, so that the load overlaps the
+  // request's wait in the queue.
+  void NoteRequest(uint64_t id);
 
   // AdapterGate (engine thread).
   Pin TryPin(uint64_t id) override;

@@ -236,6 +236,7 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
       stream->Finish(ToGrpcStatus(id.status()));
       return stream.get();
     }
+    adapters_.NoteRequest(*id);
     job->adapter = *id;
     job->prefix_salt = *id;  // adapters never share KV blocks with each other or the base
   }
@@ -263,6 +264,8 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContex
   info->set_adapter_loads(as.loads);
   info->set_adapter_device_evictions(as.device_evictions);
   info->set_adapter_last_load_s(as.last_load_seconds);
+  info->set_adapter_requests(as.requests);
+  info->set_adapter_device_hits(as.device_hits);
   for (const AdapterInfo& a : adapters_.List()) {
     wv1::AdapterInfo* out = info->add_adapters();
     out->set_name(a.name);

@@ -102,6 +102,11 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* SimWorker::Generate(grpc::Callb
     stream->Finish(Err(grpc::StatusCode::RESOURCE_EXHAUSTED,
                        absl::StrCat("the worker's queue is full (", options_.max_waiting, " waiting requests)")));
   } else {
+    if (!seq->adapter.empty()) {
+      ++adapter_requests_;
+      device_hits_ += adapters_[seq->adapter].on_device;
+      RequestLoadLocked(seq->adapter, NowMs());  // overlaps the wait for a batch slot
+    }
     stream->enqueued_ms = NowMs();
     waiting_.push_back(std::move(seq));
   }
@@ -291,6 +296,8 @@ grpc::ServerUnaryReactor* SimWorker::GetModelInfo(grpc::CallbackServerContext* c
     }
     info->set_adapter_loads(loads_);
     info->set_adapter_device_evictions(evictions_);
+    info->set_adapter_requests(adapter_requests_);
+    info->set_adapter_device_hits(device_hits_);
   }
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -111,6 +111,8 @@ class SimWorker final : public tessera::worker::v1::Worker::CallbackService {
   uint64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t loads_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t adapter_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t device_hits_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
   std::unique_ptr<LoadReporter> reporter_;
