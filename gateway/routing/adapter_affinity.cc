@@ -1,64 +1,108 @@
 // adapter-affinity (the default): send a request where its adapter already
 // is, and keep each adapter on as few workers as its load needs.
 //
-//  1. Workers holding the adapter on the device, then in host memory, win,
-//     least loaded first, as long as they are under the load bound; a worker
-//     holding it on the device keeps it a little past the bound (a short
-//     queue) before the adapter is loaded anywhere else.
-//  2. Otherwise the adapter goes to its rendezvous-hash home (the first
-//     worker, in the adapter's own hash order, that is under the bound), so
-//     every gateway replica places a cold adapter on the same worker.
-//  3. Every worker over its bound cannot happen (the bounds add up to more
-//     than the load), but if it did the least loaded one would take it.
-//
-// The bound is that of consistent hashing with bounded loads (Mirrokni,
-// Thorup and Zadimoghaddam): a worker may take a request while its load
-// stays within kBound times its capacity-weighted share of the total (and
-// always while it has a free batch slot). A worker chosen for an adapter it
-// does not hold on the device is asked to prefetch it at once. (Warming the
-// next worker in the hash order ahead of a spill was tried and dropped: in
-// the routing experiment it tripled adapter loads by evicting warm ones.)
+// Each adapter has an ordered list of workers, its rendezvous-hash order
+// (the same on every gateway replica), and a number of homes: the first
+// workers of that list. An adapter gets as many homes as its share of the
+// recent traffic needs (so that it brings at most kHomeShare of one
+// worker's fair share to each), which spreads a hot adapter over several
+// workers before it overloads one, and leaves a cold one on a single
+// worker. For a request:
+//  1. a worker holding the adapter on the device, with room, least loaded
+//     first;
+//  2. a home with room (asked to prefetch the adapter if it lacks it);
+//  3. a worker holding the adapter on the device with a short queue, which
+//     costs less than loading the adapter elsewhere;
+//  4. a worker holding it in host memory, with room;
+//  5. the next worker in the adapter's order with room (a spill);
+//  6. the least loaded worker (cannot happen while the bounds add up to more
+//     than the load, kept as a guard).
+// "Room": while the cluster is not overloaded a worker takes requests up to
+// its batch size (a batch slot is nearly free next to an adapter load
+// elsewhere); beyond that, up to kBound times its capacity-weighted share of
+// the load, as in consistent hashing with bounded loads (Mirrokni, Thorup
+// and Zadimoghaddam).
 //
 // Base-model requests go to the least loaded worker.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "gateway/routing/policies.h"
 
 namespace tessera::gateway {
 namespace {
 
 constexpr double kBound = 1.25;
-// How far past its bound a worker holding the adapter still takes it: a
-// short wait for a batch slot costs less than loading the adapter on a
-// worker that lacks it.
+// How far past its room a worker holding the adapter on the device still
+// takes it (step 3).
 constexpr double kQueueSlack = 1.1;
+// Traffic of one adapter per home, as a fraction of a worker's fair share.
+constexpr double kHomeShare = 0.5;
+// Half-life of the traffic counts behind the home numbers.
+constexpr absl::Duration kHalfLife = absl::Seconds(10);
+
+// Recent requests per adapter, decayed exponentially.
+class Demand {
+ public:
+  // Counts one request for `adapter`; returns its share of recent requests.
+  double Record(std::string_view adapter) {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    if (now - decayed_ >= absl::Seconds(1)) {
+      const double f = std::exp2(-absl::ToDoubleSeconds(now - decayed_) / absl::ToDoubleSeconds(kHalfLife));
+      total_ *= f;
+      for (auto it = counts_.begin(); it != counts_.end();) {
+        it->second *= f;
+        if (it->second < 1e-3) {
+          counts_.erase(it++);
+        } else {
+          ++it;
+        }
+      }
+      decayed_ = now;
+    }
+    double& n = counts_[std::string(adapter)];
+    n += 1;
+    total_ += 1;
+    return n / total_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, double> counts_ ABSL_GUARDED_BY(mu_);
+  double total_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time decayed_ ABSL_GUARDED_BY(mu_) = absl::Now();
+};
 
 class AdapterAffinity final : public RoutingPolicy {
  public:
   std::string_view name() const override { return "adapter-affinity"; }
 
   RouteDecision Pick(std::string_view adapter, std::span<const RouteCandidate> c) override {
+    const int n = static_cast<int>(c.size());
     double load = 1, capacity = 0;  // + 1: this request
     for (const RouteCandidate& x : c) {
       load += x.load;
       capacity += x.capacity;
     }
-    // Worker i's bound: its share of the total load (by capacity) times
-    // kBound, rounded up as in the paper so that an even spread fits; and
-    // never below its batch capacity, since a batch slot is nearly free
-    // next to an adapter load elsewhere.
-    auto limit = [&](int i) {
-      return std::max(std::ceil(kBound * load * c[i].capacity / capacity), c[i].capacity);
+    const bool overloaded = load > capacity;
+    auto room = [&](int i) {
+      return overloaded ? std::ceil(kBound * load * c[i].capacity / capacity) : c[i].capacity;
     };
     auto after = [&](int i) { return (c[i].load + 1) / c[i].capacity; };
-    auto under = [&](int i) { return c[i].load + 1 <= limit(i); };
+    auto fits = [&](int i) { return c[i].load + 1 <= room(i); };
     auto least_loaded = [&](auto&& eligible) {
       int best = -1;
-      for (int i = 0; i < static_cast<int>(c.size()); ++i) {
-        if (eligible(i) && (best < 0 || after(i) < after(best))) best = i;
+      for (int i = 0; i < n; ++i) {
+        if (eligible(i) && (best < 0 || after(i) < after(best) ||
+                            (after(i) == after(best) && c[i].residency > c[best].residency))) {
+          best = i;
+        }
       }
       return best;
     };
@@ -66,46 +110,55 @@ class AdapterAffinity final : public RoutingPolicy {
       const int i = least_loaded([](int) { return true; });
       return {i, -1, absl::StrFormat("base model: least loaded (%.2f of capacity)", after(i))};
     }
-    // The adapter's rendezvous order: highest hash first.
-    std::vector<int> order(c.size());
-    for (int i = 0; i < static_cast<int>(c.size()); ++i) order[i] = i;
-    std::vector<uint64_t> h(c.size());
-    for (size_t i = 0; i < c.size(); ++i) h[i] = StableHash(adapter, c[i].address);
+    // The adapter's rendezvous order, highest hash first, and its homes.
+    std::vector<int> order(n);
+    std::vector<uint64_t> h(n);
+    for (int i = 0; i < n; ++i) {
+      order[i] = i;
+      h[i] = StableHash(adapter, c[i].address);
+    }
     std::sort(order.begin(), order.end(), [&](int a, int b) { return h[a] > h[b]; });
+    const double share = demand_.Record(adapter);
+    const int homes = std::clamp(static_cast<int>(std::ceil(share * n / kHomeShare)), 1, n);
+    std::vector<bool> home(n, false);
+    for (int k = 0; k < homes; ++k) home[order[k]] = true;
 
     RouteDecision d;
-    if (int i = least_loaded([&](int k) { return c[k].residency == kOnDevice && under(k); }); i >= 0) {
-      d = {i, -1, absl::StrFormat("adapter on the device, load %g of bound %g", c[i].load + 1, limit(i))};
+    auto pick = [&](int i, std::string reason) {
+      d = {i, c[i].residency == kOnDevice ? -1 : i, std::move(reason)};
+      return true;
+    };
+    const std::string where = absl::StrFormat("%d of %d homes for %.1f%% of traffic", homes, n, 100 * share);
+    if (int i = least_loaded([&](int k) { return c[k].residency == kOnDevice && fits(k); }); i >= 0) {
+      pick(i, absl::StrFormat("adapter on the device, load %g of %g (%s)", c[i].load + 1, room(i), where));
+    } else if (int j = least_loaded([&](int k) { return home[k] && fits(k); }); j >= 0) {
+      pick(j, absl::StrFormat("home of the adapter, load %g of %g (%s)", c[j].load + 1, room(j), where));
     } else if (int q = least_loaded([&](int k) {
-                 return c[k].residency == kOnDevice && c[k].load + 1 <= kQueueSlack * limit(k);
+                 return c[k].residency == kOnDevice && c[k].load + 1 <= kQueueSlack * room(k);
                });
                q >= 0) {
-      d = {q, -1, absl::StrFormat("adapter on the device, queueing (load %g of bound %g) beats a load elsewhere",
-                                  c[q].load + 1, limit(q))};
-    } else if (int j = least_loaded([&](int k) { return c[k].residency == kInHost && under(k); }); j >= 0) {
-      d = {j, -1, absl::StrFormat("adapter in host memory, load %g of bound %g", c[j].load + 1, limit(j))};
+      pick(q, absl::StrFormat("adapter on the device, queueing (load %g of %g) beats a load elsewhere",
+                              c[q].load + 1, room(q)));
+    } else if (int m = least_loaded([&](int k) { return c[k].residency == kInHost && fits(k); }); m >= 0) {
+      pick(m, absl::StrFormat("adapter in host memory, load %g of %g", c[m].load + 1, room(m)));
     } else {
       for (int k : order) {
-        if (under(k)) {
-          d = {k, -1,
-               k == order[0]
-                   ? absl::StrFormat("rendezvous home of the adapter, load %g of bound %g", c[k].load + 1, limit(k))
-                   : absl::StrFormat("next in the adapter's rendezvous order (home over its bound), load %g of %g",
-                                     c[k].load + 1, limit(k))};
+        if (fits(k)) {
+          pick(k, absl::StrFormat("spill: next in the adapter's rendezvous order past its full homes, load %g of %g",
+                                  c[k].load + 1, room(k)));
           break;
         }
       }
       if (d.chosen < 0) {
         const int k = least_loaded([](int) { return true; });
-        d = {k, -1, absl::StrFormat("every worker over its bound: least loaded (%g)", c[k].load + 1)};
+        pick(k, absl::StrFormat("every worker full: least loaded (%g)", c[k].load + 1));
       }
     }
-    // Placing the adapter where it is not on the device: ask that worker to
-    // start loading it now, so that the load overlaps the request's wait for
-    // a batch slot instead of following it.
-    if (c[d.chosen].residency != kOnDevice) d.prefetch = d.chosen;
     return d;
   }
+
+ private:
+  Demand demand_;
 };
 
 }  // namespace

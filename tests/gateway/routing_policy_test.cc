@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -51,24 +52,49 @@ TEST(RoutingPolicyTest, LeastLoadedUsesLoadPerCapacityThenResidency) {
   EXPECT_EQ(p->Pick("a", c).chosen, 2);
 }
 
-TEST(RoutingPolicyTest, AffinityPrefersDeviceThenHostWithinTheBound) {
+// Spreads the policy's traffic counts over many adapters, so that the one
+// under test is a small share of the traffic (one home).
+void WarmDemand(RoutingPolicy& p, const std::vector<RouteCandidate>& c) {
+  for (int i = 0; i < 200; ++i) p.Pick("background-" + std::to_string(i), c);
+}
+
+TEST(RoutingPolicyTest, AffinityPrefersDeviceThenHomeThenHost) {
   auto p = Policy("adapter-affinity");
   auto c = Idle(kWorkers);
+  WarmDemand(*p, c);
   for (auto& x : c) x.load = 2;
-  c[1].residency = kInHost;
   c[3].residency = kOnDevice;
   RouteDecision d = p->Pick("a", c);
   EXPECT_EQ(d.chosen, 3) << d.reason;
+  EXPECT_EQ(d.prefetch, -1);
   EXPECT_NE(d.reason.find("on the device"), std::string::npos);
-  c[3].load = 6;  // over 1.25 x mean: spill to host residency
+  // Full batch (4), and no short queue allowed (6 + 1 > 1.1 * 4): the
+  // adapter's home takes it and is asked to prefetch it.
+  c[3].load = 6;
   d = p->Pick("a", c);
-  EXPECT_EQ(d.chosen, 1) << d.reason;
-  EXPECT_NE(d.reason.find("host memory"), std::string::npos);
+  EXPECT_NE(d.chosen, 3);
+  EXPECT_NE(d.reason.find("home of the adapter"), std::string::npos) << d.reason;
+  EXPECT_EQ(d.prefetch, d.chosen);
+  // Its home full too: host memory beats a cold worker.
+  const int home = d.chosen;
+  c[home].load = 4;
+  const int host = home == 1 ? 2 : 1;
+  c[host].residency = kInHost;
+  d = p->Pick("a", c);
+  EXPECT_EQ(d.chosen, host) << d.reason;
+  EXPECT_NE(d.reason.find("host memory"), std::string::npos) << d.reason;
+  // No room anywhere it is warm, and the holder's queue would be too long:
+  // the next worker in its order takes it.
+  c[3].load = 4;  // 4 + 1 <= 1.1 * 4? no: 5 > 4.4
+  c[host].residency = kOnDisk;
+  d = p->Pick("a", c);
+  EXPECT_NE(d.reason.find("spill"), std::string::npos) << d.reason;
 }
 
 TEST(RoutingPolicyTest, AffinityHomeIsStableAndSpreadsAdapters) {
   auto p = Policy("adapter-affinity");
   auto c = Idle(kWorkers);
+  WarmDemand(*p, c);
   std::map<int, int> homes;
   for (int a = 0; a < 400; ++a) {
     const std::string name = "adapter-" + std::to_string(a);
@@ -83,24 +109,27 @@ TEST(RoutingPolicyTest, AffinityHomeIsStableAndSpreadsAdapters) {
   for (const auto& [w, n] : homes) EXPECT_GT(n, 60) << w;  // ~100 each
 }
 
-TEST(RoutingPolicyTest, AffinitySpillsPastTheBoundAndPrefetchesAhead) {
+TEST(RoutingPolicyTest, AffinityGivesAHotAdapterSeveralHomes) {
   auto p = Policy("adapter-affinity");
   auto c = Idle(kWorkers);
-  const int home = p->Pick("hot", c).chosen;
-  c[home].residency = kOnDevice;
-  c[home].load = 3;  // 3 + 1 fits its batch of 4 although the others idle
-  EXPECT_EQ(p->Pick("hot", c).chosen, home);
-  c[home].load = 4;  // 4 + 1 is past max(ceil(1.25 * 5 * 4 / 16), 4) = 4 and its queue slack (4.4)
-  RouteDecision d = p->Pick("hot", c);
-  EXPECT_NE(d.chosen, home);
-  EXPECT_NE(d.reason.find("next in the adapter's rendezvous order"), std::string::npos) << d.reason;
-  // The spill target does not hold the adapter: it is asked to prefetch.
-  EXPECT_EQ(d.prefetch, d.chosen);
-  c[d.chosen].residency = kOnDevice;
-  EXPECT_EQ(p->Pick("hot", c).prefetch, -1);
-  // The bounds always leave room somewhere: their sum exceeds the load.
-  for (auto& x : c) x.load = 9;
-  EXPECT_GE(p->Pick("hot", c).chosen, 0);
+  WarmDemand(*p, c);
+  // A cold adapter keeps one home while its home has room.
+  std::set<int> cold;
+  for (int i = 0; i < 3; ++i) {
+    c[0].load = c[1].load = c[2].load = c[3].load = 1;
+    cold.insert(p->Pick("cold", c).chosen);
+  }
+  EXPECT_EQ(cold.size(), 1u);
+  // Half of the traffic: it gets every worker as a home, and requests go to
+  // the least loaded of them.
+  for (int i = 0; i < 400; ++i) p->Pick("hot", c);
+  for (int w = 0; w < 4; ++w) {
+    for (auto& x : c) x.load = 3;
+    c[w].load = 0;
+    RouteDecision d = p->Pick("hot", c);
+    EXPECT_EQ(d.chosen, w) << d.reason;
+    EXPECT_NE(d.reason.find("4 of 4 homes"), std::string::npos) << d.reason;
+  }
 }
 
 TEST(RoutingPolicyTest, AffinitySendsBaseModelToLeastLoaded) {
