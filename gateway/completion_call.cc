@@ -1,5 +1,10 @@
 #include "gateway/completion_call.h"
 
+#include <algorithm>
+#include <cstdio>
+
+#include <grpcpp/alarm.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace tessera::gateway {
@@ -7,38 +12,50 @@ namespace {
 
 namespace wv1 = tessera::worker::v1;
 
-// One Generate stream. Deletes itself when gRPC is done with it; the call
-// it reports to stays alive through the shared_ptr it holds.
+// One Generate stream of one attempt. Deletes itself when gRPC is done with
+// it; the call it reports to stays alive through the shared_ptr it holds.
 class ChoiceStream final : public grpc::ClientReadReactor<wv1::GenerateResponse> {
  public:
-  ChoiceStream(std::shared_ptr<CompletionCall> call, int choice, Worker* worker, grpc::ClientContext* ctx,
-               wv1::GenerateRequest request)
-      : call_(std::move(call)), choice_(choice), worker_(worker), request_(std::move(request)) {
+  ChoiceStream(std::shared_ptr<CompletionCall> call, int attempt, int choice, std::shared_ptr<Worker> worker,
+               grpc::ClientContext* ctx, wv1::GenerateRequest request)
+      : call_(std::move(call)), attempt_(attempt), choice_(choice), worker_(std::move(worker)),
+        request_(std::move(request)) {
     worker_->in_flight.fetch_add(1);
     worker_->stub->async()->Generate(ctx, &request_, this);
     StartRead(&response_);
     StartCall();
   }
 
+  void OnReadInitialMetadataDone(bool ok) override {
+    if (ok) call_->OnAccepted(attempt_, choice_);
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) return;  // OnDone follows
-    call_->OnResponse(choice_, response_);
+    call_->OnResponse(attempt_, choice_, response_);
     StartRead(&response_);
   }
 
   void OnDone(const grpc::Status& s) override {
     worker_->in_flight.fetch_sub(1);
-    call_->OnChoiceDone(choice_, s);
+    call_->OnChoiceDone(attempt_, choice_, s);
     delete this;
   }
 
  private:
   std::shared_ptr<CompletionCall> call_;
+  int attempt_;
   int choice_;
-  Worker* worker_;
+  std::shared_ptr<Worker> worker_;
   wv1::GenerateRequest request_;
   wv1::GenerateResponse response_;
 };
+
+bool Retryable(grpc::StatusCode code) {
+  // The worker is unreachable, shutting down or crashed (UNAVAILABLE), or
+  // its queue is full (RESOURCE_EXHAUSTED): another worker may well serve it.
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+}
 
 wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& adapter, size_t prompt_index,
                                  int sample_index) {
@@ -80,46 +97,113 @@ absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(static_cast<int>(s.error_code())), s.error_message());
 }
 
+struct CompletionCall::Attempt {
+  int index = 0;
+  std::shared_ptr<Worker> worker;
+  std::string adapter;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;  // one per choice
+  int accepted = 0;   // choices whose stream the worker accepted
+  int remaining = 0;  // streams not yet done
+  bool failed = false;
+  grpc::Alarm accept_alarm;
+};
+
+CompletionCall::~CompletionCall() = default;
+
 std::shared_ptr<CompletionCall> CompletionCall::Start(WorkerPool& pool, const CompletionRequest& request,
                                                       std::shared_ptr<CompletionSink> sink,
                                                       const CompletionOptions& options) {
   std::shared_ptr<CompletionCall> call(new CompletionCall());
+  call->pool_ = &pool;
+  call->request_ = request;
+  call->options_ = options;
+  call->deadline_ = std::chrono::system_clock::now() + options.timeout;
+  if (options.client_deadline && *options.client_deadline < call->deadline_) call->deadline_ = *options.client_deadline;
+  call->choices_ = static_cast<int>(request.prompt_count()) * request.n;
   call->sink_ = std::move(sink);
-  auto route = pool.Pick(request.model, request.adapter);
-  if (!route.ok()) {
-    absl::MutexLock lock(&call->mu_);
-    call->FinishLocked(route.status());
-    return call;
-  }
-  call->worker_ = route->worker;
-  const size_t prompts = request.prompt_count();
-  const int choices = static_cast<int>(prompts) * request.n;
+  pool.RequestStarted();
+  Attempt* first = nullptr;
   {
     absl::MutexLock lock(&call->mu_);
-    call->remaining_ = choices;
-    call->n_ = request.n;
-    call->prompt_tokens_per_prompt_.assign(prompts, 0);
+    call->prompt_tokens_per_prompt_.assign(request.prompt_count(), 0);
+    first = call->NextAttemptLocked(absl::OkStatus());
   }
-  const auto deadline = std::chrono::system_clock::now() + options.timeout;
-  for (int c = 0; c < choices; ++c) {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->set_deadline(deadline);
-    call->contexts_.push_back(std::move(ctx));
-  }
-  for (int c = 0; c < choices; ++c) {
-    new ChoiceStream(call, c, call->worker_, call->contexts_[c].get(),
-                     WireRequest(request, route->adapter, static_cast<size_t>(c / request.n), c % request.n));
-  }
+  if (first != nullptr) call->Launch(first);
   return call;
 }
 
-void CompletionCall::Cancel() {
-  for (auto& ctx : contexts_) ctx->TryCancel();
+CompletionCall::Attempt* CompletionCall::NextAttemptLocked(const absl::Status& last_error) {
+  auto route = pool_->Pick(request_.model, request_.adapter, tried_);
+  if (!route.ok()) {
+    // After a failed attempt, the worker's own error says more than "no
+    // other worker".
+    FinishLocked(last_error.ok() ? route.status() : last_error);
+    return nullptr;
+  }
+  auto a = std::make_unique<Attempt>();
+  a->index = static_cast<int>(attempts_.size());
+  a->worker = route->worker;
+  a->adapter = route->adapter;
+  a->remaining = choices_;
+  for (int c = 0; c < choices_; ++c) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(deadline_);
+    a->contexts.push_back(std::move(ctx));
+  }
+  tried_.push_back(a->worker.get());
+  attempts_.push_back(std::move(a));
+  return attempts_.back().get();
 }
 
-void CompletionCall::OnResponse(int choice, const wv1::GenerateResponse& r) {
+void CompletionCall::Launch(Attempt* a) {
+  // `a` stays valid: attempts are never removed while the call lives.
+  const int n = request_.n;
+  for (int c = 0; c < choices_; ++c) {
+    new ChoiceStream(shared_from_this(), a->index, c, a->worker, a->contexts[c].get(),
+                     WireRequest(request_, a->adapter, static_cast<size_t>(c / n), c % n));
+  }
+  const auto accept_by = std::min(deadline_, std::chrono::system_clock::now() + options_.first_response_timeout);
+  a->accept_alarm.Set(accept_by, [weak = weak_from_this(), index = a->index](bool fired) {
+    if (!fired) return;  // cancelled: every stream was accepted
+    if (auto call = weak.lock()) call->OnAcceptTimeout(index);
+  });
   absl::MutexLock lock(&mu_);
-  if (done_) return;
+  if (cancelled_) {  // Cancel() may have run before these streams existed
+    for (auto& ctx : a->contexts) ctx->TryCancel();
+  }
+}
+
+void CompletionCall::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  for (auto& a : attempts_) {
+    for (auto& ctx : a->contexts) ctx->TryCancel();
+  }
+}
+
+void CompletionCall::OnAccepted(int attempt, int) {
+  absl::MutexLock lock(&mu_);
+  Attempt& a = *attempts_[attempt];
+  if (++a.accepted == choices_) {
+    a.accept_alarm.Cancel();
+    pool_->ReportSuccess(*a.worker);
+  }
+}
+
+void CompletionCall::OnAcceptTimeout(int attempt) {
+  Attempt* next = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    Attempt& a = *attempts_[attempt];
+    if (done_ || a.failed || a.accepted == choices_) return;
+    next = FailAttemptLocked(a, grpc::Status(grpc::StatusCode::UNAVAILABLE, "no response"), /*hung=*/true);
+  }
+  if (next != nullptr) Launch(next);
+}
+
+void CompletionCall::OnResponse(int attempt, int choice, const wv1::GenerateResponse& r) {
+  absl::MutexLock lock(&mu_);
+  if (done_ || attempts_[attempt]->failed) return;  // a superseded attempt
   if (!first_output_sent_) {
     first_output_sent_ = true;
     sink_->OnFirstOutput();
@@ -138,29 +222,74 @@ void CompletionCall::OnResponse(int choice, const wv1::GenerateResponse& r) {
   if (r.finish_reason() != wv1::FINISH_REASON_UNSPECIFIED) {
     // The n samples of a prompt share it: OpenAI counts its tokens once.
     completion_tokens_ += static_cast<int>(r.usage().completion_tokens());
-    prompt_tokens_per_prompt_[choice / n_] = static_cast<int>(r.usage().prompt_tokens());
+    prompt_tokens_per_prompt_[choice / request_.n] = static_cast<int>(r.usage().prompt_tokens());
     sink_->OnChoiceFinished(choice, r.finish_reason() == wv1::FINISH_REASON_STOP ? "stop" : "length");
     // The finish response is the worker's last word on a choice: once every
     // choice has one, the call is complete without waiting for the streams'
     // trailing status.
-    if (++finished_choices_ == static_cast<int>(contexts_.size())) FinishLocked(absl::OkStatus());
+    if (++finished_choices_ == choices_) FinishLocked(absl::OkStatus());
   }
 }
 
-void CompletionCall::OnChoiceDone(int choice, const grpc::Status& status) {
-  absl::MutexLock lock(&mu_);
-  --remaining_;
-  if (!status.ok() && error_.ok()) {
-    error_ = FromGrpc(status);
-    // One choice failed: the others are of no use to the client.
-    for (auto& ctx : contexts_) ctx->TryCancel();
+void CompletionCall::OnChoiceDone(int attempt, int, const grpc::Status& status) {
+  Attempt* next = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    Attempt& a = *attempts_[attempt];
+    --a.remaining;
+    if (done_ || a.failed) return;  // settled, or superseded by a retry
+    if (!status.ok()) {
+      next = FailAttemptLocked(a, status, /*hung=*/false);
+    } else if (a.remaining == 0) {
+      FinishLocked(absl::InternalError(
+          absl::StrCat("worker ", a.worker->address, " ended a generation without finishing it")));
+    }
   }
-  if (remaining_ == 0) FinishLocked(error_);
+  if (next != nullptr) Launch(next);
+}
+
+CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grpc::Status& status, bool hung) {
+  a.failed = true;
+  for (auto& ctx : a.contexts) ctx->TryCancel();  // the other choices are of no use now
+  a.accept_alarm.Cancel();
+  absl::Status error = FromGrpc(status);
+  if (hung) {
+    pool_->ReportHung(*a.worker, options_.first_response_timeout);
+    error = absl::UnavailableError(absl::StrCat("worker ", a.worker->address, " did not accept the request within ",
+                                                options_.first_response_timeout.count(), " ms"));
+  } else {
+    pool_->ReportFailure(*a.worker, status);
+  }
+  const bool can_retry = (hung || Retryable(status.error_code())) && !cancelled_ &&
+                         static_cast<int>(attempts_.size()) < options_.max_attempts &&
+                         std::chrono::system_clock::now() < deadline_;
+  // The sink refuses once output reached the client: the error then travels
+  // in-band.
+  if (!can_retry || !sink_->Restart()) {
+    FinishLocked(error);
+    return nullptr;
+  }
+  if (!holds_retry_) {
+    if (!pool_->TryStartRetry()) {
+      FinishLocked(absl::Status(error.code(), absl::StrCat(error.message(), " (not retried: retry budget exhausted)")));
+      return nullptr;
+    }
+    holds_retry_ = true;
+  }
+  std::fprintf(stderr, "tessera-gateway: retrying a request that failed on %s before any output: %s\n",
+               a.worker->address.c_str(), std::string(error.message()).c_str());
+  first_output_sent_ = false;
+  finished_choices_ = 0;
+  completion_tokens_ = 0;
+  prompt_tokens_per_prompt_.assign(prompt_tokens_per_prompt_.size(), 0);
+  return NextAttemptLocked(error);
 }
 
 void CompletionCall::FinishLocked(const absl::Status& s) {
   if (done_) return;
   done_ = true;
+  if (holds_retry_) pool_->EndRetry();
+  pool_->RequestEnded();
   int prompt_tokens = 0;
   for (int t : prompt_tokens_per_prompt_) prompt_tokens += t;
   sink_->OnDone(s, prompt_tokens, completion_tokens_);

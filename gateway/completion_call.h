@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,12 +39,28 @@ class CompletionSink {
   // Last event: OK when every choice finished, else the error. Usage totals
   // are final here.
   virtual void OnDone(const absl::Status& status, int prompt_tokens, int completion_tokens) = 0;
+  // The call is about to run again on another worker: forget every event
+  // since the start. Returns false when output already reached the client
+  // (a stream that has begun), which makes the failure final instead.
+  virtual bool Restart() = 0;
 };
 
 struct CompletionOptions {
   std::chrono::milliseconds timeout{600000};
+  // The client's own deadline, if it sent one (gRPC); the earlier of the two
+  // applies, across all attempts.
+  std::optional<std::chrono::system_clock::time_point> client_deadline;
+  // A worker that has not accepted the request (sent its response headers)
+  // by then is taken as hung: ejected, and the request retried elsewhere.
+  std::chrono::milliseconds first_response_timeout{10000};
+  int max_attempts = 3;  // 1 + retries, each on a different worker
 };
 
+// A request runs as one or more attempts, each on one worker. An attempt
+// that fails before any output reached the client (a worker unreachable,
+// shutting down, crashed, hung, or with a full queue) is retried on another
+// worker, within max_attempts and the pool's retry budget; after output
+// reached the client, the failure ends the call (an in-band error event).
 class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
  public:
   // Starts the call; events go to `sink`. Errors before any worker call
@@ -51,28 +68,44 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   static std::shared_ptr<CompletionCall> Start(WorkerPool& pool, const CompletionRequest& request,
                                                std::shared_ptr<CompletionSink> sink,
                                                const CompletionOptions& options = {});
+  ~CompletionCall();
   void Cancel();
 
-  // Used by the per-choice streams.
-  void OnResponse(int choice, const tessera::worker::v1::GenerateResponse& r);
-  void OnChoiceDone(int choice, const grpc::Status& status);
+  // Used by the per-choice streams of attempt `attempt`.
+  void OnAccepted(int attempt, int choice);
+  void OnResponse(int attempt, int choice, const tessera::worker::v1::GenerateResponse& r);
+  void OnChoiceDone(int attempt, int choice, const grpc::Status& status);
 
  private:
+  struct Attempt;
   CompletionCall() = default;
+  // Picks a worker and prepares the next attempt's contexts; the streams
+  // start in Launch, outside the lock. Returns nullptr (having finished the
+  // call with `last_error` or the routing error) when no worker is left.
+  Attempt* NextAttemptLocked(const absl::Status& last_error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Launch(Attempt* a);
+  void OnAcceptTimeout(int attempt);
+  // The current attempt failed with `status`: retry or finish.
+  Attempt* FailAttemptLocked(Attempt& a, const grpc::Status& status, bool hung) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  WorkerPool* pool_ = nullptr;
+  CompletionRequest request_;
+  CompletionOptions options_;
+  std::chrono::system_clock::time_point deadline_;
+  int choices_ = 0;
 
   absl::Mutex mu_;
   std::shared_ptr<CompletionSink> sink_;
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts_;
-  Worker* worker_ = nullptr;
-  int remaining_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::unique_ptr<Attempt>> attempts_ ABSL_GUARDED_BY(mu_);
+  std::vector<const Worker*> tried_ ABSL_GUARDED_BY(mu_);
+  bool holds_retry_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   int finished_choices_ ABSL_GUARDED_BY(mu_) = 0;
   bool first_output_sent_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
-  int n_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<int> prompt_tokens_per_prompt_ ABSL_GUARDED_BY(mu_);
   int completion_tokens_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
 };
 
 // gRPC status -> absl::Status (same code and message).

@@ -25,6 +25,18 @@
 ABSL_FLAG(std::string, listen, "", "HTTP address (default 127.0.0.1:8080)");
 ABSL_FLAG(std::string, grpc_listen, "", "public gRPC API address (default: off)");
 ABSL_FLAG(std::vector<std::string>, worker, {}, "worker HOST:PORT; repeatable or comma-separated");
+ABSL_FLAG(std::vector<std::string>, worker_dns, {},
+          "NAME:PORT resolved to workers (e.g. a Kubernetes headless Service), re-resolved periodically");
+ABSL_FLAG(std::string, dns_server, "", "IPV4:PORT of the DNS server for --worker-dns (default: /etc/resolv.conf)");
+ABSL_FLAG(int, dns_refresh_ms, 0, "re-resolve --worker-dns names this often (default 5000)");
+ABSL_FLAG(int, health_check_interval_ms, 0, "probe workers (grpc.health.v1) this often (default 1000)");
+ABSL_FLAG(int, health_check_timeout_ms, 0, "a probe not answered in this time fails (default 1000)");
+ABSL_FLAG(int, connect_timeout_ms, 0, "bound on one connection attempt to a worker (default 2000)");
+ABSL_FLAG(int, first_response_timeout_ms, 0,
+          "a worker that has not accepted a request in this time is ejected and the request retried (default 10000)");
+ABSL_FLAG(int, max_attempts, 0, "attempts per request, each on another worker (default 3)");
+ABSL_FLAG(int, base_ejection_ms, 0, "an ejected worker stays out this long times its consecutive ejections (default 5000)");
+ABSL_FLAG(int, max_in_flight_per_worker, 0, "circuit breaker: streams in flight per worker (default 256)");
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
 ABSL_FLAG(std::vector<std::string>, api_key, {}, "API key clients must send as 'Authorization: Bearer KEY'");
 ABSL_FLAG(std::vector<std::string>, admin_api_key, {}, "key for the adapter load/unload routes (default: those routes are off)");
@@ -83,6 +95,19 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (!absl::GetFlag(FLAGS_worker_dns).empty()) c.worker_dns = absl::GetFlag(FLAGS_worker_dns);
+  if (!absl::GetFlag(FLAGS_dns_server).empty()) c.dns_server = absl::GetFlag(FLAGS_dns_server);
+  auto set_positive = [](int v, int& field) {
+    if (v > 0) field = v;
+  };
+  set_positive(absl::GetFlag(FLAGS_dns_refresh_ms), c.dns_refresh_ms);
+  set_positive(absl::GetFlag(FLAGS_health_check_interval_ms), c.health_check_interval_ms);
+  set_positive(absl::GetFlag(FLAGS_health_check_timeout_ms), c.health_check_timeout_ms);
+  set_positive(absl::GetFlag(FLAGS_connect_timeout_ms), c.connect_timeout_ms);
+  set_positive(absl::GetFlag(FLAGS_first_response_timeout_ms), c.first_response_timeout_ms);
+  set_positive(absl::GetFlag(FLAGS_max_attempts), c.max_attempts);
+  set_positive(absl::GetFlag(FLAGS_max_in_flight_per_worker), c.max_in_flight_per_worker);
+  set_positive(absl::GetFlag(FLAGS_base_ejection_ms), c.base_ejection_ms);
   if (!absl::GetFlag(FLAGS_api_key).empty()) c.api_keys = absl::GetFlag(FLAGS_api_key);
   if (!absl::GetFlag(FLAGS_admin_api_key).empty()) c.admin_api_keys = absl::GetFlag(FLAGS_admin_api_key);
   if (absl::GetFlag(FLAGS_io_threads) > 0) c.io_threads = absl::GetFlag(FLAGS_io_threads);
@@ -92,10 +117,7 @@ int main(int argc, char** argv) {
   if (absl::Status s = c.Validate(); !s.ok()) return fail(std::string(s.message()));
   std::fprintf(stderr, "tessera-gateway effective configuration:\n%s\n", c.ToYaml().c_str());
 
-  tessera::gateway::WorkerPoolOptions pool_options;
-  pool_options.routing_policy = c.routing_policy;
-  pool_options.log_routing = c.log_routing;
-  auto pool = tessera::gateway::WorkerPool::Create(c.workers, pool_options);
+  auto pool = tessera::gateway::WorkerPool::Create(c.workers, c.PoolOptions());
   if (!pool.ok()) return fail(std::string(pool.status().message()));
   (*pool)->RefreshNow();
   tessera::gateway::HttpFrontend frontend(c, **pool);
@@ -103,8 +125,8 @@ int main(int argc, char** argv) {
       c.listen, [&frontend](std::shared_ptr<tessera::gateway::HttpExchange> ex) { frontend.Handle(std::move(ex)); },
       c.http, c.io_threads);
   if (!server.ok()) return fail(std::string(server.status().message()));
-  std::fprintf(stderr, "tessera-gateway: serving HTTP on %s (port %d), %zu worker(s)\n", c.listen.c_str(),
-               (*server)->port(), c.workers.size());
+  std::fprintf(stderr, "tessera-gateway: serving HTTP on %s (port %d), %zu static worker(s), %zu DNS name(s)\n",
+               c.listen.c_str(), (*server)->port(), c.workers.size(), c.worker_dns.size());
   tessera::gateway::GrpcFrontend grpc_frontend(c, **pool);
   std::unique_ptr<grpc::Server> grpc_server;
   if (!c.grpc_listen.empty()) {

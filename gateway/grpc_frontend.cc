@@ -158,6 +158,14 @@ std::string RequestIdOf(grpc::CallbackServerContext* ctx) {
   return NewRequestId();
 }
 
+// The client's deadline travels on to the workers (the earlier of it and
+// the gateway's request timeout).
+CompletionOptions CallOptions(const GatewayConfig& config, grpc::CallbackServerContext* ctx) {
+  CompletionOptions o = config.CallOptions();
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) o.client_deadline = ctx->deadline();
+  return o;
+}
+
 template <typename Request, typename Response>
 grpc::ServerUnaryReactor* StartUnary(const GatewayConfig& config, WorkerPool& pool, absl::Status auth,
                                      grpc::CallbackServerContext* ctx, const Request& request, Response* response,
@@ -171,7 +179,7 @@ grpc::ServerUnaryReactor* StartUnary(const GatewayConfig& config, WorkerPool& po
   }
   const std::string id = RequestIdOf(ctx);
   auto renderer = std::make_shared<CompletionRenderer>(std::make_shared<UnaryOutput<Response>>(reactor, response), *req, id);
-  reactor->set_call(CompletionCall::Start(pool, *req, renderer, {std::chrono::seconds(config.request_timeout_s)}));
+  reactor->set_call(CompletionCall::Start(pool, *req, renderer, CallOptions(config, ctx)));
   return reactor;
 }
 
@@ -185,7 +193,7 @@ grpc::ServerWriteReactor<Chunk>* StartStreaming(const GatewayConfig& config, Wor
     return out.get();
   }
   auto renderer = std::make_shared<CompletionRenderer>(out, *req, RequestIdOf(ctx));
-  out->set_call(CompletionCall::Start(pool, *req, renderer, {std::chrono::seconds(config.request_timeout_s)}));
+  out->set_call(CompletionCall::Start(pool, *req, renderer, CallOptions(config, ctx)));
   return out.get();
 }
 

@@ -183,8 +183,7 @@ void HttpFrontend::HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat,
     return RespondError(*ex, ParamError("echo", "'echo' is supported for text prompts only"), request_id);
   }
   auto renderer = std::make_shared<CompletionRenderer>(std::make_shared<HttpOutput>(ex, request_id), *req, request_id);
-  CompletionOptions options;
-  options.timeout = std::chrono::seconds(config_.request_timeout_s);
+  CompletionOptions options = config_.CallOptions();
   auto call = CompletionCall::Start(pool_, *req, renderer, options);
   // A client that goes away cancels its generations on the workers.
   ex->OnDisconnect([weak = std::weak_ptr<CompletionCall>(call)] {
@@ -258,7 +257,7 @@ void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool loa
   if (load) {
     if (absl::Status s = text_field("lora_path", 4096, &path); !s.ok()) return RespondError(*ex, s, request_id);
   }
-  std::vector<Worker*> workers = pool_.Healthy();
+  std::vector<std::shared_ptr<Worker>> workers = pool_.Healthy();
   if (workers.empty()) return RespondError(*ex, absl::UnavailableError("no healthy worker is available"), request_id);
   std::fprintf(stderr, "tessera-gateway: %s: %s adapter '%s' on %zu workers\n", request_id.c_str(),
                load ? "loading" : "unloading", EscapeForMessage(name, 128).c_str(), workers.size());
@@ -266,7 +265,7 @@ void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool loa
       ex, request_id,
       absl::StrCat("Success: LoRA adapter '", name, "' ", load ? "added" : "removed", " successfully."),
       static_cast<int>(workers.size()), pool_);
-  for (Worker* w : workers) {
+  for (const std::shared_ptr<Worker>& w : workers) {
     auto ctx = std::make_shared<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
     if (load) {
@@ -275,13 +274,13 @@ void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool loa
       req->set_name(name);
       req->set_path(path);
       w->stub->async()->LoadAdapter(ctx.get(), req.get(), resp.get(),
-                                    [fan, ctx, req, resp, addr = w->address](grpc::Status s) { fan->Done(addr, s); });
+                                    [fan, ctx, req, resp, w](grpc::Status s) { fan->Done(w->address, s); });
     } else {
       auto req = std::make_shared<tessera::worker::v1::UnloadAdapterRequest>();
       auto resp = std::make_shared<tessera::worker::v1::UnloadAdapterResponse>();
       req->set_name(name);
       w->stub->async()->UnloadAdapter(ctx.get(), req.get(), resp.get(),
-                                      [fan, ctx, req, resp, addr = w->address](grpc::Status s) { fan->Done(addr, s); });
+                                      [fan, ctx, req, resp, w](grpc::Status s) { fan->Done(w->address, s); });
     }
   }
 }

@@ -1,20 +1,42 @@
 #include "gateway/worker_pool.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "gateway/openai/errors.h"
 
 namespace tessera::gateway {
 
 namespace wv1 = tessera::worker::v1;
+namespace hv1 = grpc::health::v1;
+
+namespace {
+
+void Log(const std::string& line) { std::fprintf(stderr, "tessera-gateway: %s\n", line.c_str()); }
+
+// A status that says the worker (not the request) is at fault.
+bool IsWorkerFault(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::DATA_LOSS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 // A worker's WatchLoad stream: every report replaces the worker's view of
 // its load and adapter residency. Deletes itself when the stream ends; the
 // pool's refresher opens a new one while the worker is healthy.
 class LoadWatch final : public grpc::ClientReadReactor<wv1::LoadReport> {
  public:
-  LoadWatch(WorkerPool* pool, Worker* w) : pool_(pool), w_(w) {
+  LoadWatch(WorkerPool* pool, std::shared_ptr<Worker> w) : pool_(pool), w_(std::move(w)) {
     request_.set_max_interval_ms(200);
     w_->stub->async()->WatchLoad(&ctx_, &request_, this);
     StartRead(&report_);
@@ -52,41 +74,61 @@ class LoadWatch final : public grpc::ClientReadReactor<wv1::LoadReport> {
 
  private:
   WorkerPool* pool_;
-  Worker* w_;
+  std::shared_ptr<Worker> w_;
   grpc::ClientContext ctx_;
   wv1::WatchLoadRequest request_;
   wv1::LoadReport report_;
 };
 
+std::shared_ptr<Worker> WorkerPool::NewWorker(const std::string& address, bool from_dns) const {
+  auto w = std::make_shared<Worker>();
+  w->address = address;
+  w->from_dns = from_dns;
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(options_.connect_timeout.count()));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  w->stub = wv1::Worker::NewStub(w->channel);
+  w->health = hv1::Health::NewStub(w->channel);
+  return w;
+}
+
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const std::vector<std::string>& addresses,
                                                                const WorkerPoolOptions& options) {
-  if (addresses.empty()) return absl::InvalidArgumentError("no workers configured (--worker HOST:PORT)");
+  if (addresses.empty() && options.dns_names.empty()) {
+    return absl::InvalidArgumentError("no workers configured (--worker HOST:PORT or --worker-dns NAME:PORT)");
+  }
   std::unique_ptr<WorkerPool> p(new WorkerPool());
   p->options_ = options;
   auto policy = CreateRoutingPolicy(options.routing_policy);
   if (!policy.ok()) return policy.status();
   p->policy_ = std::move(*policy);
-  for (const std::string& a : addresses) {
-    if (a.empty() || a.find(':') == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("worker address '", a, "' is not HOST:PORT"));
+  for (const std::string& name : options.dns_names) {
+    auto t = ParseDnsTarget(name);
+    if (!t.ok()) return t.status();
+    p->dns_targets_.push_back(*t);
+  }
+  {
+    absl::MutexLock lock(&p->workers_mu_);
+    for (const std::string& a : addresses) {
+      if (a.empty() || a.find(':') == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat("worker address '", a, "' is not HOST:PORT"));
+      }
+      bool duplicate = false;
+      for (const auto& w : p->workers_) duplicate |= w->address == a;
+      if (!duplicate) p->workers_.push_back(p->NewWorker(a, false));
     }
-    auto w = std::make_unique<Worker>();
-    w->address = a;
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    args.SetMaxReceiveMessageSize(64 << 20);
-    w->channel = grpc::CreateCustomChannel(a, grpc::InsecureChannelCredentials(), args);
-    w->stub = wv1::Worker::NewStub(w->channel);
-    p->workers_.push_back(std::move(w));
   }
   p->refresher_ = std::thread([raw = p.get()] {
     while (true) {
-      for (auto& w : raw->workers_) {
-        raw->Probe(*w);
-        if (w->healthy.load()) raw->StartWatch(*w);
+      raw->RefreshNow();
+      for (const auto& w : raw->Snapshot()) {
+        if (w->healthy.load()) raw->StartWatch(w);
       }
       absl::MutexLock lock(&raw->stop_mu_);
       raw->stop_mu_.AwaitWithTimeout(
@@ -110,7 +152,7 @@ WorkerPool::~WorkerPool() {
     absl::MutexLock lock(&watch_mu_);
     stopping_watches_ = true;
   }
-  for (auto& w : workers_) {
+  for (const auto& w : Snapshot()) {
     absl::MutexLock lock(&w->mu);
     if (w->watch != nullptr) w->watch->Cancel();
   }
@@ -119,59 +161,225 @@ WorkerPool::~WorkerPool() {
       +[](WorkerPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->watch_mu_) { return p->open_watches_ == 0; }, this));
 }
 
-void WorkerPool::StartWatch(Worker& w) {
+std::vector<std::shared_ptr<Worker>> WorkerPool::Snapshot() {
+  absl::MutexLock lock(&workers_mu_);
+  return workers_;
+}
+
+void WorkerPool::ResolveDns() {
+  std::erase_if(retired_, [](const std::shared_ptr<Worker>& w) { return w.use_count() == 1; });
+  if (dns_targets_.empty() || absl::Now() < next_dns_) return;
+  next_dns_ = absl::Now() + absl::Milliseconds(options_.dns_refresh_interval.count());
+  absl::flat_hash_set<std::string> found;
+  for (const DnsTarget& t : dns_targets_) {
+    auto addresses = ResolveWorkers(t, options_.dns);
+    if (!addresses.ok()) {
+      // No answer is not "no workers": keep the current set until DNS answers.
+      Log(absl::StrCat("worker discovery: ", addresses.status().message(), "; keeping the current workers"));
+      return;
+    }
+    found.insert(addresses->begin(), addresses->end());
+  }
+  std::vector<std::shared_ptr<Worker>> gone;
+  {
+    absl::MutexLock lock(&workers_mu_);
+    absl::flat_hash_set<std::string> have;
+    std::vector<std::shared_ptr<Worker>> keep;
+    for (auto& w : workers_) {
+      if (w->from_dns && !found.contains(w->address)) {
+        gone.push_back(w);
+        continue;
+      }
+      have.insert(w->address);
+      keep.push_back(w);
+    }
+    for (const std::string& a : found) {
+      if (have.contains(a)) continue;
+      keep.push_back(NewWorker(a, true));
+      Log(absl::StrCat("worker discovery: added ", a));
+    }
+    workers_ = std::move(keep);
+  }
+  for (const auto& w : gone) {
+    Log(absl::StrCat("worker discovery: removed ", w->address, " (", w->in_flight.load(),
+                     " streams in flight finish there)"));
+    w->removed.store(true);
+    w->healthy.store(false);
+    {
+      absl::MutexLock lock(&w->mu);
+      if (w->watch != nullptr) w->watch->Cancel();
+    }
+    retired_.push_back(w);
+  }
+}
+
+void WorkerPool::StartWatch(const std::shared_ptr<Worker>& w) {
   {
     absl::MutexLock lock(&watch_mu_);
     if (stopping_watches_) return;
   }
-  absl::MutexLock lock(&w.mu);
-  if (w.watch != nullptr) return;
+  absl::MutexLock lock(&w->mu);
+  if (w->watch != nullptr || w->removed.load()) return;
   {
     absl::MutexLock wl(&watch_mu_);
     ++open_watches_;
   }
-  w.watch = new LoadWatch(this, &w);
+  w->watch = new LoadWatch(this, w);
 }
 
-void WorkerPool::Prefetch(Worker& w, const std::string& adapter) {
+void WorkerPool::Prefetch(const std::shared_ptr<Worker>& w, const std::string& adapter) {
   {
-    absl::MutexLock lock(&w.mu);
-    absl::Time& last = w.prefetched[adapter];
+    absl::MutexLock lock(&w->mu);
+    absl::Time& last = w->prefetched[adapter];
     const absl::Time now = absl::Now();
     if (now - last < absl::Seconds(5)) return;
     last = now;
   }
   struct Call {
+    std::shared_ptr<Worker> worker;  // keeps the stub alive
     grpc::ClientContext ctx;
     wv1::PrefetchAdapterRequest request;
     wv1::PrefetchAdapterResponse response;
   };
   auto* call = new Call();
+  call->worker = w;
   call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   call->request.set_name(adapter);
-  w.stub->async()->PrefetchAdapter(&call->ctx, &call->request, &call->response,
-                                   [call](grpc::Status) { delete call; });
+  w->stub->async()->PrefetchAdapter(&call->ctx, &call->request, &call->response,
+                                    [call](grpc::Status) { delete call; });
 }
 
-void WorkerPool::Probe(Worker& w) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + options_.probe_timeout);
-  wv1::ModelInfo info;
-  grpc::Status s = w.stub->GetModelInfo(&ctx, wv1::GetModelInfoRequest(), &info);
-  if (s.ok()) {
-    absl::MutexLock lock(&w.mu);
-    w.info = info;
+void WorkerPool::ProbeAll() {
+  std::vector<std::shared_ptr<Worker>> workers = Snapshot();
+  // Probes run in parallel, so one hung worker delays no other's probe.
+  struct Probe {
+    std::shared_ptr<Worker> worker;
+    grpc::ClientContext health_ctx, info_ctx;
+    hv1::HealthCheckRequest health_request;
+    hv1::HealthCheckResponse health_response;
+    wv1::GetModelInfoRequest info_request;
+    wv1::ModelInfo info;
+  };
+  absl::BlockingCounter pending(static_cast<int>(workers.size()));
+  std::vector<std::unique_ptr<Probe>> probes;
+  const auto deadline = std::chrono::system_clock::now() + options_.probe_timeout;
+  for (const auto& w : workers) {
+    if (w->ejected.load()) {
+      absl::MutexLock lock(&w->mu);
+      if (absl::Now() < w->ejected_until) {  // not yet due for re-admission
+        pending.DecrementCount();
+        continue;
+      }
+    }
+    auto p = std::make_unique<Probe>();
+    p->worker = w;
+    p->health_ctx.set_deadline(deadline);
+    p->info_ctx.set_deadline(deadline);
+    Probe* raw = p.get();
+    probes.push_back(std::move(p));
+    w->health->async()->Check(
+        &raw->health_ctx, &raw->health_request, &raw->health_response, [this, raw, &pending](grpc::Status s) {
+          if (s.ok() && raw->health_response.status() != hv1::HealthCheckResponse::SERVING) {
+            s = grpc::Status(grpc::StatusCode::UNAVAILABLE, "health check: not serving");
+          }
+          if (!s.ok()) {
+            OnProbed(*raw->worker, s, nullptr);
+            pending.DecrementCount();
+            return;
+          }
+          raw->worker->stub->async()->GetModelInfo(&raw->info_ctx, &raw->info_request, &raw->info,
+                                                   [this, raw, &pending](grpc::Status s2) {
+                                                     OnProbed(*raw->worker, s2, s2.ok() ? &raw->info : nullptr);
+                                                     pending.DecrementCount();
+                                                   });
+        });
   }
-  w.healthy.store(s.ok());
+  pending.Wait();
+}
+
+void WorkerPool::OnProbed(Worker& w, const grpc::Status& status, const wv1::ModelInfo* info) {
+  if (w.removed.load()) return;
+  const bool was_healthy = w.healthy.load();
+  if (!status.ok()) {
+    w.healthy.store(false);
+    if (was_healthy) Log(absl::StrCat("worker ", w.address, " is not serving: ", status.error_message()));
+    return;
+  }
+  {
+    absl::MutexLock lock(&w.mu);
+    w.info = *info;
+    if (w.ejected.load()) {
+      w.ejected.store(false);
+      w.consecutive_failures.store(0);
+      Log(absl::StrCat("worker ", w.address, " re-admitted after a passing probe"));
+    } else if (w.ejections > 0 && absl::Now() > w.ejected_until + absl::Milliseconds(options_.max_ejection.count())) {
+      w.ejections = 0;  // well-behaved for a while: the next ejection is short again
+    }
+  }
+  w.healthy.store(true);
+  if (!was_healthy) Log(absl::StrCat("worker ", w.address, " is serving"));
+}
+
+void WorkerPool::Eject(Worker& w, const std::string& reason) {
+  const std::vector<std::shared_ptr<Worker>> all = Snapshot();
+  int ejected = 0;
+  for (const auto& o : all) ejected += o->ejected.load();
+  if (ejected >= std::max<int>(1, static_cast<int>(all.size()) / 2)) {
+    Log(absl::StrCat("worker ", w.address, " not ejected (", reason, "): ", ejected,
+                     " of ", all.size(), " workers are ejected already"));
+    return;
+  }
+  absl::MutexLock lock(&w.mu);
+  if (w.ejected.load()) return;
+  ++w.ejections;
+  const auto duration = std::min(options_.base_ejection * w.ejections, options_.max_ejection);
+  w.ejected_until = absl::Now() + absl::Milliseconds(duration.count());
+  w.ejected.store(true);
+  Log(absl::StrCat("worker ", w.address, " ejected for ", duration.count(), " ms: ", reason));
+}
+
+void WorkerPool::ReportSuccess(Worker& w) { w.consecutive_failures.store(0); }
+
+void WorkerPool::ReportFailure(Worker& w, const grpc::Status& status) {
+  if (!IsWorkerFault(status.error_code())) return;
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    // Unreachable or shutting down: out of rotation until a probe passes.
+    if (w.healthy.exchange(false)) {
+      Log(absl::StrCat("worker ", w.address, " is unavailable: ", status.error_message()));
+    }
+    RequestRefresh();
+    return;
+  }
+  const int failures = w.consecutive_failures.fetch_add(1) + 1;
+  if (failures >= options_.outlier_consecutive_failures) {
+    Eject(w, absl::StrCat(failures, " consecutive failed requests, the last: ", status.error_message()));
+  }
+}
+
+void WorkerPool::ReportHung(Worker& w, std::chrono::milliseconds waited) {
+  Eject(w, absl::StrCat("accepted no request within ", waited.count(), " ms"));
+}
+
+bool WorkerPool::TryStartRetry() {
+  const int limit = std::max(options_.min_retry_concurrency,
+                             static_cast<int>(options_.retry_budget_ratio * requests_in_flight_.load()));
+  if (retries_in_flight_.fetch_add(1) >= limit) {
+    retries_in_flight_.fetch_sub(1);
+    return false;
+  }
+  return true;
 }
 
 void WorkerPool::RefreshNow() {
-  for (auto& w : workers_) Probe(*w);
+  static absl::Mutex refresh_mu(absl::kConstInit);
+  absl::MutexLock lock(&refresh_mu);  // the refresher and start-up may both refresh
+  ResolveDns();
+  ProbeAll();
 }
 
-bool WorkerPool::AnyHealthy() const {
-  for (const auto& w : workers_) {
-    if (w->healthy.load()) return true;
+bool WorkerPool::AnyHealthy() {
+  for (const auto& w : Snapshot()) {
+    if (w->healthy.load() && !w->ejected.load()) return true;
   }
   return false;
 }
@@ -181,24 +389,33 @@ void WorkerPool::RequestRefresh() {
   refresh_ = true;
 }
 
-std::vector<Worker*> WorkerPool::Healthy() {
-  std::vector<Worker*> out;
-  for (auto& w : workers_) {
-    if (w->healthy.load()) out.push_back(w.get());
+std::vector<std::shared_ptr<Worker>> WorkerPool::Healthy() {
+  std::vector<std::shared_ptr<Worker>> out;
+  for (auto& w : Snapshot()) {
+    if (w->healthy.load()) out.push_back(w);
   }
   return out;
 }
 
-absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, const std::string& adapter) {
+bool WorkerPool::Routable(const Worker& w, int max_in_flight) {
+  return w.healthy.load() && !w.ejected.load() && !w.removed.load() && w.in_flight.load() < max_in_flight;
+}
+
+absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, const std::string& adapter,
+                                                   const std::vector<const Worker*>& exclude) {
   std::vector<RouteCandidate> candidates;
-  std::vector<Worker*> workers;
+  std::vector<std::shared_ptr<Worker>> workers;
+  const std::vector<std::shared_ptr<Worker>> all = Snapshot();
   std::string use;  // the adapter the request runs with
-  bool any_healthy = false;
+  bool any_routable = false, any_open_circuit = false;
   absl::Status conflict;
-  for (auto& wp : workers_) {
-    Worker* w = wp.get();
-    if (!w->healthy.load()) continue;
-    any_healthy = true;
+  for (const auto& w : all) {
+    if (std::find(exclude.begin(), exclude.end(), w.get()) != exclude.end()) continue;
+    if (!Routable(*w, options_.max_in_flight_per_worker)) {
+      any_open_circuit |= w->healthy.load() && !w->ejected.load() && !w->removed.load();
+      continue;
+    }
+    any_routable = true;
     absl::MutexLock lock(&w->mu);
     auto in_catalog = [&](const std::string& name) {
       for (const auto& a : w->info.adapters()) {
@@ -244,19 +461,25 @@ absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, con
   }
   if (candidates.empty()) {
     if (!conflict.ok()) return WithCode(conflict, "invalid_request_error");
-    if (!any_healthy) return absl::UnavailableError("no healthy worker is available");
+    if (!any_routable) {
+      if (any_open_circuit) {
+        return absl::UnavailableError(absl::StrCat("every worker is at its limit of ",
+                                                   options_.max_in_flight_per_worker, " requests in flight"));
+      }
+      return absl::UnavailableError(exclude.empty() ? "no healthy worker is available"
+                                                    : "no other healthy worker is available");
+    }
     const std::string& missing = adapter.empty() ? model : adapter;
     return WithCode(absl::NotFoundError(absl::StrCat("The model '", missing, "' does not exist")), "model_not_found");
   }
   const RouteDecision d = policy_->Pick(use, candidates);
-  Worker* chosen = workers[d.chosen];
+  const std::shared_ptr<Worker>& chosen = workers[d.chosen];
   chosen->sent_since_report.fetch_add(1);
   if (options_.log_routing) {
-    std::fprintf(stderr, "tessera-gateway: route model=%s adapter=%s -> %s (%s: %s)\n", model.c_str(),
-                 use.empty() ? "-" : use.c_str(), chosen->address.c_str(), std::string(policy_->name()).c_str(),
-                 d.reason.c_str());
+    Log(absl::StrCat("route model=", model, " adapter=", use.empty() ? "-" : use, " -> ", chosen->address, " (",
+                     std::string(policy_->name()), ": ", d.reason, ")"));
   }
-  if (d.prefetch >= 0 && !use.empty()) Prefetch(*workers[d.prefetch], use);
+  if (d.prefetch >= 0 && !use.empty()) Prefetch(workers[d.prefetch], use);
   return Route{chosen, use};
 }
 
@@ -268,7 +491,7 @@ std::vector<WorkerPool::Listing> WorkerPool::Models() {
     }
     out.push_back(std::move(l));
   };
-  for (auto& w : workers_) {
+  for (auto& w : Snapshot()) {
     if (!w->healthy.load()) continue;
     absl::MutexLock lock(&w->mu);
     add({w->info.model_id(), "", w->info.created_unix_s(), w->info.context_length()});

@@ -1,8 +1,20 @@
-// WorkerPool: the gateway's soft state about workers (a static list for
-// now). Each worker has one long-lived channel; a background thread
-// refreshes every worker's model info (its catalog of adapters, and a health
-// check) and keeps a WatchLoad stream open to it, whose reports give the
-// routing policy each worker's load and adapter residency.
+// WorkerPool: the gateway's soft state about workers. Membership comes from
+// a static list and from DNS names (a Kubernetes headless Service),
+// re-resolved periodically. Each worker has one long-lived channel with
+// keepalive; a background thread probes every worker through
+// grpc.health.v1 and GetModelInfo (its catalog of adapters) and keeps a
+// WatchLoad stream open to it, whose reports give the routing policy each
+// worker's load and adapter residency.
+//
+// A worker is routable when its last probe passed, it is not ejected and its
+// circuit is closed (fewer than max_in_flight_per_worker requests). Request
+// outcomes feed back: a transport failure marks it unhealthy until a probe
+// passes again; a worker that does not answer within the first-response
+// timeout, or fails consecutive requests, is ejected for a growing time and
+// re-admitted only by a passing probe.
+//
+// Workers are shared_ptrs: one removed from DNS stays alive while requests
+// and streams still use it.
 //
 // Thread-safety: all methods are thread-safe.
 #ifndef TESSERA_GATEWAY_WORKER_POOL_H_
@@ -20,9 +32,11 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
-#include "gateway/routing/routing_policy.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "gateway/discovery/dns_resolver.h"
+#include "gateway/routing/routing_policy.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tessera/worker/v1/worker.grpc.pb.h"
 
 namespace tessera::gateway {
@@ -31,10 +45,15 @@ class LoadWatch;
 
 struct Worker {
   std::string address;
+  bool from_dns = false;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<tessera::worker::v1::Worker::Stub> stub;
-  std::atomic<bool> healthy{false};
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  std::atomic<bool> healthy{false};  // its last probe passed (or no request failed since)
+  std::atomic<bool> ejected{false};
+  std::atomic<bool> removed{false};  // gone from discovery; finishing what it has
   std::atomic<int> in_flight{0};
+  std::atomic<int> consecutive_failures{0};
   // Requests routed here since its last load report: the report cannot know
   // them yet, so a burst does not herd onto one worker.
   std::atomic<int> sent_since_report{0};
@@ -47,33 +66,73 @@ struct Worker {
   LoadWatch* watch ABSL_GUARDED_BY(mu) = nullptr;  // the open WatchLoad stream
   // Last prefetch request per adapter (rate limit).
   absl::flat_hash_map<std::string, absl::Time> prefetched ABSL_GUARDED_BY(mu);
+  absl::Time ejected_until ABSL_GUARDED_BY(mu);
+  int ejections ABSL_GUARDED_BY(mu) = 0;  // consecutive ejections: each lasts longer
 };
 
 struct WorkerPoolOptions {
-  std::chrono::milliseconds refresh_interval{1000};
+  std::vector<std::string> dns_names;  // NAME:PORT, each re-resolved every dns_refresh_interval
+  DnsOptions dns;
+  std::chrono::milliseconds dns_refresh_interval{5000};
+  std::chrono::milliseconds refresh_interval{1000};  // health probes
   std::chrono::milliseconds probe_timeout{1000};
+  // Bounds a connection attempt (gRPC's minimum connect timeout).
+  std::chrono::milliseconds connect_timeout{2000};
   std::string routing_policy = "adapter-affinity";
   bool log_routing = false;  // one line per routing decision, with its reason
+  // Outlier ejection: this many consecutive failed requests eject a worker
+  // for base_ejection x (its consecutive ejections), at most max_ejection;
+  // at most half of the workers (and at least one) are ejected at once.
+  int outlier_consecutive_failures = 3;
+  std::chrono::milliseconds base_ejection{5000};
+  std::chrono::milliseconds max_ejection{60000};
+  // Circuit breaking: a worker with this many streams in flight takes no more.
+  int max_in_flight_per_worker = 256;
+  // Retry budget: retries in progress at most max(min_retry_concurrency,
+  // retry_budget_ratio x requests in flight), so that failover never
+  // multiplies load during a wide outage.
+  double retry_budget_ratio = 0.2;
+  int min_retry_concurrency = 3;
 };
 
 class WorkerPool {
  public:
+  // `addresses`: static workers (HOST:PORT). At least one of them or of
+  // options.dns_names is required.
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(const std::vector<std::string>& addresses,
                                                             const WorkerPoolOptions& options = {});
   ~WorkerPool();
   std::string_view policy_name() const { return policy_->name(); }
+  const WorkerPoolOptions& options() const { return options_; }
 
   // Where a request goes: a worker, and the LoRA adapter it runs with.
   struct Route {
-    Worker* worker = nullptr;
+    std::shared_ptr<Worker> worker;
     std::string adapter;  // empty: the base model
   };
   // `model` names a base model or an adapter; `adapter` (the X-Lora-Adapter
   // header, may be empty) names an adapter of the base model `model`.
-  // Among healthy workers that serve it, the routing policy decides.
-  // NotFound (code model_not_found) if healthy workers exist but none serves
-  // it; Unavailable if no worker is healthy.
-  absl::StatusOr<Route> Pick(const std::string& model, const std::string& adapter = "");
+  // Among routable workers that serve it and are not in `exclude` (workers
+  // a retried request already failed on), the routing policy decides.
+  // NotFound (code model_not_found) if routable workers exist but none
+  // serves it; Unavailable if no worker is routable.
+  absl::StatusOr<Route> Pick(const std::string& model, const std::string& adapter = "",
+                             const std::vector<const Worker*>& exclude = {});
+
+  // Outcomes of requests, for health and outlier detection.
+  void ReportSuccess(Worker& w);
+  // `status` as the worker's stream ended (before its first response).
+  void ReportFailure(Worker& w, const grpc::Status& status);
+  // The worker accepted no request within the first-response timeout.
+  void ReportHung(Worker& w, std::chrono::milliseconds waited);
+
+  // Requests in flight through the gateway (for the retry budget).
+  void RequestStarted() { requests_in_flight_.fetch_add(1); }
+  void RequestEnded() { requests_in_flight_.fetch_sub(1); }
+  // A retry may start if the budget allows; pair with EndRetry.
+  bool TryStartRetry();
+  void EndRetry() { retries_in_flight_.fetch_sub(1); }
+
   // One entry of /v1/models: a base model (parent empty) or an adapter.
   struct Listing {
     std::string id;
@@ -83,23 +142,40 @@ class WorkerPool {
   };
   // The distinct base models and adapters served by healthy workers.
   std::vector<Listing> Models();
-  std::vector<Worker*> Healthy();
-  bool AnyHealthy() const;
-  // Probes every worker once now (used at start so /ready is accurate early).
+  std::vector<std::shared_ptr<Worker>> Healthy();
+  bool AnyHealthy();
+  // Resolves DNS names and probes every worker once now (used at start so
+  // that /ready is accurate early).
   void RefreshNow();
-  // Asks the background prober to refresh soon (after adapter changes).
+  // Asks the background prober to refresh soon (after adapter changes or a
+  // failed request).
   void RequestRefresh();
 
  private:
   WorkerPool() = default;
   friend class LoadWatch;
-  void Probe(Worker& w);
-  void StartWatch(Worker& w);
-  void Prefetch(Worker& w, const std::string& adapter);
+  std::vector<std::shared_ptr<Worker>> Snapshot();
+  std::shared_ptr<Worker> NewWorker(const std::string& address, bool from_dns) const;
+  void ResolveDns();
+  void ProbeAll();
+  void OnProbed(Worker& w, const grpc::Status& status, const tessera::worker::v1::ModelInfo* info);
+  void Eject(Worker& w, const std::string& reason);
+  void StartWatch(const std::shared_ptr<Worker>& w);
+  void Prefetch(const std::shared_ptr<Worker>& w, const std::string& adapter);
+  static bool Routable(const Worker& w, int max_in_flight);
 
   WorkerPoolOptions options_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<DnsTarget> dns_targets_;
+  absl::Time next_dns_ = absl::InfinitePast();  // refresher thread only
+  absl::Mutex workers_mu_;
+  std::vector<std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(workers_mu_);
+  // Workers removed from discovery, held until nothing else uses them, so
+  // that the last reference (and the channel) is never dropped inside a gRPC
+  // callback of that channel. Refresher thread only.
+  std::vector<std::shared_ptr<Worker>> retired_;
   std::unique_ptr<RoutingPolicy> policy_;
+  std::atomic<int> requests_in_flight_{0};
+  std::atomic<int> retries_in_flight_{0};
   absl::Mutex watch_mu_;
   int open_watches_ ABSL_GUARDED_BY(watch_mu_) = 0;
   bool stopping_watches_ ABSL_GUARDED_BY(watch_mu_) = false;

@@ -35,6 +35,26 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
     return true;
   }
 
+  // Sends the response headers now, before any message: tells the client
+  // that the server accepted the call (a client can then tell a busy server
+  // from a hung one). Serialized with writes; a no-op once a write started.
+  void SendHeadersNow() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (headers_requested_ || started_writing_) return;
+      headers_requested_ = true;
+    }
+    Pump();
+  }
+
+  void OnSendInitialMetadataDone(bool) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+    }
+    Pump();
+  }
+
   // Messages queued or being written (for producers that send only the
   // latest state and skip while a client lags).
   size_t backlog() const {
@@ -98,12 +118,17 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
 
  private:
   void Pump() {
-    enum { kNothing, kWrite, kFinish } action = kNothing;
+    enum { kNothing, kHeaders, kWrite, kFinish } action = kNothing;
     grpc::Status status;
     {
       absl::MutexLock lock(&mu_);
       if (done_ || writing_ || finish_called_) return;
-      if (!pending_.empty()) {
+      if (headers_requested_ && !started_writing_ && !client_gone_) {
+        started_writing_ = true;  // headers go first, alone
+        writing_ = true;
+        action = kHeaders;
+      } else if (!pending_.empty()) {
+        started_writing_ = true;
         current_ = std::move(pending_.front());
         pending_.pop_front();
         writing_ = true;
@@ -114,6 +139,7 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
         action = kFinish;
       }
     }
+    if (action == kHeaders) this->StartSendInitialMetadata();
     if (action == kWrite) this->StartWrite(&current_);
     if (action == kFinish) grpc::ServerWriteReactor<Response>::Finish(status);
   }
@@ -122,7 +148,9 @@ class QueuedServerWriter : public grpc::ServerWriteReactor<Response> {
   std::shared_ptr<QueuedServerWriter> self_;
   std::deque<Response> pending_ ABSL_GUARDED_BY(mu_);
   Response current_;  // the write in flight
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a write (or the headers) in flight
+  bool headers_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool started_writing_ ABSL_GUARDED_BY(mu_) = false;
   bool client_gone_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;

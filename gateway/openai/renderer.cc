@@ -47,6 +47,20 @@ CompletionRenderer::CompletionRenderer(std::shared_ptr<ResponseOutput> out, Comp
   }
 }
 
+bool CompletionRenderer::Restart() {
+  if (req_.stream && first_output_.has_value()) return false;  // the client has seen chunks
+  first_output_.reset();
+  const size_t choices = texts_.size();
+  texts_.assign(choices, "");
+  finish_.assign(choices, "");
+  chat_logprobs_.assign(choices, Json::array());
+  text_lp_.assign(choices, TextLp{});
+  if (req_.echo && !req_.prompts.empty()) {
+    for (size_t c = 0; c < choices; ++c) text_lp_[c].offset = req_.prompts[c / req_.n].size();
+  }
+  return true;
+}
+
 void CompletionRenderer::OnFirstOutput() {
   first_output_ = Clock::now();
   if (!req_.stream) return;

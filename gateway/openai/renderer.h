@@ -37,6 +37,7 @@ class CompletionRenderer final : public CompletionSink {
   void OnDelta(int choice, const std::string& text, const std::vector<TokenLogprobs>& logprobs) override;
   void OnChoiceFinished(int choice, const std::string& reason) override;
   void OnDone(const absl::Status& status, int prompt_tokens, int completion_tokens) override;
+  bool Restart() override;
 
  private:
   struct TextLp {

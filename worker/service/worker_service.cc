@@ -246,7 +246,11 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   job->sink = stream;
   stream->set_job(job);
   absl::Status s = engine_.Submit(job);
-  if (!s.ok()) stream->Finish(ToGrpcStatus(s));
+  if (!s.ok()) {
+    stream->Finish(ToGrpcStatus(s));
+  } else {
+    stream->SendHeadersNow();  // accepted: lets the gateway tell a queued request from a hung worker
+  }
   return stream.get();
 }
 

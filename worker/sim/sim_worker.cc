@@ -108,6 +108,7 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* SimWorker::Generate(grpc::Callb
       RequestLoadLocked(seq->adapter, NowMs());  // overlaps the wait for a batch slot
     }
     stream->enqueued_ms = NowMs();
+    stream->SendHeadersNow();
     waiting_.push_back(std::move(seq));
   }
   return stream.get();
