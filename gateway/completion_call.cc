@@ -6,6 +6,8 @@
 #include <grpcpp/alarm.h>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/gateway_metrics.h"
+#include "gateway/openai/errors.h"
 
 namespace tessera::gateway {
 namespace {
@@ -121,12 +123,18 @@ std::shared_ptr<CompletionCall> CompletionCall::Start(WorkerPool& pool, const Co
   if (options.client_deadline && *options.client_deadline < call->deadline_) call->deadline_ = *options.client_deadline;
   call->choices_ = static_cast<int>(request.prompt_count()) * request.n;
   call->sink_ = std::move(sink);
-  pool.RequestStarted();
+  call->start_ = std::chrono::steady_clock::now();
+  pool.TrackCall(call);
+  if (pool.metrics() != nullptr) pool.metrics()->RequestStarted();
   Attempt* first = nullptr;
   {
     absl::MutexLock lock(&call->mu_);
     call->prompt_tokens_per_prompt_.assign(request.prompt_count(), 0);
-    first = call->NextAttemptLocked(absl::OkStatus());
+    if (pool.Draining()) {
+      call->FinishLocked(absl::UnavailableError("the gateway is shutting down"));
+    } else {
+      first = call->NextAttemptLocked(absl::OkStatus());
+    }
   }
   if (first != nullptr) call->Launch(first);
   return call;
@@ -151,6 +159,7 @@ CompletionCall::Attempt* CompletionCall::NextAttemptLocked(const absl::Status& l
     a->contexts.push_back(std::move(ctx));
   }
   tried_.push_back(a->worker.get());
+  served_model_ = request_.model;
   attempts_.push_back(std::move(a));
   return attempts_.back().get();
 }
@@ -181,6 +190,15 @@ void CompletionCall::Cancel() {
   }
 }
 
+void CompletionCall::Abort(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  FinishLocked(status);
+  for (auto& a : attempts_) {
+    for (auto& ctx : a->contexts) ctx->TryCancel();
+  }
+}
+
 void CompletionCall::OnAccepted(int attempt, int) {
   absl::MutexLock lock(&mu_);
   Attempt& a = *attempts_[attempt];
@@ -206,6 +224,7 @@ void CompletionCall::OnResponse(int attempt, int choice, const wv1::GenerateResp
   if (done_ || attempts_[attempt]->failed) return;  // a superseded attempt
   if (!first_output_sent_) {
     first_output_sent_ = true;
+    first_output_at_ = std::chrono::steady_clock::now();
     sink_->OnFirstOutput();
   }
   if (!r.text().empty() || r.logprobs_size() > 0) {
@@ -271,6 +290,7 @@ CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grp
   }
   if (!holds_retry_) {
     if (!pool_->TryStartRetry()) {
+      if (pool_->metrics() != nullptr) pool_->metrics()->RetryBudgetExhausted();
       FinishLocked(absl::Status(error.code(), absl::StrCat(error.message(), " (not retried: retry budget exhausted)")));
       return nullptr;
     }
@@ -278,7 +298,13 @@ CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grp
   }
   std::fprintf(stderr, "tessera-gateway: retrying a request that failed on %s before any output: %s\n",
                a.worker->address.c_str(), std::string(error.message()).c_str());
+  if (pool_->metrics() != nullptr) {
+    pool_->metrics()->Retried(hung ? "hung"
+                              : status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? "queue_full"
+                                                                                            : "unavailable");
+  }
   first_output_sent_ = false;
+  first_output_at_.reset();
   finished_choices_ = 0;
   completion_tokens_ = 0;
   prompt_tokens_per_prompt_.assign(prompt_tokens_per_prompt_.size(), 0);
@@ -289,9 +315,21 @@ void CompletionCall::FinishLocked(const absl::Status& s) {
   if (done_) return;
   done_ = true;
   if (holds_retry_) pool_->EndRetry();
-  pool_->RequestEnded();
+  pool_->UntrackCall(this);
   int prompt_tokens = 0;
   for (int t : prompt_tokens_per_prompt_) prompt_tokens += t;
+  if (GatewayMetrics* m = pool_->metrics()) {
+    GatewayMetrics::Finished f;
+    f.model = served_model_;
+    f.adapter = attempts_.empty() ? "" : attempts_.back()->adapter;
+    f.http_status = s.ok() ? 200 : MapStatus(s.code()).http_status;
+    const auto now = std::chrono::steady_clock::now();
+    f.e2e_s = std::chrono::duration<double>(now - start_).count();
+    if (first_output_at_) f.ttft_s = std::chrono::duration<double>(*first_output_at_ - start_).count();
+    f.prompt_tokens = prompt_tokens;
+    f.completion_tokens = completion_tokens_;
+    m->RequestFinished(f);
+  }
   sink_->OnDone(s, prompt_tokens, completion_tokens_);
 }
 

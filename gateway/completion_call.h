@@ -70,6 +70,9 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
                                                const CompletionOptions& options = {});
   ~CompletionCall();
   void Cancel();
+  // Ends the call now with `status` (the sink hears it: an in-band error for
+  // a stream that has begun) and cancels its worker streams.
+  void Abort(const absl::Status& status);
 
   // Used by the per-choice streams of attempt `attempt`.
   void OnAccepted(int attempt, int choice);
@@ -93,6 +96,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   CompletionRequest request_;
   CompletionOptions options_;
   std::chrono::system_clock::time_point deadline_;
+  std::chrono::steady_clock::time_point start_;
   int choices_ = 0;
 
   absl::Mutex mu_;
@@ -103,6 +107,8 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   int finished_choices_ ABSL_GUARDED_BY(mu_) = 0;
   bool first_output_sent_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<std::chrono::steady_clock::time_point> first_output_at_ ABSL_GUARDED_BY(mu_);
+  std::string served_model_ ABSL_GUARDED_BY(mu_) = "-";  // for metrics: a name a worker serves
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<int> prompt_tokens_per_prompt_ ABSL_GUARDED_BY(mu_);
   int completion_tokens_ ABSL_GUARDED_BY(mu_) = 0;

@@ -32,6 +32,8 @@ absl::Status GatewayConfig::LoadYaml(const std::string& path) {
       else if (key == "outlier_consecutive_failures") outlier_consecutive_failures = v.as<int>();
       else if (key == "base_ejection_ms") base_ejection_ms = v.as<int>();
       else if (key == "max_in_flight_per_worker") max_in_flight_per_worker = v.as<int>();
+      else if (key == "metrics_listen") metrics_listen = v.as<std::string>();
+      else if (key == "drain_timeout_s") drain_timeout_s = v.as<int>();
       else if (key == "api_keys") api_keys = v.as<std::vector<std::string>>();
       else if (key == "admin_api_keys") admin_api_keys = v.as<std::vector<std::string>>();
       else if (key == "io_threads") io_threads = v.as<int>();
@@ -74,7 +76,8 @@ absl::Status GatewayConfig::Validate() const {
                          in_range("retry_budget_ratio", retry_budget_ratio, 0, 1),
                          in_range("outlier_consecutive_failures", outlier_consecutive_failures, 1, 1000),
                          in_range("base_ejection_ms", base_ejection_ms, 10, 3600000),
-                         in_range("max_in_flight_per_worker", max_in_flight_per_worker, 1, 1000000)}) {
+                         in_range("max_in_flight_per_worker", max_in_flight_per_worker, 1, 1000000),
+                         in_range("drain_timeout_s", drain_timeout_s, 0, 3600)}) {
     if (!s.ok()) return s;
   }
   if (io_threads < 1 || io_threads > 256) return absl::InvalidArgumentError("io_threads must be in [1, 256]");
@@ -135,6 +138,8 @@ std::string GatewayConfig::ToYaml() const {
   out << YAML::Key << "outlier_consecutive_failures" << YAML::Value << outlier_consecutive_failures;
   out << YAML::Key << "base_ejection_ms" << YAML::Value << base_ejection_ms;
   out << YAML::Key << "max_in_flight_per_worker" << YAML::Value << max_in_flight_per_worker;
+  out << YAML::Key << "metrics_listen" << YAML::Value << metrics_listen;
+  out << YAML::Key << "drain_timeout_s" << YAML::Value << drain_timeout_s;
   out << YAML::Key << "api_keys" << YAML::Value << absl::StrCat(api_keys.size(), " configured");
   out << YAML::Key << "admin_api_keys" << YAML::Value << absl::StrCat(admin_api_keys.size(), " configured");
   out << YAML::Key << "io_threads" << YAML::Value << io_threads;

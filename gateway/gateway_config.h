@@ -29,6 +29,8 @@ struct GatewayConfig {
   int outlier_consecutive_failures = 3;
   int base_ejection_ms = 5000;
   int max_in_flight_per_worker = 256;     // circuit breaker
+  std::string metrics_listen;             // HOST:PORT for /metrics; empty: off
+  int drain_timeout_s = 30;               // on SIGTERM: time for in-flight requests to finish
   std::vector<std::string> api_keys;     // empty: no authentication
   std::vector<std::string> admin_api_keys;  // adapter load/unload routes; empty: those routes are disabled
   int io_threads = 2;

@@ -19,6 +19,8 @@
 #include "gateway/gateway_config.h"
 #include <grpcpp/grpcpp.h>
 
+#include "common/metrics/metrics_server.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/grpc_frontend.h"
 #include "gateway/http_frontend.h"
 
@@ -37,6 +39,8 @@ ABSL_FLAG(int, first_response_timeout_ms, 0,
 ABSL_FLAG(int, max_attempts, 0, "attempts per request, each on another worker (default 3)");
 ABSL_FLAG(int, base_ejection_ms, 0, "an ejected worker stays out this long times its consecutive ejections (default 5000)");
 ABSL_FLAG(int, max_in_flight_per_worker, 0, "circuit breaker: streams in flight per worker (default 256)");
+ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
+ABSL_FLAG(int, drain_timeout_s, -1, "on SIGTERM, time for in-flight requests to finish (default 30)");
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
 ABSL_FLAG(std::vector<std::string>, api_key, {}, "API key clients must send as 'Authorization: Bearer KEY'");
 ABSL_FLAG(std::vector<std::string>, admin_api_key, {}, "key for the adapter load/unload routes (default: those routes are off)");
@@ -108,6 +112,8 @@ int main(int argc, char** argv) {
   set_positive(absl::GetFlag(FLAGS_max_attempts), c.max_attempts);
   set_positive(absl::GetFlag(FLAGS_max_in_flight_per_worker), c.max_in_flight_per_worker);
   set_positive(absl::GetFlag(FLAGS_base_ejection_ms), c.base_ejection_ms);
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (absl::GetFlag(FLAGS_drain_timeout_s) >= 0) c.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
   if (!absl::GetFlag(FLAGS_api_key).empty()) c.api_keys = absl::GetFlag(FLAGS_api_key);
   if (!absl::GetFlag(FLAGS_admin_api_key).empty()) c.admin_api_keys = absl::GetFlag(FLAGS_admin_api_key);
   if (absl::GetFlag(FLAGS_io_threads) > 0) c.io_threads = absl::GetFlag(FLAGS_io_threads);
@@ -117,8 +123,20 @@ int main(int argc, char** argv) {
   if (absl::Status s = c.Validate(); !s.ok()) return fail(std::string(s.message()));
   std::fprintf(stderr, "tessera-gateway effective configuration:\n%s\n", c.ToYaml().c_str());
 
-  auto pool = tessera::gateway::WorkerPool::Create(c.workers, c.PoolOptions());
+  auto registry = std::make_shared<prometheus::Registry>();
+  tessera::gateway::GatewayMetrics metrics(*registry);
+  tessera::gateway::WorkerPoolOptions pool_options = c.PoolOptions();
+  pool_options.metrics = &metrics;
+  auto pool = tessera::gateway::WorkerPool::Create(c.workers, pool_options);
   if (!pool.ok()) return fail(std::string(pool.status().message()));
+  std::unique_ptr<tessera::MetricsServer> metrics_server;
+  if (!c.metrics_listen.empty()) {
+    auto ms = tessera::MetricsServer::Start(c.metrics_listen, registry, [p = pool->get()] { p->ExportWorkerMetrics(); });
+    if (!ms.ok()) return fail(std::string(ms.status().message()));
+    metrics_server = std::move(*ms);
+    std::fprintf(stderr, "tessera-gateway: serving metrics on %s (port %d)\n", c.metrics_listen.c_str(),
+                 metrics_server->port());
+  }
   (*pool)->RefreshNow();
   tessera::gateway::HttpFrontend frontend(c, **pool);
   auto server = tessera::gateway::HttpServer::Start(
@@ -130,6 +148,7 @@ int main(int argc, char** argv) {
   tessera::gateway::GrpcFrontend grpc_frontend(c, **pool);
   std::unique_ptr<grpc::Server> grpc_server;
   if (!c.grpc_listen.empty()) {
+    grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     int grpc_port = 0;
     builder.AddListeningPort(c.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
@@ -142,6 +161,23 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, [](int) { g_stop.store(true); });
   std::signal(SIGTERM, [](int) { g_stop.store(true); });
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+
+  // Graceful drain: not ready and no new work at once; running requests get
+  // drain_timeout_s to finish; those still running then end with an error
+  // (in-band for streams), and the process exits 0.
+  (*pool)->StartDrain();
+  if (grpc_server) grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  const auto drain_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(c.drain_timeout_s);
+  std::fprintf(stderr, "tessera-gateway: draining %d request(s), for at most %d s\n", (*pool)->requests_in_flight(),
+               c.drain_timeout_s);
+  while ((*pool)->requests_in_flight() > 0 && std::chrono::steady_clock::now() < drain_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (const int left = (*pool)->requests_in_flight(); left > 0) {
+    std::fprintf(stderr, "tessera-gateway: drain timeout: ending %d request(s) with an error\n", left);
+    (*pool)->AbortAll(absl::UnavailableError("the gateway shut down before the request finished"));
+  }
+  (*server)->FlushWrites(std::chrono::seconds(2));
   std::fprintf(stderr, "tessera-gateway: shutting down\n");
   (*server)->Stop();
   if (grpc_server) grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -100,6 +100,7 @@ void HttpFrontend::Handle(std::shared_ptr<HttpExchange> ex) {
   }
   if (path == "/ready") {
     if (m != "GET" && m != "HEAD") return RespondError(*ex, absl::InvalidArgumentError("use GET /ready"), request_id);
+    if (pool_.Draining()) return ex->Respond(503, "application/json", R"({"status":"draining"})", IdHeader(request_id));
     const bool ready = pool_.AnyHealthy();
     return ex->Respond(ready ? 200 : 503, "application/json",
                        ready ? R"({"status":"ready"})" : R"({"status":"no healthy worker"})", IdHeader(request_id));

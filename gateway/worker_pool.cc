@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "gateway/completion_call.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/openai/errors.h"
 
 namespace tessera::gateway {
@@ -320,7 +322,7 @@ void WorkerPool::OnProbed(Worker& w, const grpc::Status& status, const wv1::Mode
   if (!was_healthy) Log(absl::StrCat("worker ", w.address, " is serving"));
 }
 
-void WorkerPool::Eject(Worker& w, const std::string& reason) {
+void WorkerPool::Eject(Worker& w, const std::string& reason, std::string_view kind) {
   const std::vector<std::shared_ptr<Worker>> all = Snapshot();
   int ejected = 0;
   for (const auto& o : all) ejected += o->ejected.load();
@@ -335,6 +337,7 @@ void WorkerPool::Eject(Worker& w, const std::string& reason) {
   const auto duration = std::min(options_.base_ejection * w.ejections, options_.max_ejection);
   w.ejected_until = absl::Now() + absl::Milliseconds(duration.count());
   w.ejected.store(true);
+  if (options_.metrics != nullptr) options_.metrics->Ejected(w.address, kind);
   Log(absl::StrCat("worker ", w.address, " ejected for ", duration.count(), " ms: ", reason));
 }
 
@@ -352,12 +355,35 @@ void WorkerPool::ReportFailure(Worker& w, const grpc::Status& status) {
   }
   const int failures = w.consecutive_failures.fetch_add(1) + 1;
   if (failures >= options_.outlier_consecutive_failures) {
-    Eject(w, absl::StrCat(failures, " consecutive failed requests, the last: ", status.error_message()));
+    Eject(w, absl::StrCat(failures, " consecutive failed requests, the last: ", status.error_message()), "failures");
   }
 }
 
 void WorkerPool::ReportHung(Worker& w, std::chrono::milliseconds waited) {
-  Eject(w, absl::StrCat("accepted no request within ", waited.count(), " ms"));
+  Eject(w, absl::StrCat("accepted no request within ", waited.count(), " ms"), "hung");
+}
+
+void WorkerPool::TrackCall(const std::shared_ptr<CompletionCall>& call) {
+  requests_in_flight_.fetch_add(1);
+  absl::MutexLock lock(&calls_mu_);
+  calls_[call.get()] = call;
+}
+
+void WorkerPool::UntrackCall(const CompletionCall* call) {
+  requests_in_flight_.fetch_sub(1);
+  absl::MutexLock lock(&calls_mu_);
+  calls_.erase(call);
+}
+
+void WorkerPool::AbortAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<CompletionCall>> live;
+  {
+    absl::MutexLock lock(&calls_mu_);
+    for (auto& [raw, weak] : calls_) {
+      if (auto c = weak.lock()) live.push_back(std::move(c));
+    }
+  }
+  for (auto& c : live) c->Abort(status);  // outside calls_mu_: Abort untracks
 }
 
 bool WorkerPool::TryStartRetry() {
@@ -475,12 +501,38 @@ absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, con
   const RouteDecision d = policy_->Pick(use, candidates);
   const std::shared_ptr<Worker>& chosen = workers[d.chosen];
   chosen->sent_since_report.fetch_add(1);
+  if (options_.metrics != nullptr) {
+    const int r = candidates[d.chosen].residency;
+    options_.metrics->Routed(policy_->name(), use.empty()         ? "base"
+                                              : r == kOnDevice ? "device"
+                                              : r == kInHost   ? "host"
+                                                               : "disk");
+  }
   if (options_.log_routing) {
     Log(absl::StrCat("route model=", model, " adapter=", use.empty() ? "-" : use, " -> ", chosen->address, " (",
                      std::string(policy_->name()), ": ", d.reason, ")"));
   }
   if (d.prefetch >= 0 && !use.empty()) Prefetch(workers[d.prefetch], use);
   return Route{chosen, use};
+}
+
+void WorkerPool::ExportWorkerMetrics() {
+  if (options_.metrics == nullptr) return;
+  std::vector<GatewayMetrics::WorkerState> states;
+  for (const auto& w : Snapshot()) {
+    GatewayMetrics::WorkerState s;
+    s.address = w->address;
+    s.healthy = w->healthy.load();
+    s.ejected = w->ejected.load();
+    s.in_flight = w->in_flight.load();
+    absl::MutexLock lock(&w->mu);
+    if (w->have_report) {
+      s.running = static_cast<int>(w->report.running());
+      s.waiting = static_cast<int>(w->report.waiting());
+    }
+    states.push_back(std::move(s));
+  }
+  options_.metrics->SetWorkers(states);
 }
 
 std::vector<WorkerPool::Listing> WorkerPool::Models() {

@@ -70,7 +70,11 @@ struct Worker {
   int ejections ABSL_GUARDED_BY(mu) = 0;  // consecutive ejections: each lasts longer
 };
 
+class GatewayMetrics;
+class CompletionCall;
+
 struct WorkerPoolOptions {
+  GatewayMetrics* metrics = nullptr;  // optional; outlives the pool
   std::vector<std::string> dns_names;  // NAME:PORT, each re-resolved every dns_refresh_interval
   DnsOptions dns;
   std::chrono::milliseconds dns_refresh_interval{5000};
@@ -104,6 +108,9 @@ class WorkerPool {
   ~WorkerPool();
   std::string_view policy_name() const { return policy_->name(); }
   const WorkerPoolOptions& options() const { return options_; }
+  GatewayMetrics* metrics() const { return options_.metrics; }
+  // Sets the per-worker gauges (at scrape time).
+  void ExportWorkerMetrics();
 
   // Where a request goes: a worker, and the LoRA adapter it runs with.
   struct Route {
@@ -126,9 +133,17 @@ class WorkerPool {
   // The worker accepted no request within the first-response timeout.
   void ReportHung(Worker& w, std::chrono::milliseconds waited);
 
-  // Requests in flight through the gateway (for the retry budget).
-  void RequestStarted() { requests_in_flight_.fetch_add(1); }
-  void RequestEnded() { requests_in_flight_.fetch_sub(1); }
+  // Requests in flight through the gateway (for the retry budget and the
+  // drain). A tracked call must be untracked before it is destroyed.
+  void TrackCall(const std::shared_ptr<CompletionCall>& call);
+  void UntrackCall(const CompletionCall* call);
+  int requests_in_flight() const { return requests_in_flight_.load(); }
+  // Graceful drain: new requests are refused (Unavailable) and /ready fails;
+  // AbortAll ends the calls still running with `status` (in-band for
+  // streams that have begun).
+  void StartDrain() { draining_.store(true); }
+  bool Draining() const { return draining_.load(); }
+  void AbortAll(const absl::Status& status);
   // A retry may start if the budget allows; pair with EndRetry.
   bool TryStartRetry();
   void EndRetry() { retries_in_flight_.fetch_sub(1); }
@@ -159,7 +174,7 @@ class WorkerPool {
   void ResolveDns();
   void ProbeAll();
   void OnProbed(Worker& w, const grpc::Status& status, const tessera::worker::v1::ModelInfo* info);
-  void Eject(Worker& w, const std::string& reason);
+  void Eject(Worker& w, const std::string& reason, std::string_view kind);
   void StartWatch(const std::shared_ptr<Worker>& w);
   void Prefetch(const std::shared_ptr<Worker>& w, const std::string& adapter);
   static bool Routable(const Worker& w, int max_in_flight);
@@ -175,6 +190,9 @@ class WorkerPool {
   std::vector<std::shared_ptr<Worker>> retired_;
   std::unique_ptr<RoutingPolicy> policy_;
   std::atomic<int> requests_in_flight_{0};
+  std::atomic<bool> draining_{false};
+  absl::Mutex calls_mu_;
+  absl::flat_hash_map<const CompletionCall*, std::weak_ptr<CompletionCall>> calls_ ABSL_GUARDED_BY(calls_mu_);
   std::atomic<int> retries_in_flight_{0};
   absl::Mutex watch_mu_;
   int open_watches_ ABSL_GUARDED_BY(watch_mu_) = 0;

@@ -48,8 +48,8 @@ class Exchange final : public HttpExchange {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler, const HttpLimits& limits)
-      : stream_(std::move(socket)), handler_(handler), limits_(limits) {}
+  Session(tcp::socket socket, const HttpHandler& handler, const HttpLimits& limits, std::atomic<int>* queued)
+      : stream_(std::move(socket)), handler_(handler), limits_(limits), queued_(queued) {}
 
   void Start() { net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); }); }
 
@@ -208,6 +208,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Enqueue(std::string bytes) {
     if (disconnected_) return;
     out_.push_back(std::move(bytes));
+    queued_->fetch_add(1);
     if (!writing_) WriteNext();
   }
 
@@ -222,10 +223,12 @@ class Session : public std::enable_shared_from_this<Session> {
     net::async_write(stream_, net::buffer(out_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
       self->stream_.expires_never();
       if (ec) {
+        self->queued_->fetch_sub(static_cast<int>(self->out_.size()));
         self->out_.clear();
         self->writing_ = false;
         return self->ClientGone();
       }
+      self->queued_->fetch_sub(1);
       self->out_.pop_front();
       self->WriteNext();
     });
@@ -268,6 +271,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;
   bool keep_alive_ = false;
   bool responding_ = false;
+  std::atomic<int>* queued_;  // the server's count of buffers not yet written
   bool response_started_ = false;
   bool response_complete_ = false;
   bool streaming_ = false;
@@ -320,6 +324,7 @@ struct HttpServer::Impl {
   HttpLimits limits;
   std::vector<std::thread> threads;
   std::atomic<bool> stopped{false};
+  std::atomic<int> queued_writes{0};
 
   void Accept() {
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
@@ -329,7 +334,7 @@ struct HttpServer::Impl {
         // Streamed tokens are small writes: send each at once.
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<Session>(std::move(socket), handler, limits)->Start();
+        std::make_shared<Session>(std::move(socket), handler, limits, &queued_writes)->Start();
       }
       Accept();
     });
@@ -374,6 +379,17 @@ void HttpServer::Stop() {
   for (auto& t : impl_->threads) {
     if (t.joinable()) t.join();
   }
+}
+
+bool HttpServer::FlushWrites(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int quiet = 0;  // consecutive checks with nothing queued: bytes posted just now are queued by then
+  while (std::chrono::steady_clock::now() < deadline) {
+    quiet = impl_->queued_writes.load() == 0 ? quiet + 1 : 0;
+    if (quiet >= 3) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
 }
 
 HttpServer::~HttpServer() { Stop(); }

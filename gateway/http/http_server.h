@@ -68,6 +68,10 @@ class HttpServer {
                                                            const HttpLimits& limits, int threads);
   ~HttpServer();
   int port() const;
+  // Waits until every response byte handed to the server has been written
+  // to its socket (or the peer is gone), at most `timeout`. For a graceful
+  // drain before Stop. False on timeout.
+  bool FlushWrites(std::chrono::milliseconds timeout);
   // Stops accepting; open connections are closed.
   void Stop();
 

@@ -162,6 +162,19 @@ void Engine::Admit(std::shared_ptr<EngineJob> job) {
 
 void Engine::FinishSequence(Sequence* seq, const absl::StatusOr<GenerateResult>& result) {
   scheduler_->Remove(seq);
+  if (options_.observer != nullptr) {
+    EngineObserver::Done d;
+    d.ok = result.ok();
+    if (result.ok()) {
+      d.finish = result->finish;
+      d.generated_tokens = static_cast<int>(result->tokens.size());
+    }
+    d.prompt_tokens = static_cast<int>(seq->job->request.prompt.size());
+    const uint64_t now = MonotonicNanos();
+    d.queue_seconds = static_cast<double>(seq->admitted_ns - seq->job->enqueued_ns) * 1e-9;
+    d.e2e_seconds = static_cast<double>(now - seq->job->enqueued_ns) * 1e-9;
+    options_.observer->OnRequestDone(d);
+  }
   seq->job->sink->OnFinished(result);
   sequences_.erase(std::find_if(sequences_.begin(), sequences_.end(),
                                 [seq](const std::unique_ptr<Sequence>& s) { return s.get() == seq; }));
@@ -188,6 +201,18 @@ bool Engine::Step() {
     absl::MutexLock lock(&mu_);
     ++stats_.steps;
   }
+  const uint64_t step_start = MonotonicNanos();
+  int prefill_entries = 0, rows = 0;
+  for (const ScheduledSequence& s : plan) {
+    const auto* seq = static_cast<const Sequence*>(s.seq);
+    prefill_entries += s.seq->num_computed < static_cast<int64_t>(seq->job->request.prompt.size());
+    rows += static_cast<int>(s.num_tokens);
+  }
+  const EngineObserver::Phase phase = prefill_entries == 0 ? EngineObserver::Phase::kDecode
+                                      : prefill_entries == static_cast<int>(plan.size())
+                                          ? EngineObserver::Phase::kPrefill
+                                          : EngineObserver::Phase::kMixed;
+  const int step_sequences = static_cast<int>(plan.size());
 
   std::vector<int32_t> tokens, positions, row_seq, logit_rows;
   std::vector<std::span<const int32_t>> tables;
@@ -253,6 +278,9 @@ bool Engine::Step() {
       r.finish = step.finished ? step.reason : FinishReason::kCancelled;
       FinishSequence(seq, r);
     }
+  }
+  if (options_.observer != nullptr) {
+    options_.observer->OnStep(phase, step_sequences, rows, static_cast<double>(MonotonicNanos() - step_start) * 1e-9);
   }
   return true;
 }

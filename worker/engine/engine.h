@@ -41,6 +41,24 @@ class JobSink {
   virtual void OnFinished(const absl::StatusOr<GenerateResult>& result) = 0;
 };
 
+// Hears about every step and every finished request, on the engine thread
+// (metrics); must be cheap and must not call back into the engine.
+class EngineObserver {
+ public:
+  enum class Phase { kPrefill, kDecode, kMixed };  // rows of prompts, of generation, or both
+  virtual ~EngineObserver() = default;
+  virtual void OnStep(Phase phase, int sequences, int rows, double seconds) = 0;
+  struct Done {
+    bool ok = true;  // false: ended by an error
+    FinishReason finish = FinishReason::kLength;
+    int prompt_tokens = 0;
+    int generated_tokens = 0;
+    double queue_seconds = 0;  // submitted -> admitted to the engine
+    double e2e_seconds = 0;    // submitted -> finished
+  };
+  virtual void OnRequestDone(const Done& done) = 0;
+};
+
 struct EngineJob {
   GenerateRequest request;
   std::shared_ptr<JobSink> sink;
@@ -57,6 +75,7 @@ struct EngineOptions {
   int block_size = 16;
   bool prefix_caching = true;
   AdapterGate* adapters = nullptr;  // required for jobs with an adapter; outlives the engine
+  EngineObserver* observer = nullptr;  // optional; outlives the engine
 };
 
 struct EngineStats {

@@ -6,6 +6,8 @@
 //
 // Every key of the YAML config can be given as a flag; flags win. The
 // effective configuration is printed at start.
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -23,7 +25,9 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/flag_names.h"
+#include "common/metrics/metrics_server.h"
 #include "worker/engine/engine.h"
+#include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
 #include "worker/sim/sim_worker.h"
 
@@ -46,6 +50,8 @@ ABSL_FLAG(double, sim_step_ms, 5, "sim backend: fixed time of one step");
 ABSL_FLAG(double, sim_prefill_us_per_token, 100, "sim backend: step time per prompt token admitted");
 ABSL_FLAG(double, sim_decode_us_per_seq, 500, "sim backend: step time per running sequence");
 ABSL_FLAG(double, sim_adapter_load_ms, 100, "sim backend: adapter load time from disk (a quarter from host memory)");
+ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
+ABSL_FLAG(int, drain_timeout_s, -1, "on SIGTERM, time for running generations to finish (default 30)");
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
 namespace {
@@ -65,6 +71,8 @@ struct WorkerConfig {
   int max_loras = 8;
   int max_cpu_loras = 32;
   int max_lora_rank = 64;
+  std::string metrics_listen;
+  int drain_timeout_s = 30;
 };
 
 absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
@@ -87,6 +95,8 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "max_loras") c.max_loras = kv.second.as<int>();
       else if (key == "max_cpu_loras") c.max_cpu_loras = kv.second.as<int>();
       else if (key == "max_lora_rank") c.max_lora_rank = kv.second.as<int>();
+      else if (key == "metrics_listen") c.metrics_listen = kv.second.as<std::string>();
+      else if (key == "drain_timeout_s") c.drain_timeout_s = kv.second.as<int>();
       else return absl::InvalidArgumentError(absl::StrCat(path, ": unknown key '", key, "'"));
     }
   } catch (const YAML::Exception& e) {
@@ -98,9 +108,11 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
 std::atomic<bool> g_stop{false};
 
 // Serves `service` (plus grpc.health.v1) on c.listen until SIGINT or
-// SIGTERM. `stop_streams` ends the service's endless streams so that the
-// shutdown need not wait for them. False if it cannot listen.
-bool Serve(grpc::Service& service, const WorkerConfig& c, const std::function<void()>& stop_streams) {
+// SIGTERM, then drains: health turns NOT_SERVING and new generations are
+// refused at once, running ones get drain_timeout_s to finish, the rest end
+// with an in-band UNAVAILABLE; then the server shuts down. False if it
+// cannot listen.
+bool Serve(grpc::Service& service, tessera::DrainableService& drainable, const WorkerConfig& c) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
@@ -113,9 +125,21 @@ bool Serve(grpc::Service& service, const WorkerConfig& c, const std::function<vo
   std::signal(SIGINT, [](int) { g_stop.store(true); });
   std::signal(SIGTERM, [](int) { g_stop.store(true); });
   while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::fprintf(stderr, "tessera-worker: shutting down\n");
   server->GetHealthCheckService()->SetServingStatus(false);
-  stop_streams();
+  drainable.StartDrain();
+  std::fprintf(stderr, "tessera-worker: draining %d generation(s), for at most %d s\n", drainable.ActiveGenerations(),
+               c.drain_timeout_s);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(c.drain_timeout_s);
+  while (drainable.ActiveGenerations() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (const int left = drainable.ActiveGenerations(); left > 0) {
+    std::fprintf(stderr, "tessera-worker: drain timeout: ending %d generation(s) with an error\n", left);
+    drainable.AbortGenerations(
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker shut down before the generation finished"));
+  }
+  std::fprintf(stderr, "tessera-worker: shutting down\n");
+  drainable.StopLoadReports();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   return true;
 }
@@ -139,6 +163,9 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_listen).empty()) c.listen = absl::GetFlag(FLAGS_listen);
   if (!absl::GetFlag(FLAGS_backend).empty()) c.backend = absl::GetFlag(FLAGS_backend);
   if (c.backend != "cpu" && c.backend != "sim") return fail("backend must be 'cpu' or 'sim'; got '" + c.backend + "'");
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (absl::GetFlag(FLAGS_drain_timeout_s) >= 0) c.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
+  if (c.drain_timeout_s < 0 || c.drain_timeout_s > 3600) return fail("drain_timeout_s must be in [0, 3600]");
   if (!absl::GetFlag(FLAGS_model).empty()) c.model = absl::GetFlag(FLAGS_model);
   if (!absl::GetFlag(FLAGS_model_name).empty()) c.model_name = absl::GetFlag(FLAGS_model_name);
   if (absl::GetFlag(FLAGS_threads) >= 0) c.threads = absl::GetFlag(FLAGS_threads);
@@ -173,8 +200,25 @@ int main(int argc, char** argv) {
       << YAML::Key << "enable_prefix_caching" << YAML::Value << c.enable_prefix_caching << YAML::Key
       << "adapter_dirs" << YAML::Value << YAML::Flow << c.adapter_dirs << YAML::Key << "max_loras" << YAML::Value
       << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
-      << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::EndMap;
+      << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::Key << "metrics_listen" << YAML::Value
+      << c.metrics_listen << YAML::Key << "drain_timeout_s" << YAML::Value << c.drain_timeout_s << YAML::EndMap;
   std::fprintf(stderr, "tessera-worker effective configuration:\n%s\n", out.c_str());
+
+  // Metrics are up before the model loads (a slow load is visible), and
+  // read the engine and adapters once they exist.
+  auto registry = std::make_shared<prometheus::Registry>();
+  tessera::WorkerMetrics metrics(*registry, c.model_name, c.backend);
+  std::atomic<const tessera::Engine*> live_engine{nullptr};
+  std::atomic<const tessera::AdapterManager*> live_adapters{nullptr};
+  std::unique_ptr<tessera::MetricsServer> metrics_server;
+  if (!c.metrics_listen.empty()) {
+    auto ms = tessera::MetricsServer::Start(c.metrics_listen, registry,
+                                            [&] { metrics.Collect(live_engine.load(), live_adapters.load()); });
+    if (!ms.ok()) return fail(std::string(ms.status().message()));
+    metrics_server = std::move(*ms);
+    std::fprintf(stderr, "tessera-worker: serving metrics on %s (port %d)\n", c.metrics_listen.c_str(),
+                 metrics_server->port());
+  }
 
   if (c.backend == "sim") {
     tessera::SimWorkerOptions so;
@@ -193,13 +237,16 @@ int main(int argc, char** argv) {
       return fail("sim flags must be non-negative (and sim_adapters at most 1000000)");
     }
     tessera::SimWorker sim(so);
-    return Serve(sim, c, [&] { sim.StopLoadReports(); }) ? 0 : fail("cannot listen on " + c.listen);
+    return Serve(sim, sim, c) ? 0 : fail("cannot listen on " + c.listen);
   }
 
+  const auto load_start = std::chrono::steady_clock::now();
   auto bundle = tessera::LoadModelBundle(
       c.model, {.threads = c.threads, .max_batch_tokens = c.max_num_batched_tokens, .max_logit_rows = c.max_num_seqs});
   if (!bundle.ok()) return fail(std::string(bundle.status().message()));
+  metrics.SetModelLoadSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   tessera::EngineOptions eo;
+  eo.observer = &metrics;
   eo.scheduler.max_num_seqs = c.max_num_seqs;
   eo.scheduler.max_num_batched_tokens = c.max_num_batched_tokens;
   eo.max_waiting = c.max_waiting;
@@ -215,8 +262,14 @@ int main(int argc, char** argv) {
   auto engine = tessera::Engine::Create(**bundle, eo);
   if (!engine.ok()) return fail(std::string(engine.status().message()));
   tessera::WorkerService service(**bundle, **engine, **adapters, {.model_id = c.model_name});
+  live_engine.store(engine->get());
+  live_adapters.store(adapters->get());
 
-  if (!Serve(service, c, [&] { service.StopLoadReports(); })) return fail("cannot listen on " + c.listen);
+  const bool served = Serve(service, service, c);
+  // The metrics server reads the engine: it goes first.
+  metrics_server.reset();
+  live_engine.store(nullptr);
+  if (!served) return fail("cannot listen on " + c.listen);
   (*engine)->Stop();
   const tessera::EngineStats st = (*engine)->stats();
   std::fprintf(stderr, "tessera-worker: engine steps=%llu preemptions=%llu prefix_hit_tokens=%llu prefix_query_tokens=%llu\n",

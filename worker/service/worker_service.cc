@@ -9,7 +9,6 @@
 #include "common/status_macros.h"
 
 namespace tessera {
-namespace {
 
 namespace wv1 = tessera::worker::v1;
 
@@ -17,10 +16,26 @@ namespace wv1 = tessera::worker::v1;
 // goes away cancels the job.
 class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, public JobSink {
  public:
-  static std::shared_ptr<GenerateStream> Create() {
+  static std::shared_ptr<GenerateStream> Create(WorkerService* service) {
     std::shared_ptr<GenerateStream> s(new GenerateStream());
+    s->service_ = service;
     s->Adopt(s);
     return s;
+  }
+
+  void OnDone() override {
+    service_->StreamDone(this);
+    QueuedServerWriter::OnDone();  // may release the last reference
+  }
+
+  // Ends the stream now with `status` (after what it already queued) and
+  // stops its job.
+  void Abort(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&job_mu_);
+      if (job_) job_->cancelled.store(true);
+    }
+    Finish(status);
   }
 
   void set_job(std::shared_ptr<EngineJob> job) {
@@ -87,6 +102,7 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
     if (job_) job_->cancelled.store(true);
   }
 
+  WorkerService* service_ = nullptr;
   absl::Mutex job_mu_;
   std::shared_ptr<EngineJob> job_ ABSL_GUARDED_BY(job_mu_);
   // Engine-thread state.
@@ -96,6 +112,8 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
   uint64_t queue_ns_ = 0, prefill_ns_ = 0;
   bool have_first_timing_ = false;
 };
+
+namespace {
 
 absl::Status Invalid(std::string_view field, std::string_view bound, double value) {
   return absl::InvalidArgumentError(absl::StrCat(std::string(field), " must be ", std::string(bound), "; got ", value));
@@ -219,7 +237,15 @@ grpc::ServerUnaryReactor* WorkerService::PrefetchAdapter(grpc::CallbackServerCon
 
 grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::CallbackServerContext* context,
                                                                          const wv1::GenerateRequest* request) {
-  std::shared_ptr<GenerateStream> stream = GenerateStream::Create();
+  std::shared_ptr<GenerateStream> stream = GenerateStream::Create(this);
+  {
+    absl::MutexLock lock(&streams_mu_);
+    streams_[stream.get()] = stream;
+  }
+  if (draining_.load()) {
+    stream->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the worker is draining"));
+    return stream.get();
+  }
   auto req = ToEngineRequest(bundle_, *request);
   if (!req.ok()) {
     stream->Finish(ToGrpcStatus(req.status()));
@@ -252,6 +278,27 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
     stream->SendHeadersNow();  // accepted: lets the gateway tell a queued request from a hung worker
   }
   return stream.get();
+}
+
+void WorkerService::StreamDone(const GenerateStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+}
+
+int WorkerService::ActiveGenerations() const {
+  absl::MutexLock lock(&streams_mu_);
+  return static_cast<int>(streams_.size());
+}
+
+void WorkerService::AbortGenerations(const grpc::Status& status) {
+  std::vector<std::shared_ptr<GenerateStream>> live;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    for (auto& [raw, weak] : streams_) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+  }
+  for (auto& s : live) s->Abort(status);
 }
 
 grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContext* context,

@@ -8,10 +8,15 @@
 #ifndef TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
 #define TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
 
+#include <atomic>
+#include <memory>
 #include <string>
 
 #include "tessera/worker/v1/worker.grpc.pb.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "worker/engine/engine.h"
+#include "worker/service/drainable.h"
 #include "worker/lora/adapter_manager.h"
 #include "worker/service/load_reporter.h"
 #include "worker/model/model_bundle.h"
@@ -28,7 +33,9 @@ struct WorkerServiceOptions {
 absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle,
                                                 const tessera::worker::v1::GenerateRequest& wire);
 
-class WorkerService final : public tessera::worker::v1::Worker::CallbackService {
+class GenerateStream;
+
+class WorkerService final : public tessera::worker::v1::Worker::CallbackService, public DrainableService {
  public:
   // REQUIRES: bundle, engine and adapters outlive the service.
   WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager& adapters, WorkerServiceOptions options);
@@ -52,8 +59,13 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService 
   grpc::ServerUnaryReactor* PrefetchAdapter(grpc::CallbackServerContext* context,
                                             const tessera::worker::v1::PrefetchAdapterRequest* request,
                                             tessera::worker::v1::PrefetchAdapterResponse* response) override;
-  // Ends the WatchLoad streams (call before shutting the server down).
-  void StopLoadReports() { reporter_->Stop(); }
+  // DrainableService.
+  void StartDrain() override { draining_.store(true); }
+  int ActiveGenerations() const override;
+  void AbortGenerations(const grpc::Status& status) override;
+  void StopLoadReports() override { reporter_->Stop(); }
+  // Streams report here when gRPC is done with them.
+  void StreamDone(const GenerateStream* stream);
   // The current load report (what WatchLoad streams).
   tessera::worker::v1::LoadReport Snapshot() const;
 
@@ -63,6 +75,9 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService 
   AdapterManager& adapters_;
   WorkerServiceOptions options_;
   uint64_t created_unix_s_;
+  std::atomic<bool> draining_{false};
+  mutable absl::Mutex streams_mu_;
+  absl::flat_hash_map<const GenerateStream*, std::weak_ptr<GenerateStream>> streams_ ABSL_GUARDED_BY(streams_mu_);
   std::unique_ptr<LoadReporter> reporter_;  // last: stops before the rest goes
 };
 

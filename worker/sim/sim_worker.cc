@@ -69,6 +69,24 @@ SimWorker::~SimWorker() {
   thread_.join();
 }
 
+void SimWorker::StartDrain() {
+  absl::MutexLock lock(&mu_);
+  draining_ = true;
+}
+
+int SimWorker::ActiveGenerations() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(running_.size() + waiting_.size());
+}
+
+void SimWorker::AbortGenerations(const grpc::Status& status) {
+  absl::MutexLock lock(&mu_);
+  for (auto& s : running_) Finish(*s, status);
+  for (auto& s : waiting_) Finish(*s, status);
+  running_.clear();
+  waiting_.clear();
+}
+
 double SimWorker::NowMs() const {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -96,8 +114,8 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* SimWorker::Generate(grpc::Callb
   absl::MutexLock lock(&mu_);
   if (!seq->adapter.empty() && !adapters_.contains(seq->adapter)) {
     stream->Finish(Err(grpc::StatusCode::NOT_FOUND, absl::StrCat("the model '", seq->adapter, "' does not exist")));
-  } else if (stopping_) {
-    stream->Finish(Err(grpc::StatusCode::UNAVAILABLE, "the worker is shutting down"));
+  } else if (stopping_ || draining_) {
+    stream->Finish(Err(grpc::StatusCode::UNAVAILABLE, stopping_ ? "the worker is shutting down" : "the worker is draining"));
   } else if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
     stream->Finish(Err(grpc::StatusCode::RESOURCE_EXHAUSTED,
                        absl::StrCat("the worker's queue is full (", options_.max_waiting, " waiting requests)")));

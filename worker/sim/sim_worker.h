@@ -29,6 +29,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "tessera/worker/v1/worker.grpc.pb.h"
+#include "worker/service/drainable.h"
 #include "worker/service/load_reporter.h"
 
 namespace tessera {
@@ -48,7 +49,7 @@ struct SimWorkerOptions {
   uint32_t context_length = 8192;
 };
 
-class SimWorker final : public tessera::worker::v1::Worker::CallbackService {
+class SimWorker final : public tessera::worker::v1::Worker::CallbackService, public DrainableService {
  public:
   explicit SimWorker(const SimWorkerOptions& options);
   ~SimWorker() override;
@@ -73,7 +74,10 @@ class SimWorker final : public tessera::worker::v1::Worker::CallbackService {
                                             const tessera::worker::v1::PrefetchAdapterRequest* request,
                                             tessera::worker::v1::PrefetchAdapterResponse* response) override;
 
-  void StopLoadReports() { reporter_->Stop(); }
+  void StopLoadReports() override { reporter_->Stop(); }
+  void StartDrain() override;
+  int ActiveGenerations() const override;
+  void AbortGenerations(const grpc::Status& status) override;
   tessera::worker::v1::LoadReport Snapshot() const;
 
  private:
@@ -114,6 +118,7 @@ class SimWorker final : public tessera::worker::v1::Worker::CallbackService {
   uint64_t adapter_requests_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t device_hits_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
   std::unique_ptr<LoadReporter> reporter_;
 };
