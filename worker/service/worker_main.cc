@@ -50,6 +50,7 @@ ABSL_FLAG(double, sim_step_ms, 5, "sim backend: fixed time of one step");
 ABSL_FLAG(double, sim_prefill_us_per_token, 100, "sim backend: step time per prompt token admitted");
 ABSL_FLAG(double, sim_decode_us_per_seq, 500, "sim backend: step time per running sequence");
 ABSL_FLAG(double, sim_adapter_load_ms, 100, "sim backend: adapter load time from disk (a quarter from host memory)");
+ABSL_FLAG(std::string, device, "", "cpu (default) or cuda[:N]");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
 ABSL_FLAG(int, drain_timeout_s, -1, "on SIGTERM, time for running generations to finish (default 30)");
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
@@ -73,6 +74,7 @@ struct WorkerConfig {
   int max_lora_rank = 64;
   std::string metrics_listen;
   int drain_timeout_s = 30;
+  std::string device = "cpu";
 };
 
 absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
@@ -96,6 +98,7 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "max_cpu_loras") c.max_cpu_loras = kv.second.as<int>();
       else if (key == "max_lora_rank") c.max_lora_rank = kv.second.as<int>();
       else if (key == "metrics_listen") c.metrics_listen = kv.second.as<std::string>();
+      else if (key == "device") c.device = kv.second.as<std::string>();
       else if (key == "drain_timeout_s") c.drain_timeout_s = kv.second.as<int>();
       else return absl::InvalidArgumentError(absl::StrCat(path, ": unknown key '", key, "'"));
     }
@@ -163,6 +166,13 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_listen).empty()) c.listen = absl::GetFlag(FLAGS_listen);
   if (!absl::GetFlag(FLAGS_backend).empty()) c.backend = absl::GetFlag(FLAGS_backend);
   if (c.backend != "cpu" && c.backend != "sim") return fail("backend must be 'cpu' or 'sim'; got '" + c.backend + "'");
+  if (!absl::GetFlag(FLAGS_device).empty()) c.device = absl::GetFlag(FLAGS_device);
+  if (c.device != "cpu") {
+    if (c.device.rfind("cuda", 0) == 0) {
+      return fail("device '" + c.device + "': this build of tessera-worker has no CUDA backend yet; use device cpu");
+    }
+    return fail("device must be cpu or cuda[:N]; got '" + c.device + "'");
+  }
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (absl::GetFlag(FLAGS_drain_timeout_s) >= 0) c.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
   if (c.drain_timeout_s < 0 || c.drain_timeout_s > 3600) return fail("drain_timeout_s must be in [0, 3600]");
