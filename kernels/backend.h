@@ -114,6 +114,8 @@ class Backend {
   // Allocates paged KV storage for one layer.
   virtual absl::StatusOr<KvLayer> AllocateKvLayer(int64_t num_blocks, int block_size, int kv_dim) = 0;
   virtual void CopyToHost(const Mat& src, int64_t row, float* dst) = 0;
+  // dst row i = src row rows[i]. REQUIRES: dst does not overlap src.
+  virtual void CopyRows(const Mat& src, std::span<const int32_t> rows, Mat dst) = 0;
 
   // out[i] = table row ids[i], dequantized.
   virtual void GetRows(const WeightView& table, std::span<const int32_t> ids, Mat out) = 0;

@@ -16,6 +16,7 @@ ABSL_FLAG(std::string, model, "", "GGUF model (default: the bundled model)");
 ABSL_FLAG(int, pp, 512, "prompt tokens");
 ABSL_FLAG(int, tg, 128, "generated tokens");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, repetitions, 3, "runs; the best is reported");
 ABSL_FLAG(int, decode_batch, 1, "sequences decoded together in each tg step (continuous batching)");
 
@@ -25,7 +26,8 @@ int main(int argc, char** argv) {
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
   const int pp = absl::GetFlag(FLAGS_pp), tg = absl::GetFlag(FLAGS_tg);
-  auto bundle = tessera::LoadModelBundle(path, {.threads = absl::GetFlag(FLAGS_threads),
+  auto bundle = tessera::LoadModelBundle(path, {.device = absl::GetFlag(FLAGS_device),
+                                               .threads = absl::GetFlag(FLAGS_threads),
                                                .max_batch_tokens = std::max({pp, absl::GetFlag(FLAGS_decode_batch), 1}),
                                                .max_logit_rows = std::max(absl::GetFlag(FLAGS_decode_batch), 1)});
   if (!bundle.ok()) {

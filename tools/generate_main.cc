@@ -32,6 +32,7 @@ ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass");
 ABSL_FLAG(int, top_k, 0, "top-k sampling (0 = off)");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "random seed (same seed, same output)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, lora, "", "a PEFT LoRA adapter directory to apply (default: none)");
 ABSL_FLAG(int, max_lora_rank, 64, "largest adapter rank accepted");
 ABSL_FLAG(std::string, format, "text", "output: 'text' (the generated text) or 'json' (text, token ids, finish reason)");
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   if (path.empty()) path = tessera::DefaultModelPath();
   tessera::ModelBundleOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.device = absl::GetFlag(FLAGS_device);
   auto bundle = tessera::LoadModelBundle(path, options);
   if (!bundle.ok()) return Fail(std::string(bundle.status().message()));
   tessera::ModelBundle& b = **bundle;

@@ -51,6 +51,12 @@ class CpuBackend final : public Backend {
     std::memcpy(dst, src.row(row), src.cols * sizeof(float));
   }
 
+  void CopyRows(const Mat& src, std::span<const int32_t> rows, Mat dst) override {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      std::memcpy(dst.row(static_cast<int64_t>(i)), src.row(rows[i]), sizeof(float) * src.cols);
+    }
+  }
+
   void GetRows(const WeightView& table, std::span<const int32_t> ids, Mat out) override {
     const cpu::WeightKernels* k = cpu::KernelsFor(table.type);
     for (size_t i = 0; i < ids.size(); ++i) {

@@ -174,7 +174,9 @@ def test_kill_one_of_three_workers_under_load(procs):
     assert all(o == "ok" for o, _, stream in results if not stream), outcomes
     interrupted = outcomes.count("error_event") + log.count("retrying a request that failed on " + victim)
     assert interrupted >= 1, "the kill hit no request: the test proved nothing"
-    assert outcomes.count("ok") > 20
+    # Only streams running on the victim when it died may fail: at most one
+    # per client.
+    assert outcomes.count("error_event") <= 6 and outcomes.count("ok") >= 6, outcomes
 
 
 def test_hung_worker_is_ejected_and_readmitted(procs):

@@ -215,9 +215,7 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLay
   // (large) output projection.
   const int64_t nl = static_cast<int64_t>(logit_rows.size());
   Mat sel = Rows(xn_, nl);
-  for (int64_t i = 0; i < nl; ++i) {
-    std::memmove(sel.row(i), x.row(logit_rows[i]), sizeof(float) * c.n_embd);
-  }
+  backend_.CopyRows(x, logit_rows, sel);
   backend_.RmsNorm(sel, output_norm_, c.rms_eps, sel);
   Mat out = Rows(logits_, nl);
   backend_.MatMul(output_, sel, out);

@@ -1,5 +1,8 @@
 #include "worker/model/model_bundle.h"
 
+#include "absl/strings/numbers.h"
+#include "kernels/cuda/cuda_backend.h"
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -28,11 +31,23 @@ absl::StatusOr<std::string> ModelBundle::RenderChat(const nlohmann::ordered_json
   return chat_template->Apply(messages, add_generation_prompt);
 }
 
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const ModelBundleOptions& options) {
+  if (options.device == "cpu") return CreateCpuBackend({.threads = options.threads});
+  if (options.device == "cuda" || options.device.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (options.device.size() > 5 && !absl::SimpleAtoi(options.device.substr(5), &index)) {
+      return absl::InvalidArgumentError(absl::StrCat("device '", options.device, "' is not cuda:N"));
+    }
+    return CreateCudaBackend({.device = index});
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device must be cpu, cuda or cuda:N; got '", options.device, "'"));
+}
+
 absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
                                                              const ModelBundleOptions& options) {
   auto b = std::make_unique<ModelBundle>();
   TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::Open(path));
-  b->backend = CreateCpuBackend({.threads = options.threads});
+  TESSERA_ASSIGN_OR_RETURN(b->backend, CreateBackend(options));
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;
   mo.max_logit_rows = std::min(options.max_logit_rows, options.max_batch_tokens);

@@ -33,6 +33,7 @@ struct ModelBundle {
 };
 
 struct ModelBundleOptions {
+  std::string device = "cpu";  // cpu, cuda or cuda:N
   int threads = 0;
   int max_batch_tokens = 512;
   int max_logit_rows = 64;  // at most max_batch_tokens

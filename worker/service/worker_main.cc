@@ -167,11 +167,8 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_backend).empty()) c.backend = absl::GetFlag(FLAGS_backend);
   if (c.backend != "cpu" && c.backend != "sim") return fail("backend must be 'cpu' or 'sim'; got '" + c.backend + "'");
   if (!absl::GetFlag(FLAGS_device).empty()) c.device = absl::GetFlag(FLAGS_device);
-  if (c.device != "cpu") {
-    if (c.device.rfind("cuda", 0) == 0) {
-      return fail("device '" + c.device + "': this build of tessera-worker has no CUDA backend yet; use device cpu");
-    }
-    return fail("device must be cpu or cuda[:N]; got '" + c.device + "'");
+  if (c.device != "cpu" && c.device != "cuda" && c.device.rfind("cuda:", 0) != 0) {
+    return fail("device must be cpu, cuda or cuda:N; got '" + c.device + "'");
   }
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) c.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   if (absl::GetFlag(FLAGS_drain_timeout_s) >= 0) c.drain_timeout_s = absl::GetFlag(FLAGS_drain_timeout_s);
@@ -211,7 +208,8 @@ int main(int argc, char** argv) {
       << "adapter_dirs" << YAML::Value << YAML::Flow << c.adapter_dirs << YAML::Key << "max_loras" << YAML::Value
       << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
       << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::Key << "metrics_listen" << YAML::Value
-      << c.metrics_listen << YAML::Key << "drain_timeout_s" << YAML::Value << c.drain_timeout_s << YAML::EndMap;
+      << c.metrics_listen << YAML::Key << "drain_timeout_s" << YAML::Value << c.drain_timeout_s << YAML::Key << "device"
+      << YAML::Value << c.device << YAML::EndMap;
   std::fprintf(stderr, "tessera-worker effective configuration:\n%s\n", out.c_str());
 
   // Metrics are up before the model loads (a slow load is visible), and
@@ -252,7 +250,8 @@ int main(int argc, char** argv) {
 
   const auto load_start = std::chrono::steady_clock::now();
   auto bundle = tessera::LoadModelBundle(
-      c.model, {.threads = c.threads, .max_batch_tokens = c.max_num_batched_tokens, .max_logit_rows = c.max_num_seqs});
+      c.model, {.device = c.device,
+                .threads = c.threads, .max_batch_tokens = c.max_num_batched_tokens, .max_logit_rows = c.max_num_seqs});
   if (!bundle.ok()) return fail(std::string(bundle.status().message()));
   metrics.SetModelLoadSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   tessera::EngineOptions eo;
