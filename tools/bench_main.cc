@@ -18,6 +18,8 @@ ABSL_FLAG(int, tg, 128, "generated tokens");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, repetitions, 3, "runs; the best is reported");
+ABSL_FLAG(std::string, synthetic, "", "a synthetic model of this architecture's shapes instead of a file: llama3-8b, llama2-7b, tiny");
+ABSL_FLAG(std::string, synthetic_type, "q4_k", "weight encoding of the synthetic model: f32, f16, bf16, q4_0, q4_1, q8_0, q4_k, q6_k");
 ABSL_FLAG(int, decode_batch, 1, "sequences decoded together in each tg step (continuous batching)");
 
 int main(int argc, char** argv) {
@@ -26,10 +28,14 @@ int main(int argc, char** argv) {
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
   const int pp = absl::GetFlag(FLAGS_pp), tg = absl::GetFlag(FLAGS_tg);
-  auto bundle = tessera::LoadModelBundle(path, {.device = absl::GetFlag(FLAGS_device),
-                                               .threads = absl::GetFlag(FLAGS_threads),
-                                               .max_batch_tokens = std::max({pp, absl::GetFlag(FLAGS_decode_batch), 1}),
-                                               .max_logit_rows = std::max(absl::GetFlag(FLAGS_decode_batch), 1)});
+  const tessera::ModelBundleOptions options{.device = absl::GetFlag(FLAGS_device),
+                                             .threads = absl::GetFlag(FLAGS_threads),
+                                             .max_batch_tokens = std::max({pp, absl::GetFlag(FLAGS_decode_batch), 1}),
+                                             .max_logit_rows = std::max(absl::GetFlag(FLAGS_decode_batch), 1)};
+  const std::string synthetic = absl::GetFlag(FLAGS_synthetic);
+  auto bundle = synthetic.empty()
+                    ? tessera::LoadModelBundle(path, options)
+                    : tessera::LoadSyntheticModelBundle(synthetic, absl::GetFlag(FLAGS_synthetic_type), options);
   if (!bundle.ok()) {
     std::fprintf(stderr, "tessera-bench: %s\n", std::string(bundle.status().message()).c_str());
     return 1;
@@ -87,7 +93,23 @@ int main(int argc, char** argv) {
 
     (*cache)->Release(table);
   }
-  nlohmann::json out{{"pp_tokens", pp}, {"tg_tokens", tg}, {"pp_tokens_per_s", best_pp}, {"tg_tokens_per_s", best_tg}};
+  // Bytes a decode step must read at least once: every weight tensor (the
+  // embedding table only by rows, so it is left out when the output
+  // projection is a tensor of its own).
+  size_t weight_bytes = 0;
+  const bool tied = b.file->FindTensor("output.weight") == nullptr;
+  for (const auto& t : b.file->tensors()) {
+    if (t.name == "token_embd.weight" && !tied) continue;
+    weight_bytes += t.nbytes;
+  }
+  nlohmann::json out{{"pp_tokens", pp},
+                     {"tg_tokens", tg},
+                     {"decode_batch", absl::GetFlag(FLAGS_decode_batch)},
+                     {"device", std::string(b.backend->name())},
+                     {"model", synthetic.empty() ? path : "synthetic:" + synthetic},
+                     {"weight_bytes_per_step", weight_bytes},
+                     {"pp_tokens_per_s", best_pp},
+                     {"tg_tokens_per_s", best_tg}};
   std::printf("%s\n", out.dump().c_str());
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include "absl/strings/numbers.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "worker/model/synthetic_model.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -43,10 +44,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const ModelBundleOptions&
   return absl::InvalidArgumentError(absl::StrCat("device must be cpu, cuda or cuda:N; got '", options.device, "'"));
 }
 
-absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
-                                                             const ModelBundleOptions& options) {
-  auto b = std::make_unique<ModelBundle>();
-  TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::Open(path));
+namespace {
+
+// Everything after the GGUF is open: backend, model, tokenizer, template.
+absl::Status Assemble(ModelBundle* b, const std::string& path, const ModelBundleOptions& options) {
   TESSERA_ASSIGN_OR_RETURN(b->backend, CreateBackend(options));
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;
@@ -70,6 +71,27 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& 
     if (!ct.ok()) return absl::Status(ct.status().code(), absl::StrCat(path, ": ", ct.status().message()));
     b->chat_template = std::move(*ct);
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
+                                                             const ModelBundleOptions& options) {
+  auto b = std::make_unique<ModelBundle>();
+  TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::Open(path));
+  TESSERA_RETURN_IF_ERROR(Assemble(b.get(), path, options));
+  return b;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> LoadSyntheticModelBundle(const std::string& spec,
+                                                                      const std::string& weight_type,
+                                                                      const ModelBundleOptions& options) {
+  TESSERA_ASSIGN_OR_RETURN(GgmlType type, ParseWeightType(weight_type));
+  auto b = std::make_unique<ModelBundle>();
+  TESSERA_ASSIGN_OR_RETURN(b->image, BuildSyntheticModel(spec, type));
+  TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::FromBuffer(b->image));
+  TESSERA_RETURN_IF_ERROR(Assemble(b.get(), "synthetic:" + spec, options));
   return b;
 }
 

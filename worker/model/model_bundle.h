@@ -4,6 +4,7 @@
 #define TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_
 
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -20,6 +21,7 @@ namespace tessera {
 std::string DefaultModelPath();
 
 struct ModelBundle {
+  std::vector<uint8_t> image;  // the GGUF bytes of a synthetic model (file views them)
   std::unique_ptr<GgufFile> file;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<LlamaModel> model;
@@ -41,6 +43,11 @@ struct ModelBundleOptions {
 
 absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
                                                              const ModelBundleOptions& options = {});
+// A synthetic model (worker/model/synthetic_model.h) of `spec`'s shapes with
+// weights in `weight_type` (e.g. "q4_k").
+absl::StatusOr<std::unique_ptr<ModelBundle>> LoadSyntheticModelBundle(const std::string& spec,
+                                                                      const std::string& weight_type,
+                                                                      const ModelBundleOptions& options = {});
 
 }  // namespace tessera
 

@@ -51,6 +51,10 @@ ABSL_FLAG(double, sim_prefill_us_per_token, 100, "sim backend: step time per pro
 ABSL_FLAG(double, sim_decode_us_per_seq, 500, "sim backend: step time per running sequence");
 ABSL_FLAG(double, sim_adapter_load_ms, 100, "sim backend: adapter load time from disk (a quarter from host memory)");
 ABSL_FLAG(std::string, device, "", "cpu (default) or cuda[:N]");
+ABSL_FLAG(std::string, synthetic, "",
+          "serve a synthetic model of this architecture's shapes with random weights (llama3-8b, llama2-7b, tiny) "
+          "instead of a file: for speed and memory measurements only");
+ABSL_FLAG(std::string, synthetic_type, "", "weight encoding of the synthetic model (default q4_k)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
 ABSL_FLAG(int, drain_timeout_s, -1, "on SIGTERM, time for running generations to finish (default 30)");
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
@@ -75,6 +79,8 @@ struct WorkerConfig {
   std::string metrics_listen;
   int drain_timeout_s = 30;
   std::string device = "cpu";
+  std::string synthetic;
+  std::string synthetic_type = "q4_k";
 };
 
 absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
@@ -99,6 +105,8 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "max_lora_rank") c.max_lora_rank = kv.second.as<int>();
       else if (key == "metrics_listen") c.metrics_listen = kv.second.as<std::string>();
       else if (key == "device") c.device = kv.second.as<std::string>();
+      else if (key == "synthetic") c.synthetic = kv.second.as<std::string>();
+      else if (key == "synthetic_type") c.synthetic_type = kv.second.as<std::string>();
       else if (key == "drain_timeout_s") c.drain_timeout_s = kv.second.as<int>();
       else return absl::InvalidArgumentError(absl::StrCat(path, ": unknown key '", key, "'"));
     }
@@ -167,6 +175,8 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_backend).empty()) c.backend = absl::GetFlag(FLAGS_backend);
   if (c.backend != "cpu" && c.backend != "sim") return fail("backend must be 'cpu' or 'sim'; got '" + c.backend + "'");
   if (!absl::GetFlag(FLAGS_device).empty()) c.device = absl::GetFlag(FLAGS_device);
+  if (!absl::GetFlag(FLAGS_synthetic).empty()) c.synthetic = absl::GetFlag(FLAGS_synthetic);
+  if (!absl::GetFlag(FLAGS_synthetic_type).empty()) c.synthetic_type = absl::GetFlag(FLAGS_synthetic_type);
   if (c.device != "cpu" && c.device != "cuda" && c.device.rfind("cuda:", 0) != 0) {
     return fail("device must be cpu, cuda or cuda:N; got '" + c.device + "'");
   }
@@ -194,7 +204,9 @@ int main(int argc, char** argv) {
   if (c.kv_cache_memory_mib < 1 || c.kv_cache_memory_mib > (1 << 20)) return fail("kv_cache_memory must be in [1, 1048576] MiB");
   if (c.model.empty()) c.model = tessera::DefaultModelPath();
   if (c.model_name.empty()) {
-    c.model_name = c.backend == "sim" ? "sim" : std::filesystem::path(c.model).stem().string();
+    c.model_name = c.backend == "sim"         ? "sim"
+                   : !c.synthetic.empty() ? "synthetic-" + c.synthetic
+                                          : std::filesystem::path(c.model).stem().string();
   }
   if (c.threads < 0 || c.threads > 1024) return fail("threads must be in [0, 1024]");
 
@@ -209,7 +221,8 @@ int main(int argc, char** argv) {
       << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
       << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::Key << "metrics_listen" << YAML::Value
       << c.metrics_listen << YAML::Key << "drain_timeout_s" << YAML::Value << c.drain_timeout_s << YAML::Key << "device"
-      << YAML::Value << c.device << YAML::EndMap;
+      << YAML::Value << c.device << YAML::Key << "synthetic" << YAML::Value << c.synthetic << YAML::Key
+      << "synthetic_type" << YAML::Value << c.synthetic_type << YAML::EndMap;
   std::fprintf(stderr, "tessera-worker effective configuration:\n%s\n", out.c_str());
 
   // Metrics are up before the model loads (a slow load is visible), and
@@ -249,9 +262,13 @@ int main(int argc, char** argv) {
   }
 
   const auto load_start = std::chrono::steady_clock::now();
-  auto bundle = tessera::LoadModelBundle(
-      c.model, {.device = c.device,
-                .threads = c.threads, .max_batch_tokens = c.max_num_batched_tokens, .max_logit_rows = c.max_num_seqs});
+  const tessera::ModelBundleOptions bundle_options{.device = c.device,
+                                                   .threads = c.threads,
+                                                   .max_batch_tokens = c.max_num_batched_tokens,
+                                                   .max_logit_rows = c.max_num_seqs};
+  auto bundle = c.synthetic.empty()
+                    ? tessera::LoadModelBundle(c.model, bundle_options)
+                    : tessera::LoadSyntheticModelBundle(c.synthetic, c.synthetic_type, bundle_options);
   if (!bundle.ok()) return fail(std::string(bundle.status().message()));
   metrics.SetModelLoadSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   tessera::EngineOptions eo;

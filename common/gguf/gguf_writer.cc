@@ -1,0 +1,127 @@
+#include "common/gguf/gguf_writer.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace tessera {
+namespace {
+
+constexpr uint32_t kMagic = 0x46554747;  // "GGUF"
+constexpr size_t kAlignment = 32;
+enum : uint32_t { kI32 = 5, kU32 = 4, kF32 = 6, kBool = 7, kString = 8, kArray = 9 };
+
+template <typename T>
+void Put(std::vector<uint8_t>& out, T v) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+
+void PutString(std::vector<uint8_t>& out, const std::string& s) {
+  Put<uint64_t>(out, s.size());
+  out.insert(out.end(), s.begin(), s.end());
+}
+
+}  // namespace
+
+void GgufWriter::AddString(const std::string& key, const std::string& value) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kString);
+  PutString(kv_, value);
+  ++kv_count_;
+}
+
+void GgufWriter::AddU32(const std::string& key, uint32_t value) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kU32);
+  Put(kv_, value);
+  ++kv_count_;
+}
+
+void GgufWriter::AddI32(const std::string& key, int32_t value) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kI32);
+  Put(kv_, value);
+  ++kv_count_;
+}
+
+void GgufWriter::AddF32(const std::string& key, float value) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kF32);
+  Put(kv_, value);
+  ++kv_count_;
+}
+
+void GgufWriter::AddBool(const std::string& key, bool value) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kBool);
+  Put<uint8_t>(kv_, value ? 1 : 0);
+  ++kv_count_;
+}
+
+void GgufWriter::AddStringArray(const std::string& key, const std::vector<std::string>& values) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kArray);
+  Put<uint32_t>(kv_, kString);
+  Put<uint64_t>(kv_, values.size());
+  for (const auto& v : values) PutString(kv_, v);
+  ++kv_count_;
+}
+
+void GgufWriter::AddF32Array(const std::string& key, const std::vector<float>& values) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kArray);
+  Put<uint32_t>(kv_, kF32);
+  Put<uint64_t>(kv_, values.size());
+  for (float v : values) Put(kv_, v);
+  ++kv_count_;
+}
+
+void GgufWriter::AddI32Array(const std::string& key, const std::vector<int32_t>& values) {
+  PutString(kv_, key);
+  Put<uint32_t>(kv_, kArray);
+  Put<uint32_t>(kv_, kI32);
+  Put<uint64_t>(kv_, values.size());
+  for (int32_t v : values) Put(kv_, v);
+  ++kv_count_;
+}
+
+absl::Status GgufWriter::AddTensor(const std::string& name, std::vector<int64_t> dims, GgmlType type, Fill fill) {
+  const auto traits = TraitsOf(type);
+  if (!traits || dims.empty() || dims[0] % traits->block_elems != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": rows of ", dims.empty() ? 0 : dims[0],
+                                                   " elements are not whole blocks of ", std::string(TypeName(type))));
+  }
+  size_t bytes = static_cast<size_t>(dims[0] / traits->block_elems) * traits->block_bytes;
+  for (size_t i = 1; i < dims.size(); ++i) bytes *= static_cast<size_t>(dims[i]);
+  tensors_.push_back({name, std::move(dims), type, bytes, std::move(fill)});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint8_t>> GgufWriter::Build() const {
+  std::vector<uint8_t> out;
+  Put<uint32_t>(out, kMagic);
+  Put<uint32_t>(out, 3);
+  Put<uint64_t>(out, tensors_.size());
+  Put<uint64_t>(out, kv_count_);
+  out.insert(out.end(), kv_.begin(), kv_.end());
+  uint64_t offset = 0;
+  std::vector<uint64_t> offsets;
+  for (const Tensor& t : tensors_) {
+    PutString(out, t.name);
+    Put<uint32_t>(out, static_cast<uint32_t>(t.dims.size()));
+    for (int64_t d : t.dims) Put<uint64_t>(out, static_cast<uint64_t>(d));
+    Put<uint32_t>(out, static_cast<uint32_t>(t.type));
+    Put<uint64_t>(out, offset);
+    offsets.push_back(offset);
+    offset += (t.bytes + kAlignment - 1) / kAlignment * kAlignment;
+  }
+  const size_t data_start = (out.size() + kAlignment - 1) / kAlignment * kAlignment;
+  out.resize(data_start + offset, 0);
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    tensors_[i].fill(std::span<uint8_t>(out.data() + data_start + offsets[i], tensors_[i].bytes));
+  }
+  return out;
+}
+
+}  // namespace tessera

@@ -1,0 +1,64 @@
+"""End to end on a CUDA device (label gpu): greedy tokens of the bundled
+model equal the CPU path's, a synthetic model runs, and a worker on the GPU
+serves the gateway. Every test skips, saying so, without a device."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import requests
+
+SOURCE = os.environ.get("TESSERA_SOURCE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BIN = os.environ.get("TESSERA_BIN", os.path.join(SOURCE, "build", "bin"))
+sys.path.insert(0, os.path.join(SOURCE, "tests", "e2e"))
+from conftest import free_port, wait_ready  # noqa: E402
+from test_failover import Procs, wait_worker  # noqa: E402
+
+
+def _probe():
+    out = subprocess.run([f"{BIN}/tessera-generate", "--device", "cuda", "--prompt", "x", "--max-tokens", "1"],
+                         capture_output=True, text=True, timeout=300)
+    return out.returncode == 0, (out.stderr or out.stdout).strip()
+
+
+AVAILABLE, WHY = _probe()
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"skipped: no usable CUDA device ({WHY})")
+
+
+def generate(device, prompt, n=48):
+    out = subprocess.run([f"{BIN}/tessera-generate", "--device", device, "--prompt", prompt, "--max-tokens", str(n),
+                          "--format", "json"], capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", "def fibonacci(n):", "Once upon a time"])
+def test_greedy_tokens_equal_the_cpu_path(prompt):
+    cpu, gpu = generate("cpu", prompt), generate("cuda", prompt)
+    assert gpu["token_ids"] == cpu["token_ids"], (cpu["text"], gpu["text"])
+
+
+def test_synthetic_model_runs_on_the_device():
+    for fmt in ("f16", "q4_k"):
+        out = subprocess.run([f"{BIN}/tessera-bench", "--synthetic", "tiny", "--synthetic-type", fmt, "--device",
+                              "cuda", "--pp", "64", "--tg", "16", "--decode-batch", "8", "--repetitions", "1"],
+                             capture_output=True, text=True, timeout=300, check=True)
+        r = json.loads(out.stdout)
+        assert r["tg_tokens_per_s"] > 0 and r["device"].startswith("cuda")
+
+
+def test_worker_on_the_device_serves_the_gateway():
+    procs = Procs()
+    try:
+        worker = f"127.0.0.1:{free_port()}"
+        procs.start("worker", [f"{BIN}/tessera-worker", "--listen", worker, "--device", "cuda"])
+        wait_worker(worker, 300)
+        http = free_port()
+        procs.start("gateway", [f"{BIN}/tessera-gateway", "--listen", f"127.0.0.1:{http}", "--worker", worker])
+        wait_ready(f"http://127.0.0.1:{http}/ready", proc=procs.procs["gateway"])
+        r = requests.post(f"http://127.0.0.1:{http}/v1/chat/completions", timeout=120,
+                          json={"model": "SmolLM2-135M-Instruct.Q4_1", "max_tokens": 16, "temperature": 0,
+                                "messages": [{"role": "user", "content": "Say hello."}]})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+    finally:
+        procs.stop()
