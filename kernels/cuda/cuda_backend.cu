@@ -4,6 +4,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -33,6 +34,9 @@ void Check(cublasStatus_t e, const char* what) {
   std::fprintf(stderr, "tessera cuda backend: %s: cuBLAS status %d\n", what, static_cast<int>(e));
   std::abort();
 }
+
+// Batches up to this many rows use the GEMV kernels (in slices).
+constexpr int64_t kMaxGemvBatch = 64;
 
 class CudaBackend final : public Backend {
  public:
@@ -110,6 +114,11 @@ class CudaBackend final : public Backend {
 
   void GetRows(const WeightView& table, std::span<const int32_t> ids, Mat out) override {
     if (ids.empty()) return;
+    if (table.cols % 32 != 0) {
+      std::fprintf(stderr, "tessera cuda backend: embedding rows of %lld elements are not a multiple of 32\n",
+                   static_cast<long long>(table.cols));
+      std::abort();
+    }
     const DeviceWeight w = Upload(table);
     cuda::LaunchGetRows(stream_, w, Stage(ids), static_cast<int64_t>(ids.size()), out);
   }
@@ -117,8 +126,14 @@ class CudaBackend final : public Backend {
   void MatMul(const WeightView& view, const Mat& x, Mat y, bool accumulate) override {
     const DeviceWeight w = Upload(view);
     const bool aligned = x.stride % 4 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && w.cols % 32 == 0;
-    if (w.type != GgmlType::kF32 && x.rows <= cuda::kMaxGemvRows && aligned) {
-      cuda::LaunchGemv(stream_, w, x, y, accumulate);
+    if (w.type != GgmlType::kF32 && x.rows <= kMaxGemvBatch && aligned) {
+      // Slices of kMaxGemvRows rows: the weight is read once per slice,
+      // which up to kMaxGemvBatch rows costs less than dequantizing it whole.
+      for (int64_t r = 0; r < x.rows; r += cuda::kMaxGemvRows) {
+        const int64_t n = std::min<int64_t>(cuda::kMaxGemvRows, x.rows - r);
+        cuda::LaunchGemv(stream_, w, Mat{x.row(r), n, x.cols, x.stride}, Mat{y.row(r), n, y.cols, y.stride},
+                         accumulate);
+      }
       return;
     }
     const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
