@@ -99,6 +99,10 @@ void GatewayMetrics::RequestFinished(const Finished& f) {
   }
 }
 
+void GatewayMetrics::RequestRejected(int http_status) {
+  requests_.Add({{"model", "-"}, {"adapter", "-"}, {"status", absl::StrCat(http_status)}}).Increment();
+}
+
 void GatewayMetrics::Routed(std::string_view policy, std::string_view residency) {
   routed_.Add({{"policy", std::string(policy)}, {"residency", std::string(residency)}}).Increment();
 }

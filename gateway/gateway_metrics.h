@@ -39,6 +39,9 @@ class GatewayMetrics {
     int completion_tokens = 0;
   };
   void RequestStarted() { in_flight_.Increment(); }
+  // A completion request refused before it reached a worker (bad body,
+  // authentication): counted under model "-".
+  void RequestRejected(int http_status);
   void RequestFinished(const Finished& f);
   // `residency`: "device", "host", "disk" (the adapter's tier on the chosen
   // worker) or "base".

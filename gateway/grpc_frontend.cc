@@ -7,6 +7,7 @@
 #include "common/grpc/queued_server_writer.h"
 #include "common/status_macros.h"
 #include "gateway/completion_call.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/openai/errors.h"
 #include "gateway/openai/renderer.h"
 
@@ -173,6 +174,7 @@ grpc::ServerUnaryReactor* StartUnary(const GatewayConfig& config, WorkerPool& po
   auto* reactor = new PendingUnary();
   absl::StatusOr<CompletionRequest> req = ParseRequest(config, auth, request, /*stream=*/false, chat);
   if (!req.ok()) {
+    if (GatewayMetrics* m = pool.metrics()) m->RequestRejected(MapStatus(req.status().code()).http_status);
     reactor->Finish(ToGrpc(req.status()));
     reactor->set_call(nullptr);
     return reactor;
@@ -189,6 +191,7 @@ grpc::ServerWriteReactor<Chunk>* StartStreaming(const GatewayConfig& config, Wor
   auto out = StreamOutput<Chunk>::Create();
   absl::StatusOr<CompletionRequest> req = ParseRequest(config, auth, request, /*stream=*/true, chat);
   if (!req.ok()) {
+    if (GatewayMetrics* m = pool.metrics()) m->RequestRejected(MapStatus(req.status().code()).http_status);
     out->Finish(ToGrpc(req.status()));
     return out.get();
   }

@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/escape.h"
 #include "gateway/completion_call.h"
+#include "gateway/gateway_metrics.h"
 #include "gateway/openai/errors.h"
 #include "gateway/openai/renderer.h"
 #include "nlohmann/json.hpp"
@@ -173,15 +174,17 @@ void HttpFrontend::HandleModels(std::shared_ptr<HttpExchange> ex, const std::str
 void HttpFrontend::HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat, const std::string& request_id) {
   auto req = chat ? ParseChatCompletionRequest(ex->request().body, config_.request)
                   : ParseCompletionRequest(ex->request().body, config_.request);
-  if (!req.ok()) return RespondError(*ex, req.status(), request_id);
+  auto reject = [&](const absl::Status& s) {
+    if (GatewayMetrics* m = pool_.metrics()) m->RequestRejected(MapStatus(s.code()).http_status);
+    RespondError(*ex, s, request_id);
+  };
+  if (!req.ok()) return reject(req.status());
   req->adapter = ex->request().Header("x-lora-adapter");
   if (req->adapter.size() > 128) {
-    return RespondError(*ex, WithCode(absl::InvalidArgumentError("X-Lora-Adapter is longer than 128 bytes"),
-                                      "invalid_request_error"),
-                        request_id);
+    return reject(WithCode(absl::InvalidArgumentError("X-Lora-Adapter is longer than 128 bytes"), "invalid_request_error"));
   }
   if (!req->prompt_ids.empty() && req->echo) {
-    return RespondError(*ex, ParamError("echo", "'echo' is supported for text prompts only"), request_id);
+    return reject(ParamError("echo", "'echo' is supported for text prompts only"));
   }
   auto renderer = std::make_shared<CompletionRenderer>(std::make_shared<HttpOutput>(ex, request_id), *req, request_id);
   CompletionOptions options = config_.CallOptions();
