@@ -27,8 +27,8 @@ namespace tessera {
 
 class MetricsServer {
  public:
-  // `listen` is HOST:PORT (port 0 picks one). InvalidArgument or
-  // Unavailable when it cannot listen.
+  // `listen` is HOST:PORT with a fixed port (the embedded civetweb server
+  // cannot pick one). InvalidArgument or Unavailable when it cannot listen.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen,
                                                               std::shared_ptr<prometheus::Registry> registry,
                                                               std::function<void()> before_scrape = {});

@@ -1,5 +1,5 @@
 // CudaBackend: the Backend op set on one CUDA device (see cuda_backend.h).
-#include "kernels/cuda/cuda_backend.h"
+#include "kernels/backend.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -255,8 +255,7 @@ class CudaBackend final : public Backend {
     w.cols = v.cols;
     if (v.col_offset != 0) {
       // col_offset is a multiple of the block: whole blocks are skipped.
-      const auto traits = TraitsOf(v.type);
-      w.data += static_cast<size_t>(v.col_offset / traits->block_elems) * traits->block_bytes;
+      w.data += static_cast<size_t>(v.col_offset / cuda::BlockElems(v.type)) * cuda::BlockBytes(v.type);
     }
     return w;
   }
@@ -353,23 +352,27 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-bool CudaBackendBuilt() { return true; }
+}  // namespace tessera
 
-int CudaDeviceCount() {
+// The module's entry points, looked up by kernels/cuda/cuda_loader.cc. The
+// module is built with the same toolchain as the binaries that load it, so
+// the C++ Backend object crosses the boundary as is.
+extern "C" __attribute__((visibility("default"))) int TesseraCudaDeviceCount() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) return 0;
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options) {
-  const int n = CudaDeviceCount();
-  if (n == 0) return absl::FailedPreconditionError("no CUDA device is visible to this process");
-  if (options.device < 0 || options.device >= n) {
-    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options.device, " does not exist (", n, " visible)"));
-  }
-  auto b = std::make_unique<CudaBackend>(options.device);
-  if (absl::Status s = b->Init(); !s.ok()) return s;
-  return std::unique_ptr<Backend>(std::move(b));
+extern "C" __attribute__((visibility("default"))) tessera::Backend* TesseraCreateCudaBackend(int device, char* error,
+                                                                                              size_t error_size) {
+  auto fail = [&](const std::string& m) -> tessera::Backend* {
+    std::snprintf(error, error_size, "%s", m.c_str());
+    return nullptr;
+  };
+  const int n = TesseraCudaDeviceCount();
+  if (n == 0) return fail("no CUDA device is visible to this process");
+  if (device < 0 || device >= n) return fail(absl::StrCat("CUDA device ", device, " does not exist (", n, " visible)"));
+  auto b = std::make_unique<tessera::CudaBackend>(device);
+  if (absl::Status s = b->Init(); !s.ok()) return fail(std::string(s.message()));
+  return b.release();
 }
-
-}  // namespace tessera

@@ -50,6 +50,10 @@ struct DeviceWeight {
   size_t row_bytes = 0;
 };
 bool MatMulTypeSupported(GgmlType type);
+// Elements and bytes of one block of a supported type (1 and the width for
+// the plain types).
+int64_t BlockElems(GgmlType type);
+size_t BlockBytes(GgmlType type);
 // Largest x.rows the fused GEMV kernels take; larger batches dequantize.
 inline constexpr int kMaxGemvRows = 8;
 // y (+)= x · wᵀ for x.rows <= kMaxGemvRows.

@@ -139,6 +139,24 @@ struct NoOp {
 
 bool MatMulTypeSupported(GgmlType type) { return Dispatch(type, NoOp{}); }
 
+int64_t BlockElems(GgmlType type) {
+  int64_t n = 0;
+  Dispatch(type, [&]<GgmlType T>() { n = Chunked<T>::kBlockElems == 32 && Chunked<T>::kChunksPerBlock == 1 &&
+                                             (T == GgmlType::kF32 || T == GgmlType::kF16 || T == GgmlType::kBF16)
+                                         ? 1
+                                         : Chunked<T>::kBlockElems; });
+  return n;
+}
+
+size_t BlockBytes(GgmlType type) {
+  size_t n = 0;
+  Dispatch(type, [&]<GgmlType T>() {
+    n = (T == GgmlType::kF32 || T == GgmlType::kF16 || T == GgmlType::kBF16) ? Chunked<T>::kBlockBytes / 32
+                                                                            : Chunked<T>::kBlockBytes;
+  });
+  return n;
+}
+
 void LaunchGemv(cudaStream_t s, const DeviceWeight& w, const Mat& x, Mat y, bool accumulate) {
   Dispatch(w.type, [&]<GgmlType T>() { Gemv<T>(s, w, x, y, accumulate); });
 }

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 
+import socket
+
 import kubernetes_validate
 import pytest
 import yaml
@@ -152,6 +154,12 @@ def test_overlays_build_and_validate(overlay):
     assert ("nvidia.com/gpu" in limits) == (overlay == "gpu")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def config_maps():
     for path, doc in documents(glob.glob(os.path.join(K8S, "base", "*.yaml"))):
         if doc["kind"] == "ConfigMap":
@@ -167,8 +175,8 @@ def test_configuration_files_are_accepted_by_the_binaries(tmp_path):
         path.write_text(text)
         binary = "tessera-gateway" if key == "gateway.yaml" else "tessera-worker"
         # Flags win over the file: loopback ports, and the bundled model.
-        args = [os.path.join(BIN, binary), "--config", str(path), "--listen", "127.0.0.1:0", "--metrics-listen",
-                "127.0.0.1:0"]
+        args = [os.path.join(BIN, binary), "--config", str(path), "--listen", f"127.0.0.1:{free_port()}",
+                "--metrics-listen", f"127.0.0.1:{free_port()}"]
         if binary == "tessera-worker":
             args += ["--model", MODEL]
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -177,7 +185,7 @@ def test_configuration_files_are_accepted_by_the_binaries(tmp_path):
         except subprocess.TimeoutExpired:
             p.terminate()
             out, _ = p.communicate(timeout=30)
-        assert "unknown key" not in out, out
+        assert "unknown key" not in out and "cannot" not in out, out
         if "device: cuda" in text:
             # Here, without a GPU, the GPU configuration is read, then
             # refused with a message that says why.
