@@ -397,8 +397,7 @@ bool WorkerPool::TryStartRetry() {
 }
 
 void WorkerPool::RefreshNow() {
-  static absl::Mutex refresh_mu(absl::kConstInit);
-  absl::MutexLock lock(&refresh_mu);  // the refresher and start-up may both refresh
+  absl::MutexLock lock(&refresh_mu_);  // the refresher and start-up may both refresh
   ResolveDns();
   ProbeAll();
 }

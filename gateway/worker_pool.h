@@ -171,7 +171,7 @@ class WorkerPool {
   friend class LoadWatch;
   std::vector<std::shared_ptr<Worker>> Snapshot();
   std::shared_ptr<Worker> NewWorker(const std::string& address, bool from_dns) const;
-  void ResolveDns();
+  void ResolveDns() ABSL_EXCLUSIVE_LOCKS_REQUIRED(refresh_mu_);
   void ProbeAll();
   void OnProbed(Worker& w, const grpc::Status& status, const tessera::worker::v1::ModelInfo* info);
   void Eject(Worker& w, const std::string& reason, std::string_view kind);
@@ -181,13 +181,14 @@ class WorkerPool {
 
   WorkerPoolOptions options_;
   std::vector<DnsTarget> dns_targets_;
-  absl::Time next_dns_ = absl::InfinitePast();  // refresher thread only
+  absl::Mutex refresh_mu_;  // one refresh (DNS + probes) at a time
+  absl::Time next_dns_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
   absl::Mutex workers_mu_;
   std::vector<std::shared_ptr<Worker>> workers_ ABSL_GUARDED_BY(workers_mu_);
   // Workers removed from discovery, held until nothing else uses them, so
   // that the last reference (and the channel) is never dropped inside a gRPC
   // callback of that channel. Refresher thread only.
-  std::vector<std::shared_ptr<Worker>> retired_;
+  std::vector<std::shared_ptr<Worker>> retired_ ABSL_GUARDED_BY(refresh_mu_);
   std::unique_ptr<RoutingPolicy> policy_;
   std::atomic<int> requests_in_flight_{0};
   std::atomic<bool> draining_{false};

@@ -8,8 +8,10 @@
 // (positions, block tables, adapter row groups) are staged to the device per
 // call. All ops run in order on one stream; CopyToHost synchronizes.
 //
-// Availability: CudaBackendBuilt() is false in builds without the CUDA
-// toolkit; CreateCudaBackend then fails with a message, as it does on a
+// Availability: the backend is a module, libtessera_cuda.so, built with the
+// CUDA toolkit and loaded on first use (cuda_loader.cc), so that binaries
+// link no CUDA library. CudaBackendBuilt() says whether it could be loaded;
+// CreateCudaBackend fails with a message without it, as it does on a
 // machine without a device.
 #ifndef TESSERA_KERNELS_CUDA_CUDA_BACKEND_H_
 #define TESSERA_KERNELS_CUDA_CUDA_BACKEND_H_
