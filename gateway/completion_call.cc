@@ -172,8 +172,11 @@ void CompletionCall::Launch(Attempt* a) {
                      WireRequest(request_, a->adapter, static_cast<size_t>(c / n), c % n));
   }
   const auto accept_by = std::min(deadline_, std::chrono::system_clock::now() + options_.first_response_timeout);
+  // Never cancelled: when it fires after the streams were accepted (or the
+  // call ended) OnAcceptTimeout finds nothing to do; a call freed earlier
+  // cancels it in the Alarm's destructor.
   a->accept_alarm.Set(accept_by, [weak = weak_from_this(), index = a->index](bool fired) {
-    if (!fired) return;  // cancelled: every stream was accepted
+    if (!fired) return;
     if (auto call = weak.lock()) call->OnAcceptTimeout(index);
   });
   absl::MutexLock lock(&mu_);
@@ -202,10 +205,7 @@ void CompletionCall::Abort(const absl::Status& status) {
 void CompletionCall::OnAccepted(int attempt, int) {
   absl::MutexLock lock(&mu_);
   Attempt& a = *attempts_[attempt];
-  if (++a.accepted == choices_) {
-    a.accept_alarm.Cancel();
-    pool_->ReportSuccess(*a.worker);
-  }
+  if (++a.accepted == choices_) pool_->ReportSuccess(*a.worker);
 }
 
 void CompletionCall::OnAcceptTimeout(int attempt) {
@@ -270,7 +270,6 @@ void CompletionCall::OnChoiceDone(int attempt, int, const grpc::Status& status) 
 CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grpc::Status& status, bool hung) {
   a.failed = true;
   for (auto& ctx : a.contexts) ctx->TryCancel();  // the other choices are of no use now
-  a.accept_alarm.Cancel();
   absl::Status error = FromGrpc(status);
   if (hung) {
     pool_->ReportHung(*a.worker, options_.first_response_timeout);
