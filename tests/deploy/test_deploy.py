@@ -4,6 +4,9 @@
   rendered with the values, checked against values.schema.json) with its
   defaults and with GPU, monitoring, adapter and gRPC values; values the
   schema forbids must fail.
+- `helm install` of the chart against a stand-in API server gives the
+  objects Helm renders: they are validated against the Kubernetes schemas,
+  checked for the wiring the chart promises, and compared with deploy/k8s.
 - deploy/k8s (base and the cpu/gpu overlays built with kustomize) is
   validated against the Kubernetes 1.30 schemas with kubernetes-validate.
 - The configuration files in the ConfigMaps are accepted by the real
@@ -168,29 +171,122 @@ def config_maps():
     yield "worker.yaml", open(os.path.join(K8S, "overlays", "gpu", "worker.yaml")).read()
 
 
+def check_config(tmp_path, key, text):
+    path = tmp_path / key
+    path.write_text(text)
+    binary = "tessera-gateway" if key == "gateway.yaml" else "tessera-worker"
+    # Flags win over the file: loopback ports, and the bundled model.
+    args = [os.path.join(BIN, binary), "--config", str(path), "--listen", f"127.0.0.1:{free_port()}",
+            "--metrics-listen", f"127.0.0.1:{free_port()}"]
+    if binary == "tessera-worker":
+        args += ["--model", MODEL]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=3)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, _ = p.communicate(timeout=30)
+    assert "unknown key" not in out and "cannot" not in out, out
+    if "device: cuda" in text:
+        # Here, without a GPU, the GPU configuration is read, then refused
+        # with a message that says why.
+        assert "effective configuration" in out and ("no CUDA device" in out or "CUDA backend" in out), out
+    else:
+        assert "effective configuration" in out, out
+
+
 def test_configuration_files_are_accepted_by_the_binaries(tmp_path):
     seen = set()
     for key, text in config_maps():
-        path = tmp_path / key
-        path.write_text(text)
-        binary = "tessera-gateway" if key == "gateway.yaml" else "tessera-worker"
-        # Flags win over the file: loopback ports, and the bundled model.
-        args = [os.path.join(BIN, binary), "--config", str(path), "--listen", f"127.0.0.1:{free_port()}",
-                "--metrics-listen", f"127.0.0.1:{free_port()}"]
-        if binary == "tessera-worker":
-            args += ["--model", MODEL]
-        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            out, _ = p.communicate(timeout=3)
-        except subprocess.TimeoutExpired:
-            p.terminate()
-            out, _ = p.communicate(timeout=30)
-        assert "unknown key" not in out and "cannot" not in out, out
-        if "device: cuda" in text:
-            # Here, without a GPU, the GPU configuration is read, then
-            # refused with a message that says why.
-            assert "effective configuration" in out and ("no CUDA device" in out or "no CUDA backend" in out), out
-        else:
-            assert "effective configuration" in out, out
+        check_config(tmp_path, key, text)
         seen.add(key)
     assert seen == {"gateway.yaml", "worker.yaml"}
+
+
+def render(helm, values):
+    return helm.render(CHART, values)
+
+
+def by_kind(objects, kind, name_suffix=""):
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, (kind, name_suffix, [o["metadata"]["name"] for o in objects if o["kind"] == kind])
+    return found[0]
+
+
+@pytest.mark.parametrize("name", list(GOOD_VALUES))
+def test_rendered_chart_validates_against_kubernetes_schemas(helm, name):
+    objects = render(helm, GOOD_VALUES[name])
+    assert objects
+    for o in objects:
+        if o["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # custom resources: checked in test_rendered_chart_wiring
+        validate(f"chart[{name}]", o)
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_rendered_chart_wiring(helm, tmp_path):
+    objects = render(helm, {})
+    gateway = by_kind(objects, "Deployment", "-gateway")
+    worker = by_kind(objects, "StatefulSet", "-worker")
+    gw_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    wk_labels = worker["spec"]["template"]["metadata"]["labels"]
+    # Discovery: the gateway resolves the headless Service that selects the workers.
+    headless = by_kind([o for o in objects if o["kind"] == "Service"], "Service", "-worker")
+    assert headless["spec"]["clusterIP"] == "None" and matches(headless["spec"]["selector"], wk_labels)
+    assert worker["spec"]["serviceName"] == headless["metadata"]["name"]
+    gw_config = yaml.safe_load(by_kind(objects, "ConfigMap", "-gateway")["data"]["gateway.yaml"])
+    assert gw_config["worker_dns"] == [f"{headless['metadata']['name']}.tessera.svc.cluster.local:50051"]
+    # Drain: grace = preStop + drain timeout + margin, in both.
+    wk_config = yaml.safe_load(by_kind(objects, "ConfigMap", "-worker")["data"]["worker.yaml"])
+    for pod, config in ((gateway, gw_config), (worker, wk_config)):
+        spec = pod["spec"]["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] == config["drain_timeout_s"] + 15
+        assert spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    probes = worker["spec"]["template"]["spec"]["containers"][0]
+    assert probes["startupProbe"]["grpc"]["port"] == 50051
+    assert probes["startupProbe"]["periodSeconds"] * probes["startupProbe"]["failureThreshold"] >= 600
+    # Only gateways reach the workers' gRPC port.
+    policy = by_kind(objects, "NetworkPolicy")
+    assert matches(policy["spec"]["podSelector"]["matchLabels"], wk_labels)
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 50051)
+    assert matches(grpc_rule["from"][0]["podSelector"]["matchLabels"], gw_labels)
+    assert not matches(grpc_rule["from"][0]["podSelector"]["matchLabels"], wk_labels)
+    for pdb in (o for o in objects if o["kind"] == "PodDisruptionBudget"):
+        target = gw_labels if pdb["metadata"]["name"].endswith("-gateway") else wk_labels
+        assert matches(pdb["spec"]["selector"]["matchLabels"], target)
+    # The rendered configurations are accepted by the binaries.
+    for key, text in (("gateway.yaml", yaml.safe_dump(gw_config)), ("worker.yaml", yaml.safe_dump(wk_config))):
+        check_config(tmp_path, key, text)
+
+    gpu = render(helm, GOOD_VALUES["gpu"])
+    spec = by_kind(gpu, "StatefulSet")["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and spec["tolerations"]
+    assert yaml.safe_load(by_kind(gpu, "ConfigMap", "-worker")["data"]["worker.yaml"])["device"] == "cuda"
+
+    on = render(helm, GOOD_VALUES["everything on"])
+    rule = by_kind(on, "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(open(os.path.join(CHART, "files", "tessera-alerts.yaml")))
+    monitor = by_kind(on, "ServiceMonitor")
+    scraped = [o for o in on if o["kind"] == "Service" and matches(monitor["spec"]["selector"]["matchLabels"],
+                                                                    o["metadata"]["labels"])]
+    assert len(scraped) == 2 and all(any(p["name"] == "metrics" for p in s["spec"]["ports"]) for s in scraped)
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    dashboards = by_kind(objects, "ConfigMap", "-dashboards")
+    assert sorted(dashboards["data"]) == ["tessera-adapters.json", "tessera-gateway.json", "tessera-workers.json"]
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def test_plain_manifests_are_the_chart_defaults(helm):
+    chart = {(o["kind"], o["metadata"]["name"]) for o in render(helm, {})}
+    paths = [p for p in glob.glob(os.path.join(K8S, "base", "*.yaml")) if not p.endswith("kustomization.yaml")]
+    plain = {(d["kind"], d["metadata"]["name"]) for _, d in documents(paths) if d["kind"] != "Namespace"}
+    assert plain == chart - {("ConfigMap", "tessera-dashboards")}
+    rendered = {o["metadata"]["name"]: o for o in render(helm, {}) if o["kind"] == "ConfigMap"}
+    for _, doc in documents(paths):
+        if doc["kind"] == "ConfigMap":
+            for key, text in doc["data"].items():
+                assert yaml.safe_load(text) == yaml.safe_load(rendered[doc["metadata"]["name"]]["data"][key]), key
