@@ -1,6 +1,7 @@
 #include "gateway/http_frontend.h"
 
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <random>
 
@@ -203,9 +204,9 @@ namespace {
 class AdminFanOut {
  public:
   AdminFanOut(std::shared_ptr<HttpExchange> ex, std::string request_id, std::string success, int workers,
-              WorkerPool& pool)
+              WorkerPool& pool, std::function<void()> on_any_success)
       : ex_(std::move(ex)), request_id_(std::move(request_id)), success_(std::move(success)), remaining_(workers),
-        pool_(pool) {}
+        pool_(pool), on_any_success_(std::move(on_any_success)) {}
 
   void Done(const std::string& worker, const grpc::Status& s) {
     absl::MutexLock lock(&mu_);
@@ -213,8 +214,11 @@ class AdminFanOut {
       std::fprintf(stderr, "tessera-gateway: %s: adapter admin on %s failed: %s\n", request_id_.c_str(),
                    worker.c_str(), s.error_message().c_str());
       if (error_.ok()) error_ = FromGrpc(s);
+    } else {
+      any_success_ = true;
     }
     if (--remaining_ > 0) return;
+    if (any_success_) on_any_success_();
     pool_.RequestRefresh();
     if (!error_.ok()) return RespondError(*ex_, error_, request_id_);
     ex_->Respond(200, "text/plain; charset=utf-8", success_, IdHeader(request_id_));
@@ -227,7 +231,9 @@ class AdminFanOut {
   std::string success_;
   int remaining_ ABSL_GUARDED_BY(mu_);
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  bool any_success_ ABSL_GUARDED_BY(mu_) = false;
   WorkerPool& pool_;
+  std::function<void()> on_any_success_;
 };
 
 }  // namespace
@@ -268,7 +274,14 @@ void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool loa
   auto fan = std::make_shared<AdminFanOut>(
       ex, request_id,
       absl::StrCat("Success: LoRA adapter '", name, "' ", load ? "added" : "removed", " successfully."),
-      static_cast<int>(workers.size()), pool_);
+      static_cast<int>(workers.size()), pool_, [this, load, name, path] {
+        // Remembered so that workers that come (back) later get it too.
+        if (load) {
+          pool_.RememberRuntimeAdapter(name, path);
+        } else {
+          pool_.ForgetRuntimeAdapter(name);
+        }
+      });
   for (const std::shared_ptr<Worker>& w : workers) {
     auto ctx = std::make_shared<grpc::ClientContext>();
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));

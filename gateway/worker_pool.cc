@@ -285,13 +285,13 @@ void WorkerPool::ProbeAll() {
             s = grpc::Status(grpc::StatusCode::UNAVAILABLE, "health check: not serving");
           }
           if (!s.ok()) {
-            OnProbed(*raw->worker, s, nullptr);
+            OnProbed(raw->worker, s, nullptr);
             pending.DecrementCount();
             return;
           }
           raw->worker->stub->async()->GetModelInfo(&raw->info_ctx, &raw->info_request, &raw->info,
                                                    [this, raw, &pending](grpc::Status s2) {
-                                                     OnProbed(*raw->worker, s2, s2.ok() ? &raw->info : nullptr);
+                                                     OnProbed(raw->worker, s2, s2.ok() ? &raw->info : nullptr);
                                                      pending.DecrementCount();
                                                    });
         });
@@ -299,7 +299,8 @@ void WorkerPool::ProbeAll() {
   pending.Wait();
 }
 
-void WorkerPool::OnProbed(Worker& w, const grpc::Status& status, const wv1::ModelInfo* info) {
+void WorkerPool::OnProbed(const std::shared_ptr<Worker>& wp, const grpc::Status& status, const wv1::ModelInfo* info) {
+  Worker& w = *wp;
   if (w.removed.load()) return;
   const bool was_healthy = w.healthy.load();
   if (!status.ok()) {
@@ -320,6 +321,59 @@ void WorkerPool::OnProbed(Worker& w, const grpc::Status& status, const wv1::Mode
   }
   w.healthy.store(true);
   if (!was_healthy) Log(absl::StrCat("worker ", w.address, " is serving"));
+  RestoreRuntimeAdapters(wp, *info);
+}
+
+void WorkerPool::RememberRuntimeAdapter(const std::string& name, const std::string& path) {
+  absl::MutexLock lock(&runtime_mu_);
+  runtime_adapters_[name] = path;
+}
+
+void WorkerPool::ForgetRuntimeAdapter(const std::string& name) {
+  absl::MutexLock lock(&runtime_mu_);
+  runtime_adapters_.erase(name);
+}
+
+void WorkerPool::RestoreRuntimeAdapters(const std::shared_ptr<Worker>& w, const wv1::ModelInfo& info) {
+  std::vector<std::pair<std::string, std::string>> missing;
+  {
+    absl::MutexLock lock(&runtime_mu_);
+    for (const auto& [name, path] : runtime_adapters_) {
+      bool present = false;
+      for (const auto& a : info.adapters()) present |= a.name() == name;
+      if (!present) missing.emplace_back(name, path);
+    }
+  }
+  const absl::Time now = absl::Now();
+  for (auto& [name, path] : missing) {
+    {
+      absl::MutexLock lock(&w->mu);
+      absl::Time& last = w->restoring[name];
+      if (now - last < absl::Seconds(30)) continue;  // one try at a time, and not in a loop on refusals
+      last = now;
+    }
+    Log(absl::StrCat("worker ", w->address, " lacks runtime adapter '", name, "': loading it from ", path));
+    struct Call {
+      std::shared_ptr<Worker> worker;
+      grpc::ClientContext ctx;
+      wv1::LoadAdapterRequest request;
+      wv1::LoadAdapterResponse response;
+    };
+    auto* call = new Call();
+    call->worker = w;
+    call->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    call->request.set_name(name);
+    call->request.set_path(path);
+    w->stub->async()->LoadAdapter(&call->ctx, &call->request, &call->response, [this, call](grpc::Status s) {
+      if (s.ok() || s.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+        RequestRefresh();
+      } else {
+        Log(absl::StrCat("restoring adapter '", call->request.name(), "' on ", call->worker->address,
+                         " failed: ", s.error_message()));
+      }
+      delete call;
+    });
+  }
 }
 
 void WorkerPool::Eject(Worker& w, const std::string& reason, std::string_view kind) {

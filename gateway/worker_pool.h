@@ -67,6 +67,8 @@ struct Worker {
   // Last prefetch request per adapter (rate limit).
   absl::flat_hash_map<std::string, absl::Time> prefetched ABSL_GUARDED_BY(mu);
   absl::Time ejected_until ABSL_GUARDED_BY(mu);
+  // Runtime adapters being restored here, by name: when the last try began.
+  absl::flat_hash_map<std::string, absl::Time> restoring ABSL_GUARDED_BY(mu);
   int ejections ABSL_GUARDED_BY(mu) = 0;  // consecutive ejections: each lasts longer
 };
 
@@ -133,6 +135,13 @@ class WorkerPool {
   // The worker accepted no request within the first-response timeout.
   void ReportHung(Worker& w, std::chrono::milliseconds waited);
 
+  // Adapters loaded at run time through this gateway (the admin routes):
+  // a worker that serves without one of them (restarted, or newly
+  // discovered) gets it loaded again when a probe sees its catalog.
+  // Gateways are stateless, so each replica restores what it loaded itself.
+  void RememberRuntimeAdapter(const std::string& name, const std::string& path);
+  void ForgetRuntimeAdapter(const std::string& name);
+
   // Requests in flight through the gateway (for the retry budget and the
   // drain). A tracked call must be untracked before it is destroyed.
   void TrackCall(const std::shared_ptr<CompletionCall>& call);
@@ -173,8 +182,10 @@ class WorkerPool {
   std::shared_ptr<Worker> NewWorker(const std::string& address, bool from_dns) const;
   void ResolveDns() ABSL_EXCLUSIVE_LOCKS_REQUIRED(refresh_mu_);
   void ProbeAll();
-  void OnProbed(Worker& w, const grpc::Status& status, const tessera::worker::v1::ModelInfo* info);
+  void OnProbed(const std::shared_ptr<Worker>& w, const grpc::Status& status,
+                const tessera::worker::v1::ModelInfo* info);
   void Eject(Worker& w, const std::string& reason, std::string_view kind);
+  void RestoreRuntimeAdapters(const std::shared_ptr<Worker>& w, const tessera::worker::v1::ModelInfo& info);
   void StartWatch(const std::shared_ptr<Worker>& w);
   void Prefetch(const std::shared_ptr<Worker>& w, const std::string& adapter);
   static bool Routable(const Worker& w, int max_in_flight);
@@ -192,6 +203,8 @@ class WorkerPool {
   std::unique_ptr<RoutingPolicy> policy_;
   std::atomic<int> requests_in_flight_{0};
   std::atomic<bool> draining_{false};
+  absl::Mutex runtime_mu_;
+  absl::flat_hash_map<std::string, std::string> runtime_adapters_ ABSL_GUARDED_BY(runtime_mu_);  // name -> path
   absl::Mutex calls_mu_;
   absl::flat_hash_map<const CompletionCall*, std::weak_ptr<CompletionCall>> calls_ ABSL_GUARDED_BY(calls_mu_);
   std::atomic<int> retries_in_flight_{0};

@@ -4,6 +4,7 @@ worker (SIGSTOP: it keeps its connections but never answers), every worker
 down, and DNS discovery adding and removing workers (a small DNS server in
 this test answers the gateway's queries)."""
 import json
+import sys
 import os
 import re
 import signal
@@ -354,3 +355,39 @@ def test_dns_discovery_adds_and_removes_workers(procs):
         assert complete(url, "sim", False)[0] == "http_503"
     finally:
         dns.close()
+
+
+def test_runtime_adapter_comes_back_with_a_restarted_worker(procs, tmp_path):
+    source = os.environ.get("TESSERA_SOURCE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+    model = os.path.join(source, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    root = tmp_path / "adapters"
+    late = root / "staging" / "late"  # inside the root, not in its catalog
+    subprocess.run([sys.executable, os.path.join(source, "tools", "make_adapter.py"), "--base", model, "--out",
+                    str(late), "--rank", "4", "--targets", "q_proj,v_proj", "--seed", "5"], check=True,
+                   capture_output=True)
+    address = f"127.0.0.1:{free_port()}"
+    worker = worker_args(address) + ["--adapter-dir", str(root)]
+    procs.start("w0", worker)
+    wait_worker(address)
+    http = free_port()
+    url = f"http://127.0.0.1:{http}"
+    gateway(procs, http, [address], ["--admin-api-key", "k", "--health-check-interval-ms", "200"])
+    wait_ready(f"{url}/ready", proc=procs.procs["gateway"])
+    r = requests.post(f"{url}/v1/load_lora_adapter", json={"lora_name": "late", "lora_path": str(late)},
+                      headers={"Authorization": "Bearer k"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert complete(url, "late", False)[0] == "ok"
+
+    procs.procs["w0"].kill()
+    procs.procs["w0"].wait()
+    procs.start("w0-restarted", worker)
+    wait_worker(address)
+    deadline = time.time() + 30
+    outcome = None
+    while time.time() < deadline:
+        outcome = complete(url, "late", False)[0]
+        if outcome == "ok":
+            break
+        time.sleep(0.3)
+    assert outcome == "ok", procs.log("gateway")[-3000:]
+    assert f"worker {address} lacks runtime adapter 'late'" in procs.log("gateway")
