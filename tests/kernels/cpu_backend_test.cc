@@ -7,18 +7,13 @@
 
 #include "common/fp16.h"
 #include "kernels/backend.h"
+#include "tests/kernels/random_values.h"
 #include "kernels/cpu/quant_kernels.h"
 
 namespace tessera {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::Random;
 
 void Fill(Mat m, const std::vector<float>& v) {
   for (int64_t r = 0; r < m.rows; ++r)

@@ -16,18 +16,13 @@
 #include "common/ggml_types.h"
 #include "common/quant_blocks.h"
 #include "kernels/backend.h"
+#include "tests/kernels/random_values.h"
 #include "kernels/cuda/cuda_backend.h"
 
 namespace tessera {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using testing::Random;
 
 class CudaVsCpu : public ::testing::Test {
  protected:
