@@ -203,19 +203,21 @@ namespace {
 // error.
 class AdminFanOut {
  public:
-  AdminFanOut(std::shared_ptr<HttpExchange> ex, std::string request_id, std::string success, int workers,
-              WorkerPool& pool, std::function<void()> on_any_success)
-      : ex_(std::move(ex)), request_id_(std::move(request_id)), success_(std::move(success)), remaining_(workers),
-        pool_(pool), on_any_success_(std::move(on_any_success)) {}
+  AdminFanOut(std::shared_ptr<HttpExchange> ex, std::string request_id, std::string adapter, bool load,
+              std::string success, int workers, WorkerPool& pool, std::function<void()> on_any_success)
+      : ex_(std::move(ex)), request_id_(std::move(request_id)), adapter_(std::move(adapter)), loaded_(load),
+        success_(std::move(success)), remaining_(workers), pool_(pool), on_any_success_(std::move(on_any_success)) {}
 
-  void Done(const std::string& worker, const grpc::Status& s) {
+  void Done(Worker& worker, const grpc::Status& s) {
     absl::MutexLock lock(&mu_);
     if (!s.ok()) {
       std::fprintf(stderr, "tessera-gateway: %s: adapter admin on %s failed: %s\n", request_id_.c_str(),
-                   worker.c_str(), s.error_message().c_str());
+                   worker.address.c_str(), s.error_message().c_str());
       if (error_.ok()) error_ = FromGrpc(s);
     } else {
       any_success_ = true;
+      // Routable as soon as the client hears 200, not at the next probe.
+      pool_.NoteAdapterChange(worker, adapter_, loaded_);
     }
     if (--remaining_ > 0) return;
     if (any_success_) on_any_success_();
@@ -228,6 +230,8 @@ class AdminFanOut {
   absl::Mutex mu_;
   std::shared_ptr<HttpExchange> ex_;
   std::string request_id_;
+  std::string adapter_;
+  bool loaded_;
   std::string success_;
   int remaining_ ABSL_GUARDED_BY(mu_);
   absl::Status error_ ABSL_GUARDED_BY(mu_);
@@ -272,7 +276,7 @@ void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool loa
   std::fprintf(stderr, "tessera-gateway: %s: %s adapter '%s' on %zu workers\n", request_id.c_str(),
                load ? "loading" : "unloading", EscapeForMessage(name, 128).c_str(), workers.size());
   auto fan = std::make_shared<AdminFanOut>(
-      ex, request_id,
+      ex, request_id, name, load,
       absl::StrCat("Success: LoRA adapter '", name, "' ", load ? "added" : "removed", " successfully."),
       static_cast<int>(workers.size()), pool_, [this, load, name, path] {
         // Remembered so that workers that come (back) later get it too.
@@ -291,13 +295,13 @@ void HttpFrontend::HandleAdapterAdmin(std::shared_ptr<HttpExchange> ex, bool loa
       req->set_name(name);
       req->set_path(path);
       w->stub->async()->LoadAdapter(ctx.get(), req.get(), resp.get(),
-                                    [fan, ctx, req, resp, w](grpc::Status s) { fan->Done(w->address, s); });
+                                    [fan, ctx, req, resp, w](grpc::Status s) { fan->Done(*w, s); });
     } else {
       auto req = std::make_shared<tessera::worker::v1::UnloadAdapterRequest>();
       auto resp = std::make_shared<tessera::worker::v1::UnloadAdapterResponse>();
       req->set_name(name);
       w->stub->async()->UnloadAdapter(ctx.get(), req.get(), resp.get(),
-                                      [fan, ctx, req, resp, w](grpc::Status s) { fan->Done(w->address, s); });
+                                      [fan, ctx, req, resp, w](grpc::Status s) { fan->Done(*w, s); });
     }
   }
 }

@@ -329,6 +329,21 @@ void WorkerPool::RememberRuntimeAdapter(const std::string& name, const std::stri
   runtime_adapters_[name] = path;
 }
 
+void WorkerPool::NoteAdapterChange(Worker& w, const std::string& name, bool loaded) {
+  absl::MutexLock lock(&w.mu);
+  auto* adapters = w.info.mutable_adapters();
+  for (int i = 0; i < adapters->size(); ++i) {
+    if (adapters->Get(i).name() != name) continue;
+    if (!loaded) adapters->DeleteSubrange(i, 1);
+    return;
+  }
+  if (loaded) {
+    wv1::AdapterInfo* a = adapters->Add();
+    a->set_name(name);
+    a->set_tier(wv1::ADAPTER_TIER_DISK);
+  }
+}
+
 void WorkerPool::ForgetRuntimeAdapter(const std::string& name) {
   absl::MutexLock lock(&runtime_mu_);
   runtime_adapters_.erase(name);

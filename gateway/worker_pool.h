@@ -141,6 +141,9 @@ class WorkerPool {
   // Gateways are stateless, so each replica restores what it loaded itself.
   void RememberRuntimeAdapter(const std::string& name, const std::string& path);
   void ForgetRuntimeAdapter(const std::string& name);
+  // A worker confirmed loading (or unloading) an adapter: its catalog
+  // follows at once, before the next probe.
+  void NoteAdapterChange(Worker& w, const std::string& name, bool loaded);
 
   // Requests in flight through the gateway (for the retry budget and the
   // drain). A tracked call must be untracked before it is destroyed.
