@@ -108,6 +108,9 @@ class Backend {
   // Whether MatMul accepts weights of `type`. Checked at model load so that an
   // unsupported file fails with a Status, never mid-generation.
   virtual bool SupportsWeightType(GgmlType type) const = 0;
+  // Whether Attention takes heads of `head_dim` values; checked at model
+  // load like the weight types. InvalidArgument naming the limit if not.
+  virtual absl::Status SupportsHeadDim(int head_dim) const { return absl::OkStatus(); }
 
   // Allocates an f32 matrix (activations, scratch); freed with the backend.
   virtual absl::StatusOr<Mat> AllocateMat(int64_t rows, int64_t cols) = 0;

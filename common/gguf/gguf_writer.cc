@@ -1,6 +1,7 @@
 #include "common/gguf/gguf_writer.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 
@@ -24,66 +25,45 @@ void PutString(std::vector<uint8_t>& out, const std::string& s) {
 
 }  // namespace
 
-void GgufWriter::AddString(const std::string& key, const std::string& value) {
+template <typename T>
+void GgufWriter::AddScalar(const std::string& key, uint32_t type, T value) {
   PutString(kv_, key);
-  Put<uint32_t>(kv_, kString);
-  PutString(kv_, value);
+  Put<uint32_t>(kv_, type);
+  if constexpr (std::is_same_v<T, std::string>) {
+    PutString(kv_, value);
+  } else {
+    Put(kv_, value);
+  }
   ++kv_count_;
 }
 
-void GgufWriter::AddU32(const std::string& key, uint32_t value) {
+template <typename T>
+void GgufWriter::AddArray(const std::string& key, uint32_t type, const std::vector<T>& values) {
   PutString(kv_, key);
-  Put<uint32_t>(kv_, kU32);
-  Put(kv_, value);
+  Put<uint32_t>(kv_, kArray);
+  Put<uint32_t>(kv_, type);
+  Put<uint64_t>(kv_, values.size());
+  for (const T& v : values) {
+    if constexpr (std::is_same_v<T, std::string>) {
+      PutString(kv_, v);
+    } else {
+      Put(kv_, v);
+    }
+  }
   ++kv_count_;
 }
 
-void GgufWriter::AddI32(const std::string& key, int32_t value) {
-  PutString(kv_, key);
-  Put<uint32_t>(kv_, kI32);
-  Put(kv_, value);
-  ++kv_count_;
-}
-
-void GgufWriter::AddF32(const std::string& key, float value) {
-  PutString(kv_, key);
-  Put<uint32_t>(kv_, kF32);
-  Put(kv_, value);
-  ++kv_count_;
-}
-
-void GgufWriter::AddBool(const std::string& key, bool value) {
-  PutString(kv_, key);
-  Put<uint32_t>(kv_, kBool);
-  Put<uint8_t>(kv_, value ? 1 : 0);
-  ++kv_count_;
-}
-
+void GgufWriter::AddString(const std::string& key, const std::string& value) { AddScalar(key, kString, value); }
+void GgufWriter::AddU32(const std::string& key, uint32_t value) { AddScalar(key, kU32, value); }
+void GgufWriter::AddI32(const std::string& key, int32_t value) { AddScalar(key, kI32, value); }
+void GgufWriter::AddF32(const std::string& key, float value) { AddScalar(key, kF32, value); }
+void GgufWriter::AddBool(const std::string& key, bool value) { AddScalar<uint8_t>(key, kBool, value ? 1 : 0); }
 void GgufWriter::AddStringArray(const std::string& key, const std::vector<std::string>& values) {
-  PutString(kv_, key);
-  Put<uint32_t>(kv_, kArray);
-  Put<uint32_t>(kv_, kString);
-  Put<uint64_t>(kv_, values.size());
-  for (const auto& v : values) PutString(kv_, v);
-  ++kv_count_;
+  AddArray(key, kString, values);
 }
-
-void GgufWriter::AddF32Array(const std::string& key, const std::vector<float>& values) {
-  PutString(kv_, key);
-  Put<uint32_t>(kv_, kArray);
-  Put<uint32_t>(kv_, kF32);
-  Put<uint64_t>(kv_, values.size());
-  for (float v : values) Put(kv_, v);
-  ++kv_count_;
-}
-
+void GgufWriter::AddF32Array(const std::string& key, const std::vector<float>& values) { AddArray(key, kF32, values); }
 void GgufWriter::AddI32Array(const std::string& key, const std::vector<int32_t>& values) {
-  PutString(kv_, key);
-  Put<uint32_t>(kv_, kArray);
-  Put<uint32_t>(kv_, kI32);
-  Put<uint64_t>(kv_, values.size());
-  for (int32_t v : values) Put(kv_, v);
-  ++kv_count_;
+  AddArray(key, kI32, values);
 }
 
 absl::Status GgufWriter::AddTensor(const std::string& name, std::vector<int64_t> dims, GgmlType type, Fill fill) {

@@ -37,6 +37,11 @@ class GgufWriter {
   absl::StatusOr<std::vector<uint8_t>> Build() const;
 
  private:
+  template <typename T>
+  void AddScalar(const std::string& key, uint32_t type, T value);
+  template <typename T>
+  void AddArray(const std::string& key, uint32_t type, const std::vector<T>& values);
+
   struct Tensor {
     std::string name;
     std::vector<int64_t> dims;

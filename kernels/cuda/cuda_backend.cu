@@ -77,6 +77,12 @@ class CudaBackend final : public Backend {
 
   bool SupportsWeightType(GgmlType type) const override { return cuda::MatMulTypeSupported(type); }
 
+  absl::Status SupportsHeadDim(int head_dim) const override {
+    if (cuda::AttentionShapeSupported(head_dim)) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("head dimension ", head_dim, " is not supported by the ", name_, " backend (even, at most 256)"));
+  }
+
   absl::StatusOr<Mat> AllocateMat(int64_t rows, int64_t cols) override {
     // Rows padded to 32 floats: the GEMV kernels read activations as float4.
     const int64_t stride = (cols + 31) / 32 * 32;
@@ -255,7 +261,7 @@ class CudaBackend final : public Backend {
     w.cols = v.cols;
     if (v.col_offset != 0) {
       // col_offset is a multiple of the block: whole blocks are skipped.
-      w.data += static_cast<size_t>(v.col_offset / cuda::BlockElems(v.type)) * cuda::BlockBytes(v.type);
+      w.data += cuda::ColumnBytes(v.type, v.col_offset);
     }
     return w;
   }

@@ -50,10 +50,9 @@ struct DeviceWeight {
   size_t row_bytes = 0;
 };
 bool MatMulTypeSupported(GgmlType type);
-// Elements and bytes of one block of a supported type (1 and the width for
-// the plain types).
-int64_t BlockElems(GgmlType type);
-size_t BlockBytes(GgmlType type);
+// Bytes the first `columns` elements of a row take. REQUIRES: for block
+// formats, `columns` is a multiple of the block.
+size_t ColumnBytes(GgmlType type, int64_t columns);
 // Largest x.rows the fused GEMV kernels take; larger batches dequantize.
 inline constexpr int kMaxGemvRows = 8;
 // y (+)= x · wᵀ for x.rows <= kMaxGemvRows.

@@ -139,20 +139,14 @@ struct NoOp {
 
 bool MatMulTypeSupported(GgmlType type) { return Dispatch(type, NoOp{}); }
 
-int64_t BlockElems(GgmlType type) {
-  int64_t n = 0;
-  Dispatch(type, [&]<GgmlType T>() { n = Chunked<T>::kBlockElems == 32 && Chunked<T>::kChunksPerBlock == 1 &&
-                                             (T == GgmlType::kF32 || T == GgmlType::kF16 || T == GgmlType::kBF16)
-                                         ? 1
-                                         : Chunked<T>::kBlockElems; });
-  return n;
-}
-
-size_t BlockBytes(GgmlType type) {
+size_t ColumnBytes(GgmlType type, int64_t columns) {
   size_t n = 0;
   Dispatch(type, [&]<GgmlType T>() {
-    n = (T == GgmlType::kF32 || T == GgmlType::kF16 || T == GgmlType::kBF16) ? Chunked<T>::kBlockBytes / 32
-                                                                            : Chunked<T>::kBlockBytes;
+    using C = Chunked<T>;
+    // Whole blocks, plus (plain types only, whose block is 32 values) a
+    // partial one at the width of a value.
+    n = static_cast<size_t>(columns / C::kBlockElems) * C::kBlockBytes +
+        static_cast<size_t>(columns % C::kBlockElems) * (C::kBlockBytes / C::kBlockElems);
   });
   return n;
 }

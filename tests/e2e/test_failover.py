@@ -74,6 +74,16 @@ def wait_worker(address, timeout=120):
     channel.close()
 
 
+def start_sim_workers(procs, n):
+    """n simulated workers w0.. on loopback, serving; their addresses."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(n)]
+    for i, a in enumerate(addresses):
+        procs.start(f"w{i}", worker_args(a, sim=True))
+    for a in addresses:
+        wait_worker(a, 30)
+    return addresses
+
+
 def gateway(procs, port, workers=(), extra=()):
     args = [f"{BIN}/tessera-gateway", "--listen", f"127.0.0.1:{port}"]
     for w in workers:
@@ -181,11 +191,7 @@ def test_kill_one_of_three_workers_under_load(procs):
 
 
 def test_hung_worker_is_ejected_and_readmitted(procs):
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    for i, a in enumerate(addresses):
-        procs.start(f"w{i}", worker_args(a, sim=True))
-    for a in addresses:
-        wait_worker(a, 30)
+    addresses = start_sim_workers(procs, 2)
     http = free_port()
     url = f"http://127.0.0.1:{http}"
     # Slow probes, so that requests meet the hung worker before a probe does.
@@ -212,11 +218,7 @@ def test_hung_worker_is_ejected_and_readmitted(procs):
 
 
 def test_all_workers_down_is_503_within_the_connect_timeout(procs):
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    for i, a in enumerate(addresses):
-        procs.start(f"w{i}", worker_args(a, sim=True))
-    for a in addresses:
-        wait_worker(a, 30)
+    addresses = start_sim_workers(procs, 2)
     http = free_port()
     url = f"http://127.0.0.1:{http}"
     gateway(procs, http, addresses, ["--connect-timeout-ms", "1000", "--health-check-interval-ms", "60000"])

@@ -44,6 +44,7 @@ absl::StatusOr<WeightView> Bind(const GgufFile& f, const Backend& backend, const
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& f, Backend& backend,
                                                              const LlamaModelOptions& options) {
   TESSERA_ASSIGN_OR_RETURN(LlamaConfig c, ReadLlamaConfig(f));
+  TESSERA_RETURN_IF_ERROR(backend.SupportsHeadDim(c.head_dim));
   if (options.max_logit_rows < 1 || options.max_logit_rows > options.max_batch_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("max_logit_rows must be in [1, max_batch_tokens]; got ",
                                                    options.max_logit_rows));
