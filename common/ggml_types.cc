@@ -26,6 +26,13 @@ std::optional<GgmlTypeTraits> TraitsOf(uint32_t type_id) {
     case GgmlType::kQ5_K: return GgmlTypeTraits{"Q5_K", kQkK, sizeof(BlockQ5_K)};
     case GgmlType::kQ6_K: return GgmlTypeTraits{"Q6_K", kQkK, sizeof(BlockQ6_K)};
     case GgmlType::kQ8_K: return GgmlTypeTraits{"Q8_K", kQkK, sizeof(BlockQ8_K)};
+    case GgmlType::kQ4G32: return GgmlTypeTraits{"Q4G32", 32, sizeof(BlockQ4G<32>)};
+    case GgmlType::kQ4G64: return GgmlTypeTraits{"Q4G64", 64, sizeof(BlockQ4G<64>)};
+    case GgmlType::kQ4G128: return GgmlTypeTraits{"Q4G128", 128, sizeof(BlockQ4G<128>)};
+    case GgmlType::kQ8G32: return GgmlTypeTraits{"Q8G32", 32, sizeof(BlockQ8G<32>)};
+    case GgmlType::kQ8G64: return GgmlTypeTraits{"Q8G64", 64, sizeof(BlockQ8G<64>)};
+    case GgmlType::kQ8G128: return GgmlTypeTraits{"Q8G128", 128, sizeof(BlockQ8G<128>)};
+    case GgmlType::kQ8_1F: return GgmlTypeTraits{"Q8_1F", kQk32, sizeof(BlockQ8_1F)};
   }
   return std::nullopt;
 }

@@ -1,6 +1,8 @@
 // Tensor element types as numbered by the GGUF format, with their block
-// geometry. One table is the single source of truth for block sizes; the
-// quantized block structs themselves live in quant_blocks.h.
+// geometry, plus Tessera's own repacked group-quantized layouts (ids from
+// kFirstInternalType on, never read from or written to a file). One table is
+// the single source of truth for block sizes; the quantized block structs
+// themselves live in quant_blocks.h.
 #ifndef TESSERA_COMMON_GGML_TYPES_H_
 #define TESSERA_COMMON_GGML_TYPES_H_
 
@@ -33,7 +35,23 @@ enum class GgmlType : uint32_t {
   kI64 = 27,
   kF64 = 28,
   kBF16 = 30,
+  // Tessera's layouts for group-quantized checkpoints (AWQ, GPTQ,
+  // compressed-tensors), repacked at load: one block per quantization group
+  // of G elements with f32 scale and offset, x = q * d + m (quant_blocks.h).
+  kQ4G32 = 64,
+  kQ4G64 = 65,
+  kQ4G128 = 66,
+  kQ8G32 = 67,
+  kQ8G64 = 68,
+  kQ8G128 = 69,
+  // Their activation format: Q8_1 with f32 scale and sum (the min term m * sum(x)
+  // is as exact as the rest of the dot product).
+  kQ8_1F = 70,
 };
+
+inline constexpr uint32_t kFirstInternalType = 64;
+// Whether a type id may appear in a GGUF file (internal layouts may not).
+inline bool IsFileType(uint32_t type_id) { return type_id < kFirstInternalType; }
 
 struct GgmlTypeTraits {
   std::string_view name;

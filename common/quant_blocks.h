@@ -40,6 +40,23 @@ struct BlockQ6_K { uint8_t ql[kQkK / 2]; uint8_t qh[kQkK / 4]; int8_t scales[kQk
 // Activation format paired with the K formats.
 struct BlockQ8_K { float d; int8_t qs[kQkK]; int16_t bsums[kQkK / 16]; };
 
+// Tessera's repacked group-quantized layouts (GgmlType kQ4G*/kQ8G*; never
+// in a file). One block is one quantization group of G elements (G = 32, 64
+// or 128) sharing an f32 scale d and offset m: x = q * d + m. An AWQ/GPTQ
+// group with f16 scale s and integer zero z repacks exactly: d = s, m = -s*z
+// (s has 11 significant bits and z at most 8, so s*z, q*d and their sum are
+// exact in f32). The 4-bit codes q in [0, 16) are stored per 32-element chunk
+// as ggml's Q4_1 stores them: chunk c is qs[16c .. 16c+15], low nibbles are
+// its elements 0..15, high nibbles 16..31. The 8-bit codes are signed, q in
+// [-128, 128): an unsigned code u with zero z becomes q = u - 128 and
+// m = s * (128 - z).
+template <int G>
+struct BlockQ4G { float d; float m; uint8_t qs[G / 2]; };
+template <int G>
+struct BlockQ8G { float d; float m; int8_t qs[G]; };
+// Activation format paired with them: x = q * d, s = d * sum(qs), in f32.
+struct BlockQ8_1F { float d; float s; int8_t qs[kQk32]; };
+
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ4_1) == 20);
 static_assert(sizeof(BlockQ5_0) == 22);
@@ -52,6 +69,9 @@ static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockQ8_K) == 292);
+static_assert(sizeof(BlockQ4G<32>) == 24 && sizeof(BlockQ4G<64>) == 40 && sizeof(BlockQ4G<128>) == 72);
+static_assert(sizeof(BlockQ8_1F) == 40);
+static_assert(sizeof(BlockQ8G<32>) == 40 && sizeof(BlockQ8G<64>) == 72 && sizeof(BlockQ8G<128>) == 136);
 
 }  // namespace tessera
 

@@ -49,6 +49,13 @@ struct WeightView {
   int64_t cols = 0;
   size_t row_bytes = 0;   // bytes between consecutive rows
   int64_t col_offset = 0; // first column (tensor-parallel row split); multiple of the block size
+  // Act-order checkpoints (GPTQ desc_act) are stored with their columns
+  // permuted so that each quantization group is contiguous: stored column j
+  // multiplies input element input_perm[j]. nullptr is the identity. Only
+  // MatMul honours it (a permuted table cannot be an embedding), and only
+  // with col_offset == 0. `cols` entries, each in [0, cols), owned by the
+  // weight's checkpoint.
+  const int32_t* input_perm = nullptr;
 };
 
 struct RopeParams {

@@ -260,7 +260,7 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
       t.ne[d] = static_cast<int64_t>(ne);
     }
     TESSERA_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>("tensor type"));
-    auto traits = TraitsOf(type);
+    auto traits = IsFileType(type) ? TraitsOf(type) : std::nullopt;
     if (!traits) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name),
                                                      "' has unsupported type id ", type));

@@ -68,7 +68,7 @@ void GgufWriter::AddI32Array(const std::string& key, const std::vector<int32_t>&
 
 absl::Status GgufWriter::AddTensor(const std::string& name, std::vector<int64_t> dims, GgmlType type, Fill fill) {
   const auto traits = TraitsOf(type);
-  if (!traits || dims.empty() || dims[0] % traits->block_elems != 0) {
+  if (!traits || !IsFileType(static_cast<uint32_t>(type)) || dims.empty() || dims[0] % traits->block_elems != 0) {
     return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": rows of ", dims.empty() ? 0 : dims[0],
                                                    " elements are not whole blocks of ", std::string(TypeName(type))));
   }

@@ -259,9 +259,17 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
   float* scales = scale_scratch_.data();
 #pragma omp parallel num_threads(threads_)
   {
+    // Act-order weights: the input is gathered into stored column order
+    // first (one pass over a row of activations, not of weights).
+    std::vector<float> gathered(w.input_perm != nullptr ? cols : 0);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < n; ++r) {
-      k->quantize_act(x.row(r), act + act_row * r, cols);
+      const float* xr = x.row(r);
+      if (w.input_perm != nullptr) {
+        for (int64_t j = 0; j < cols; ++j) gathered[j] = xr[w.input_perm[j]];
+        xr = gathered.data();
+      }
+      k->quantize_act(xr, act + act_row * r, cols);
       if (use_x4) cpu::ActScales(k->act_type, act + act_row * r, cols, scales + scales_stride * r);
     }
 #pragma omp for schedule(static)

@@ -322,7 +322,9 @@ namespace {
 
 // Activation quantizers: same values as the reference (127/amax scaling,
 // round-to-nearest-even), vectorized.
-template <bool kWithSum>
+// kAct: the block written, BlockQ8_0, BlockQ8_1 (f16 d and sum) or
+// BlockQ8_1F (f32 d and sum).
+template <GgmlType kAct>
 void QuantizeRow8(const float* x, void* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQk32; ++i, x += kQk32) {
     __m256 v[4];
@@ -348,7 +350,13 @@ void QuantizeRow8(const float* x, void* dst, int64_t n) {
     __m256i p23 = _mm256_packs_epi32(q[2], q[3]);
     __m256i p = _mm256_packs_epi16(p01, p23);
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    if constexpr (kWithSum) {
+    if constexpr (kAct == GgmlType::kQ8_1F) {
+      auto* y = static_cast<BlockQ8_1F*>(dst) + i;
+      y->d = d;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y->qs), p);
+      const int sum = HSumI32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+      y->s = d * static_cast<float>(sum);
+    } else if constexpr (kAct == GgmlType::kQ8_1) {
       auto* y = static_cast<BlockQ8_1*>(dst) + i;
       y->d = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(y->qs), p);
@@ -460,6 +468,15 @@ VectorKernels Avx2VectorKernels() {
   return k;
 }
 
+namespace {
+// Tessera's group layouts run the Q4_1 / Q8_0 kernels with per-group scales.
+template <int G, GgmlType kQ4, GgmlType kQ8, class With>
+void RegisterGroup(With& with) {
+  with(kQ4, DotQ4T<Avx2Ops, Q4GChunks<G>>, DotQ4x4T<Avx2Ops, Q4GChunks<G>>, DotQ4_2x4T<Avx2Ops, Q4GChunks<G>>);
+  with(kQ8, DotQ8T<Avx2Ops, Q8GChunks<G>>, DotQ8x4T<Avx2Ops, Q8GChunks<G>>, DotQ8_2x4T<Avx2Ops, Q8GChunks<G>>);
+}
+}  // namespace
+
 void RegisterAvx2Kernels(KernelTable& t) {
   using G = GgmlType;
   constexpr Isa A = Isa::kAvx2;
@@ -472,23 +489,27 @@ void RegisterAvx2Kernels(KernelTable& t) {
     k.vec_dot = dot;
     k.vec_dot_x4 = dot_x4;
     k.vec_dot_2x4 = dot_2x4;
-    if (k.act_type == G::kQ8_0) k.quantize_act = QuantizeRow8<false>;
-    if (k.act_type == G::kQ8_1) k.quantize_act = QuantizeRow8<true>;
+    if (k.act_type == G::kQ8_0) k.quantize_act = QuantizeRow8<G::kQ8_0>;
+    if (k.act_type == G::kQ8_1) k.quantize_act = QuantizeRow8<G::kQ8_1>;
+    if (k.act_type == G::kQ8_1F) k.quantize_act = QuantizeRow8<G::kQ8_1F>;
     t.Register(k);
   };
   with(G::kF32, DotF32);
   with(G::kF16, DotF16);
   with(G::kBF16, DotBF16);
   with(G::kQ4_0, DotQ4_0);
-  with(G::kQ4_1, DotQ4_1T<Avx2Ops>, DotQ4_1x4T<Avx2Ops>, DotQ4_1_2x4T<Avx2Ops>);
+  with(G::kQ4_1, DotQ4T<Avx2Ops>, DotQ4x4T<Avx2Ops>, DotQ4_2x4T<Avx2Ops>);
   with(G::kQ5_0, DotQ5_0);
   with(G::kQ5_1, DotQ5_1);
-  with(G::kQ8_0, DotQ8_0T<Avx2Ops>, DotQ8_0x4T<Avx2Ops>, DotQ8_0_2x4T<Avx2Ops>);
+  with(G::kQ8_0, DotQ8T<Avx2Ops>, DotQ8x4T<Avx2Ops>, DotQ8_2x4T<Avx2Ops>);
   with(G::kQ4_K, DotQ4_K);
   with(G::kQ6_K, DotQ6_K);
   with(G::kQ2_K, DotQ2_K);
   with(G::kQ3_K, DotQ3_K);
   with(G::kQ5_K, DotQ5_K);
+  RegisterGroup<32, G::kQ4G32, G::kQ8G32>(with);
+  RegisterGroup<64, G::kQ4G64, G::kQ8G64>(with);
+  RegisterGroup<128, G::kQ4G128, G::kQ8G128>(with);
 }
 
 }  // namespace tessera::cpu

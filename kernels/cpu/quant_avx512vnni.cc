@@ -45,7 +45,7 @@ inline void Finish4x4(const __m512 (&acc)[4][2], __m512 tail, float* out) {
   }
 }
 
-// Four Q4_1 rows against four Q8_1 rows. Per output, DotQ4_1T's operations:
+// Four Q4_1 rows against four Q8_1 rows. Per output, DotQ4T's operations:
 // summs = fma(m_w, s_x, summs) per block in order; acc = fma(d_w * d_x,
 // lane sums, acc); result HSum(acc) + summs.
 void DotQ4_1_4x4(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
@@ -86,7 +86,7 @@ void DotQ4_1_4x4(int64_t n, const void* w, size_t w_stride, const void* x, size_
 // Four Q8_0 rows against four Q8_0 rows. vpdpbusd needs an unsigned operand:
 // (w + 128) . y - 128 * sum(y) is w . y exactly (int32, no saturation), and
 // the correction, per activation block, is shared by the four weight rows.
-// Per output, DotQ8_0T's operations: acc = fma(d_w * d_x, lane sums, acc).
+// Per output, DotQ8T's operations: acc = fma(d_w * d_x, lane sums, acc).
 void DotQ8_0_4x4(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
                  size_t sstride, float* out) {
   const BlockQ8_0* wr[4];
@@ -117,6 +117,12 @@ void DotQ8_0_4x4(int64_t n, const void* w, size_t w_stride, const void* x, size_
   Finish4x4(acc, _mm512_setzero_ps(), out);
 }
 
+template <int G, GgmlType kQ4, GgmlType kQ8, class With>
+void RegisterGroup(With& with) {
+  with(kQ4, DotQ4T<VnniOps, Q4GChunks<G>>, DotQ4x4T<VnniOps, Q4GChunks<G>>, DotQ4_2x4T<VnniOps, Q4GChunks<G>>, nullptr);
+  with(kQ8, DotQ8T<VnniOps, Q8GChunks<G>>, DotQ8x4T<VnniOps, Q8GChunks<G>>, DotQ8_2x4T<VnniOps, Q8GChunks<G>>, nullptr);
+}
+
 }  // namespace
 
 void RegisterAvx512VnniKernels(KernelTable& t) {
@@ -132,8 +138,11 @@ void RegisterAvx512VnniKernels(KernelTable& t) {
     k.vec_dot_4x4 = dot_4x4;
     t.Register(k);
   };
-  with(GgmlType::kQ4_1, DotQ4_1T<VnniOps>, DotQ4_1x4T<VnniOps>, DotQ4_1_2x4T<VnniOps>, DotQ4_1_4x4);
-  with(GgmlType::kQ8_0, DotQ8_0T<VnniOps>, DotQ8_0x4T<VnniOps>, DotQ8_0_2x4T<VnniOps>, DotQ8_0_4x4);
+  with(GgmlType::kQ4_1, DotQ4T<VnniOps>, DotQ4x4T<VnniOps>, DotQ4_2x4T<VnniOps>, DotQ4_1_4x4);
+  with(GgmlType::kQ8_0, DotQ8T<VnniOps>, DotQ8x4T<VnniOps>, DotQ8_2x4T<VnniOps>, DotQ8_0_4x4);
+  RegisterGroup<32, GgmlType::kQ4G32, GgmlType::kQ8G32>(with);
+  RegisterGroup<64, GgmlType::kQ4G64, GgmlType::kQ8G64>(with);
+  RegisterGroup<128, GgmlType::kQ4G128, GgmlType::kQ8G128>(with);
 }
 
 }  // namespace tessera::cpu

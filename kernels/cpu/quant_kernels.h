@@ -56,7 +56,7 @@ struct WeightKernels {
 
 // Bytes of an activation row of n elements in the paired format.
 size_t ActRowBytes(GgmlType act_type, int64_t n);
-// Writes the float (d, s) of each 32-element block of a Q8_0 or Q8_1
+// Writes the float (d, s) of each 32-element block of a Q8_0, Q8_1 or Q8_1F
 // activation row (s = 0 for Q8_0): 2 * n / 32 floats.
 void ActScales(GgmlType act_type, const void* row, int64_t n, float* out);
 
@@ -111,7 +111,7 @@ class KernelTable {
   const WeightKernels* Find(GgmlType t, Isa isa) const;
 
  private:
-  static constexpr int kMaxTypes = 32;
+  static constexpr int kMaxTypes = 80;  // GGUF ids and Tessera's internal ones (ggml_types.h)
   static constexpr int kMaxIsa = 3;
   WeightKernels entries_[kMaxTypes][kMaxIsa] = {};
   bool present_[kMaxTypes][kMaxIsa] = {};

@@ -86,6 +86,38 @@ void DequantQ8_0(const void* src, float* y, int64_t n) {
   }
 }
 
+// Tessera's group layouts: x = q * d + m per group (quant_blocks.h).
+template <int G>
+void DequantQ4G(const void* src, float* y, int64_t n) {
+  auto* b = static_cast<const BlockQ4G<G>*>(src);
+  for (int64_t i = 0; i < n / G; ++i) {
+    const float d = b[i].d, m = b[i].m;
+    for (int c = 0; c < G / kQk32; ++c, y += kQk32) {
+      const uint8_t* qs = b[i].qs + 16 * c;
+      for (int j = 0; j < kQk32 / 2; ++j) {
+        y[j] = (qs[j] & 0x0F) * d + m;
+        y[j + 16] = (qs[j] >> 4) * d + m;
+      }
+    }
+  }
+}
+
+template <int G>
+void DequantQ8G(const void* src, float* y, int64_t n) {
+  auto* b = static_cast<const BlockQ8G<G>*>(src);
+  for (int64_t i = 0; i < n / G; ++i, y += G) {
+    const float d = b[i].d, m = b[i].m;
+    for (int j = 0; j < G; ++j) y[j] = b[i].qs[j] * d + m;
+  }
+}
+
+void DequantQ8_1F(const void* src, float* y, int64_t n) {
+  auto* b = static_cast<const BlockQ8_1F*>(src);
+  for (int64_t i = 0; i < n / kQk32; ++i, y += kQk32) {
+    for (int j = 0; j < kQk32; ++j) y[j] = b[i].qs[j] * b[i].d;
+  }
+}
+
 void DequantQ8_1(const void* src, float* y, int64_t n) {
   auto* b = static_cast<const BlockQ8_1*>(src);
   for (int64_t i = 0; i < n / kQk32; ++i, y += kQk32) {
@@ -238,6 +270,23 @@ void QuantizeQ8_1(const float* x, void* dst, int64_t n) {
   }
 }
 
+void QuantizeQ8_1F(const float* x, void* dst, int64_t n) {
+  auto* y = static_cast<BlockQ8_1F*>(dst);
+  for (int64_t i = 0; i < n / kQk32; ++i, x += kQk32) {
+    float amax = 0;
+    for (int j = 0; j < kQk32; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float d = amax / 127.f;
+    const float id = amax != 0.f ? 127.f / amax : 0.f;
+    y[i].d = d;
+    int sum = 0;
+    for (int j = 0; j < kQk32; ++j) {
+      y[i].qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));
+      sum += y[i].qs[j];
+    }
+    y[i].s = d * static_cast<float>(sum);
+  }
+}
+
 }  // namespace
 
 void QuantizeRowQ8_K(const float* x, void* dst, int64_t n) {
@@ -310,6 +359,15 @@ float DotViaDequant(int64_t n, const void* w, const void* x) {
   return static_cast<float>(sum);
 }
 
+template <int G, GgmlType kQ4, GgmlType kQ8>
+void RegisterGroup(KernelTable& t) {
+  constexpr size_t kActBytes = G / kQk32 * sizeof(BlockQ8_1F);
+  t.Register({kQ4, GgmlType::kQ8_1F, Isa::kReference, DequantQ4G<G>, QuantizeQ8_1F,
+              DotViaDequant<DequantQ4G<G>, sizeof(BlockQ4G<G>), DequantQ8_1F, kActBytes, G>});
+  t.Register({kQ8, GgmlType::kQ8_1F, Isa::kReference, DequantQ8G<G>, QuantizeQ8_1F,
+              DotViaDequant<DequantQ8G<G>, sizeof(BlockQ8G<G>), DequantQ8_1F, kActBytes, G>});
+}
+
 }  // namespace
 
 VectorKernels ReferenceVectorKernels() {
@@ -374,6 +432,9 @@ void RegisterReferenceKernels(KernelTable& t) {
   t.Register({G::kQ4_K, G::kQ8_K, R, DequantQ4_K, QuantizeRowQ8_K, DotViaDequant<DequantQ4_K, sizeof(BlockQ4_K), DequantQ8_K, sizeof(BlockQ8_K), 256>});
   t.Register({G::kQ5_K, G::kQ8_K, R, DequantQ5_K, QuantizeRowQ8_K, DotViaDequant<DequantQ5_K, sizeof(BlockQ5_K), DequantQ8_K, sizeof(BlockQ8_K), 256>});
   t.Register({G::kQ6_K, G::kQ8_K, R, DequantQ6_K, QuantizeRowQ8_K, DotViaDequant<DequantQ6_K, sizeof(BlockQ6_K), DequantQ8_K, sizeof(BlockQ8_K), 256>});
+  RegisterGroup<32, G::kQ4G32, G::kQ8G32>(t);
+  RegisterGroup<64, G::kQ4G64, G::kQ8G64>(t);
+  RegisterGroup<128, G::kQ4G128, G::kQ8G128>(t);
 }
 
 }  // namespace tessera::cpu

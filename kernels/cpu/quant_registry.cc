@@ -36,7 +36,13 @@ size_t ActRowBytes(GgmlType act_type, int64_t n) {
 
 void ActScales(GgmlType act_type, const void* row, int64_t n, float* out) {
   const int64_t nb = n / kQk32;
-  if (act_type == GgmlType::kQ8_1) {
+  if (act_type == GgmlType::kQ8_1F) {
+    auto* b = static_cast<const BlockQ8_1F*>(row);
+    for (int64_t i = 0; i < nb; ++i) {
+      out[2 * i] = b[i].d;
+      out[2 * i + 1] = b[i].s;
+    }
+  } else if (act_type == GgmlType::kQ8_1) {
     auto* b = static_cast<const BlockQ8_1*>(row);
     for (int64_t i = 0; i < nb; ++i) {
       out[2 * i] = Fp16ToFp32(b[i].d);

@@ -62,6 +62,8 @@ class CudaBackend final : public Backend {
     for (void* p : allocations_) cudaFree(p);
     for (auto& [key, w] : weights_) cudaFree(const_cast<uint8_t*>(w.data));
     for (auto& [key, f] : small_tables_) cudaFree(f);
+    for (auto& [key, t] : index_tables_) cudaFree(t);
+    cudaFree(scratch_perm_);
     cudaFree(staging_);
     cudaFree(scratch_a_);
     cudaFree(scratch_b_);
@@ -129,8 +131,17 @@ class CudaBackend final : public Backend {
     cuda::LaunchGetRows(stream_, w, Stage(ids), static_cast<int64_t>(ids.size()), out);
   }
 
-  void MatMul(const WeightView& view, const Mat& x, Mat y, bool accumulate) override {
+  void MatMul(const WeightView& view, const Mat& in, Mat y, bool accumulate) override {
     const DeviceWeight w = Upload(view);
+    Mat x = in;
+    if (view.input_perm != nullptr) {
+      // Act-order weight: gather the input into stored column order first.
+      const int64_t stride = (in.cols + 31) / 32 * 32;
+      float* g = static_cast<float*>(
+          Scratch(&scratch_perm_, &scratch_perm_bytes_, static_cast<size_t>(in.rows * stride) * sizeof(float)));
+      x = Mat{g, in.rows, in.cols, stride};
+      cuda::LaunchGatherColumns(stream_, in, IndexTable(view.input_perm, static_cast<int>(view.cols)), x);
+    }
     const bool aligned = x.stride % 4 == 0 && reinterpret_cast<uintptr_t>(x.data) % 16 == 0 && w.cols % 32 == 0;
     if (w.type != GgmlType::kF32 && x.rows <= kMaxGemvBatch && aligned) {
       // Slices of kMaxGemvRows rows: the weight is read once per slice,
@@ -266,6 +277,17 @@ class CudaBackend final : public Backend {
     return w;
   }
 
+  // An int32 table (an act-order permutation) copied to the device once.
+  const int32_t* IndexTable(const int32_t* host, int n) {
+    auto it = index_tables_.find(host);
+    if (it != index_tables_.end()) return it->second;
+    void* p = nullptr;
+    Check(cudaMalloc(&p, static_cast<size_t>(n) * sizeof(int32_t)), "table allocation");
+    Check(cudaMemcpy(p, host, static_cast<size_t>(n) * sizeof(int32_t), cudaMemcpyHostToDevice), "table upload");
+    index_tables_.emplace(host, static_cast<int32_t*>(p));
+    return static_cast<int32_t*>(p);
+  }
+
   const float* SmallTable(const float* host, int n) {
     auto it = small_tables_.find(host);
     if (it != small_tables_.end()) return it->second;
@@ -347,10 +369,11 @@ class CudaBackend final : public Backend {
   std::vector<void*> allocations_;
   std::unordered_map<Key, DeviceWeight, KeyHash> weights_;
   std::unordered_map<const float*, float*> small_tables_;
+  std::unordered_map<const int32_t*, int32_t*> index_tables_;
   void* staging_ = nullptr;
   size_t staging_bytes_ = 0, staging_used_ = 0;
-  void *scratch_a_ = nullptr, *scratch_b_ = nullptr;
-  size_t scratch_a_bytes_ = 0, scratch_b_bytes_ = 0;
+  void *scratch_a_ = nullptr, *scratch_b_ = nullptr, *scratch_perm_ = nullptr;
+  size_t scratch_a_bytes_ = 0, scratch_b_bytes_ = 0, scratch_perm_bytes_ = 0;
   std::vector<int32_t> flat_tables_, table_offsets_;
   std::mutex adapter_mu_;
   std::vector<float*> adapter_buffers_;

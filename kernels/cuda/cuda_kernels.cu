@@ -251,6 +251,18 @@ void LaunchSwiGlu(cudaStream_t s, const Mat& gate, const Mat& up, Mat out) {
                                               out.stride);
 }
 
+__global__ void GatherColumnsKernel(const float* src, int64_t src_stride, const int32_t* perm, int64_t cols,
+                                    float* dst, int64_t dst_stride) {
+  const float* s = src + static_cast<int64_t>(blockIdx.x) * src_stride;
+  float* d = dst + static_cast<int64_t>(blockIdx.x) * dst_stride;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) d[j] = s[perm[j]];
+}
+
+void LaunchGatherColumns(cudaStream_t s, const Mat& src, const int32_t* perm, Mat dst) {
+  GatherColumnsKernel<<<static_cast<unsigned>(src.rows), kThreads, 0, s>>>(src.data, src.stride, perm, dst.cols,
+                                                                          dst.data, dst.stride);
+}
+
 void LaunchCopyRows(cudaStream_t s, const Mat& src, const int32_t* rows, int64_t n, Mat dst) {
   CopyRowsKernel<<<n, kThreads, 0, s>>>(src.data, src.stride, rows, src.cols, dst.data, dst.stride);
 }

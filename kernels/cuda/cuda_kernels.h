@@ -30,6 +30,8 @@ void LaunchAdd(cudaStream_t s, const Mat& x, Mat y);
 void LaunchAddBias(cudaStream_t s, const float* bias, Mat y);
 void LaunchSwiGlu(cudaStream_t s, const Mat& gate, const Mat& up, Mat out);
 void LaunchCopyRows(cudaStream_t s, const Mat& src, const int32_t* rows, int64_t n, Mat dst);
+// dst[r][j] = src[r][perm[j]] for j < dst.cols (act-order weights' inputs).
+void LaunchGatherColumns(cudaStream_t s, const Mat& src, const int32_t* perm, Mat dst);
 void LaunchRope(cudaStream_t s, Mat x, int n_heads, int head_dim, const int32_t* positions, const RopeParams& p,
                 const float* freq_factors);
 void LaunchStoreKv(cudaStream_t s, const Mat& k, const Mat& v, const DeviceLayout& layout, const KvLayer& kv);

@@ -126,6 +126,12 @@ bool Dispatch(GgmlType type, F&& f) {
     case GgmlType::kQ8_0: f.template operator()<GgmlType::kQ8_0>(); return true;
     case GgmlType::kQ4_K: f.template operator()<GgmlType::kQ4_K>(); return true;
     case GgmlType::kQ6_K: f.template operator()<GgmlType::kQ6_K>(); return true;
+    case GgmlType::kQ4G32: f.template operator()<GgmlType::kQ4G32>(); return true;
+    case GgmlType::kQ4G64: f.template operator()<GgmlType::kQ4G64>(); return true;
+    case GgmlType::kQ4G128: f.template operator()<GgmlType::kQ4G128>(); return true;
+    case GgmlType::kQ8G32: f.template operator()<GgmlType::kQ8G32>(); return true;
+    case GgmlType::kQ8G64: f.template operator()<GgmlType::kQ8G64>(); return true;
+    case GgmlType::kQ8G128: f.template operator()<GgmlType::kQ8G128>(); return true;
     default: return false;
   }
 }

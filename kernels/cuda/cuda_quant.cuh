@@ -96,6 +96,40 @@ struct Chunked<GgmlType::kQ8_0> {
   }
 };
 
+// Tessera's group layouts (quant_blocks.h): one block per quantization group
+// of G elements with f32 scale d and min m; chunk s is elements [32s, 32s+32).
+template <int G>
+struct ChunkedQ4G {
+  static constexpr int kBlockBytes = sizeof(BlockQ4G<G>), kChunksPerBlock = G / 32, kBlockElems = G;
+  __device__ static void Decode(const uint8_t* p, int s, float* out) {
+    const BlockQ4G<G>* b = reinterpret_cast<const BlockQ4G<G>*>(p);
+    const float d = b->d, m = b->m;
+    const uint8_t* qs = b->qs + 16 * s;
+#pragma unroll
+    for (int l = 0; l < 16; ++l) {
+      out[l] = (qs[l] & 0x0F) * d + m;
+      out[l + 16] = (qs[l] >> 4) * d + m;
+    }
+  }
+};
+template <int G>
+struct ChunkedQ8G {
+  static constexpr int kBlockBytes = sizeof(BlockQ8G<G>), kChunksPerBlock = G / 32, kBlockElems = G;
+  __device__ static void Decode(const uint8_t* p, int s, float* out) {
+    const BlockQ8G<G>* b = reinterpret_cast<const BlockQ8G<G>*>(p);
+    const float d = b->d, m = b->m;
+    const int8_t* qs = b->qs + 32 * s;
+#pragma unroll
+    for (int l = 0; l < 32; ++l) out[l] = qs[l] * d + m;
+  }
+};
+template <> struct Chunked<GgmlType::kQ4G32> : ChunkedQ4G<32> {};
+template <> struct Chunked<GgmlType::kQ4G64> : ChunkedQ4G<64> {};
+template <> struct Chunked<GgmlType::kQ4G128> : ChunkedQ4G<128> {};
+template <> struct Chunked<GgmlType::kQ8G32> : ChunkedQ8G<32> {};
+template <> struct Chunked<GgmlType::kQ8G64> : ChunkedQ8G<64> {};
+template <> struct Chunked<GgmlType::kQ8G128> : ChunkedQ8G<128> {};
+
 // Sub-block j's 6-bit scale and min of a Q4_K block (12 packed bytes).
 __device__ __forceinline__ void ScaleMinK4(int j, const uint8_t* q, int* d, int* m) {
   if (j < 4) {

@@ -41,6 +41,13 @@ std::vector<uint8_t> RandomRows(GgmlType type, int64_t n, int rows, std::mt19937
       case GgmlType::kQ4_K: h(blk + offsetof(BlockQ4_K, d)); h(blk + offsetof(BlockQ4_K, dmin)); break;
       case GgmlType::kQ5_K: h(blk + offsetof(BlockQ5_K, d)); h(blk + offsetof(BlockQ5_K, dmin)); break;
       case GgmlType::kQ6_K: h(blk + offsetof(BlockQ6_K, d)); break;
+      case GgmlType::kQ4G32: case GgmlType::kQ4G64: case GgmlType::kQ4G128:
+      case GgmlType::kQ8G32: case GgmlType::kQ8G64: case GgmlType::kQ8G128: {
+        // f32 scale and min (Tessera's group layouts: d then m at the front).
+        const float dm[2] = {scale(rng), scale(rng) * 8 * ((rng() & 1) ? 1 : -1)};
+        std::memcpy(blk, dm, sizeof(dm));
+        break;
+      }
       default: break;
     }
   }
@@ -86,7 +93,9 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, KernelTest,
                          ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ4_0,
                                            GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ8_0,
                                            GgmlType::kQ2_K, GgmlType::kQ3_K, GgmlType::kQ4_K, GgmlType::kQ5_K,
-                                           GgmlType::kQ6_K),
+                                           GgmlType::kQ6_K, GgmlType::kQ4G32, GgmlType::kQ4G64,
+                                           GgmlType::kQ4G128, GgmlType::kQ8G32, GgmlType::kQ8G64,
+                                           GgmlType::kQ8G128),
                          [](const auto& info) { return std::string(TypeName(info.param)); });
 
 TEST(DequantTest, Q4_1KnownBlock) {
@@ -177,7 +186,7 @@ TEST(VectorKernelsTest, SiluAttentionAndQuantizersMatchReferenceBitForBit) {
     EXPECT_EQ(a, b) << n_ctx;
   }
 
-  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_1}) {
+  for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_1, GgmlType::kQ4G32}) {
     const WeightKernels* r = ReferenceKernelsFor(t);
     const WeightKernels* bk = KernelsFor(t);
     std::vector<float> x(1536);
@@ -233,40 +242,44 @@ TEST(VectorKernelsTest, LoraRowMatchesReferenceAndMath) {
 
 TEST(VectorKernelsTest, FourRowDotEqualsSingleRowDot) {
   std::mt19937 rng(5);
-  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+  constexpr int64_t n = 768;  // whole blocks of every layout below
+  constexpr size_t ss = n / 32 * 2;
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4G32, GgmlType::kQ4G64, GgmlType::kQ4G128,
+                     GgmlType::kQ8G32, GgmlType::kQ8G64, GgmlType::kQ8G128}) {
+    SCOPED_TRACE(std::string(TypeName(t)));
     const WeightKernels* k = KernelsFor(t);
     if (k->vec_dot_x4 == nullptr) GTEST_SKIP() << "no 4-row kernel on this CPU";
-    auto w = RandomRows(t, 576, 1, rng);
+    auto w = RandomRows(t, n, 1, rng);
     std::normal_distribution<float> d(0.f, 1.f);
-    const size_t row = ActRowBytes(k->act_type, 576);
+    const size_t row = ActRowBytes(k->act_type, n);
     std::vector<uint8_t> xq(row * 4);
-    std::vector<float> x(576);
+    std::vector<float> x(n);
     for (int j = 0; j < 4; ++j) {
       for (auto& e : x) e = d(rng);
-      k->quantize_act(x.data(), xq.data() + j * row, 576);
+      k->quantize_act(x.data(), xq.data() + j * row, n);
     }
-    std::vector<float> scales(4 * 36);
-    for (int j = 0; j < 4; ++j) ActScales(k->act_type, xq.data() + j * row, 576, scales.data() + j * 36);
+    std::vector<float> scales(4 * ss);
+    for (int j = 0; j < 4; ++j) ActScales(k->act_type, xq.data() + j * row, n, scales.data() + j * ss);
     float out[4];
-    k->vec_dot_x4(576, w.data(), xq.data(), row, scales.data(), 36, out);
-    for (int j = 0; j < 4; ++j) EXPECT_EQ(out[j], k->vec_dot(576, w.data(), xq.data() + j * row));
+    k->vec_dot_x4(n, w.data(), xq.data(), row, scales.data(), ss, out);
+    for (int j = 0; j < 4; ++j) EXPECT_EQ(out[j], k->vec_dot(n, w.data(), xq.data() + j * row));
     if (k->vec_dot_2x4 != nullptr) {
-      auto w2 = RandomRows(t, 576, 2, rng);
+      auto w2 = RandomRows(t, n, 2, rng);
       const size_t wrow = w2.size() / 2;
       float out8[8];
-      k->vec_dot_2x4(576, w2.data(), wrow, xq.data(), row, scales.data(), 36, out8);
+      k->vec_dot_2x4(n, w2.data(), wrow, xq.data(), row, scales.data(), ss, out8);
       for (int h = 0; h < 2; ++h)
         for (int j = 0; j < 4; ++j)
-          EXPECT_EQ(out8[h * 4 + j], k->vec_dot(576, w2.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
+          EXPECT_EQ(out8[h * 4 + j], k->vec_dot(n, w2.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
     }
     if (k->vec_dot_4x4 != nullptr) {
-      auto w4 = RandomRows(t, 576, 4, rng);
+      auto w4 = RandomRows(t, n, 4, rng);
       const size_t wrow = w4.size() / 4;
       float out16[16];
-      k->vec_dot_4x4(576, w4.data(), wrow, xq.data(), row, scales.data(), 36, out16);
+      k->vec_dot_4x4(n, w4.data(), wrow, xq.data(), row, scales.data(), ss, out16);
       for (int h = 0; h < 4; ++h)
         for (int j = 0; j < 4; ++j)
-          EXPECT_EQ(out16[h * 4 + j], k->vec_dot(576, w4.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
+          EXPECT_EQ(out16[h * 4 + j], k->vec_dot(n, w4.data() + h * wrow, xq.data() + j * row)) << h << "," << j;
     }
   }
 }
@@ -279,7 +292,8 @@ namespace {
 
 TEST(IsaVariantsTest, EveryIsaComputesTheSameBits) {
   std::mt19937 rng(17);
-  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ6_K}) {
+  for (GgmlType t : {GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ6_K, GgmlType::kQ4G128,
+                     GgmlType::kQ8G64}) {
     const WeightKernels* avx2 = KernelsFor(t, Isa::kAvx2);
     const WeightKernels* vnni = KernelsFor(t, Isa::kAvx512Vnni);
     if (avx2 == nullptr || vnni == nullptr) continue;
