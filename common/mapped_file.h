@@ -27,6 +27,10 @@ class MappedFile {
   ~MappedFile();
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  // Tells the kernel the pages wholly inside `range` (a part of bytes())
+  // are not needed now: they leave the resident set and are read from the
+  // file again if touched. For weights repacked into other memory at load.
+  void DropPages(std::span<const uint8_t> range) const;
   const std::string& path() const { return path_; }
 
  private:

@@ -93,15 +93,7 @@ int main(int argc, char** argv) {
 
     (*cache)->Release(table);
   }
-  // Bytes a decode step must read at least once: every weight tensor (the
-  // embedding table only by rows, so it is left out when the output
-  // projection is a tensor of its own).
-  size_t weight_bytes = 0;
-  const bool tied = b.file->FindTensor("output.weight") == nullptr;
-  for (const auto& t : b.file->tensors()) {
-    if (t.name == "token_embd.weight" && !tied) continue;
-    weight_bytes += t.nbytes;
-  }
+  const uint64_t weight_bytes = b.model->weight_bytes_per_step();
   nlohmann::json out{{"pp_tokens", pp},
                      {"tg_tokens", tg},
                      {"decode_batch", absl::GetFlag(FLAGS_decode_batch)},

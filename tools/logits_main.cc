@@ -16,7 +16,11 @@
 #include "worker/engine/generate.h"
 #include "worker/model/model_bundle.h"
 
-ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled model)");
+ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face directory (default: the bundled model)");
+ABSL_FLAG(int, prompt_length, 0,
+          "with --rows-out: the first N tokens are the prompt, the rest are fed one at a time as generation would");
+ABSL_FLAG(std::string, rows_out, "",
+          "write the logits after every prefix of at least --prompt-length tokens to this file (float32, row-major)");
 ABSL_FLAG(std::optional<std::string>, text, std::nullopt, "prompt text");
 ABSL_FLAG(std::optional<std::string>, chat, std::nullopt, "one user message, wrapped in the chat template");
 ABSL_FLAG(std::optional<std::string>, ids, std::nullopt, "prompt token ids, space-separated");
@@ -59,6 +63,16 @@ int main(int argc, char** argv) {
   kv.num_blocks = (static_cast<int64_t>(ids.size()) + kv.block_size) / kv.block_size;
   auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
   if (!cache.ok()) return fail(cache.status().message());
+  if (const std::string rows_out = absl::GetFlag(FLAGS_rows_out); !rows_out.empty()) {
+    auto rows = tessera::SequenceLogits(*b.model, **cache, ids, static_cast<size_t>(absl::GetFlag(FLAGS_prompt_length)));
+    if (!rows.ok()) return fail(rows.status().message());
+    FILE* f = std::fopen(rows_out.c_str(), "wb");
+    if (f == nullptr) return fail("cannot write --rows-out");
+    for (const auto& r : *rows) std::fwrite(r.data(), sizeof(float), r.size(), f);
+    std::fclose(f);
+    std::printf("%s\n", nlohmann::json{{"rows", rows->size()}, {"n_vocab", cfg.n_vocab}}.dump().c_str());
+    return 0;
+  }
   auto logits = tessera::PromptLogits(*b.model, **cache, ids);
   if (!logits.ok()) return fail(logits.status().message());
   std::vector<int32_t> order(logits->size());

@@ -12,7 +12,7 @@
 #include "worker/lora/lora_adapter.h"
 #include "worker/model/model_bundle.h"
 
-ABSL_FLAG(std::string, model, "", "GGUF base model (default: the bundled model)");
+ABSL_FLAG(std::string, model, "", "base model: a GGUF file or a Hugging Face directory (default: the bundled model)");
 ABSL_FLAG(int, max_lora_rank, 64, "largest accepted rank");
 
 int main(int argc, char** argv) {
@@ -24,16 +24,12 @@ int main(int argc, char** argv) {
   }
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
-  auto file = tessera::GgufFile::Open(path);
-  if (!file.ok()) {
-    std::fprintf(stderr, "tessera-lora: %s\n", std::string(file.status().message()).c_str());
+  auto checkpoint = tessera::OpenCheckpoint(path);
+  if (!checkpoint.ok()) {
+    std::fprintf(stderr, "tessera-lora: %s\n", std::string(checkpoint.status().message()).c_str());
     return 1;
   }
-  auto config = tessera::ReadLlamaConfig(**file);
-  if (!config.ok()) {
-    std::fprintf(stderr, "tessera-lora: %s\n", std::string(config.status().message()).c_str());
-    return 1;
-  }
+  const tessera::LlamaConfig* config = &(*checkpoint)->config();
   const std::string dir = rest[1];
   const std::string name = std::filesystem::path(dir).filename().string();
   auto adapter = tessera::LoraAdapter::Load(name, dir, *config, absl::GetFlag(FLAGS_max_lora_rank));

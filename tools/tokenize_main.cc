@@ -4,6 +4,7 @@
 // {"ids": [...]} or {"text": "..."}; errors as {"error": "..."}.
 //
 //   tessera-tokenize --model PATH < requests.jsonl
+#include <filesystem>
 #include <iostream>
 #include <string>
 
@@ -12,20 +13,28 @@
 #include "common/flag_names.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/model_bundle.h"
+#include "worker/tokenizer/hf_tokenizer.h"
 
-ABSL_FLAG(std::string, model, "", "GGUF file (default: the bundled model); only the tokenizer is read");
+ABSL_FLAG(std::string, model, "",
+          "GGUF file or Hugging Face directory (tokenizer.json [+ tokenizer_config.json]; default: the bundled model); "
+          "only the tokenizer is read");
 
 int main(int argc, char** argv) {
   tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
   absl::ParseCommandLine(argc, args.argv.data());
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
-  auto file = tessera::GgufFile::Open(path);
-  if (!file.ok()) {
-    std::cerr << "tessera-tokenize: " << file.status().message() << "\n";
-    return 1;
+  absl::StatusOr<std::unique_ptr<tessera::Tokenizer>> tok;
+  if (std::filesystem::is_directory(path)) {
+    auto dir = tessera::ModelDirectory::Open(path);
+    auto files = dir.ok() ? tessera::ReadHfTokenizer(*dir) : absl::StatusOr<tessera::HfTokenizer>(dir.status());
+    tok = files.ok() ? tessera::Tokenizer::Create(std::move(files->spec))
+                     : absl::StatusOr<std::unique_ptr<tessera::Tokenizer>>(files.status());
+  } else {
+    auto file = tessera::GgufFile::Open(path);
+    tok = file.ok() ? tessera::Tokenizer::FromGguf(**file)
+                    : absl::StatusOr<std::unique_ptr<tessera::Tokenizer>>(file.status());
   }
-  auto tok = tessera::Tokenizer::FromGguf(**file);
   if (!tok.ok()) {
     std::cerr << "tessera-tokenize: " << tok.status().message() << "\n";
     return 1;

@@ -56,6 +56,11 @@ class SafetensorsFile {
   const std::vector<SafetensorsTensor>& tensors() const { return tensors_; }
   const SafetensorsTensor* Find(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Drops the resident pages of `range` (tensor bytes already copied or
+  // repacked elsewhere); see MappedFile::DropPages. No-op for buffers.
+  void DropPages(std::span<const uint8_t> range) const {
+    if (mapping_) mapping_->DropPages(range);
+  }
 
  private:
   SafetensorsFile() = default;

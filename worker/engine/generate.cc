@@ -68,6 +68,21 @@ absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cach
   return logits;
 }
 
+absl::StatusOr<std::vector<std::vector<float>>> SequenceLogits(LlamaModel& model, KvCache& cache,
+                                                               const std::vector<int32_t>& tokens, size_t first) {
+  if (first < 1 || first > tokens.size()) return absl::InvalidArgumentError("the prefix must hold 1..all tokens");
+  TESSERA_RETURN_IF_ERROR(CheckFits(model, cache, tokens.size(), 0));
+  SequenceBlocks seq{cache, {}};
+  std::vector<std::vector<float>> rows;
+  rows.emplace_back(model.config().n_vocab);
+  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, tokens, 0, first, rows.back().data(), nullptr));
+  for (size_t i = first; i < tokens.size(); ++i) {
+    rows.emplace_back(model.config().n_vocab);
+    TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, tokens, i, i + 1, rows.back().data(), nullptr));
+  }
+  return rows;
+}
+
 absl::StatusOr<GenerateResult> Generate(LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
                                         const GenerateRequest& req, const StreamCallback& on_event,
                                         const LoraView* adapter) {

@@ -58,6 +58,13 @@ absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cach
                                                 const std::vector<int32_t>& prompt,
                                                 const LoraView* adapter = nullptr);
 
+// Generation's view of a fixed sequence: tokens [0, first) run as one
+// prompt, then the rest one at a time, as Generate would have fed them.
+// Returns tokens.size() - first + 1 rows of logits; row j follows the prefix
+// tokens[0, first + j). For oracles that compare every generated position.
+absl::StatusOr<std::vector<std::vector<float>>> SequenceLogits(LlamaModel& model, KvCache& cache,
+                                                               const std::vector<int32_t>& tokens, size_t first);
+
 }  // namespace tessera
 
 #endif  // TESSERA_WORKER_ENGINE_GENERATE_H_

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/escape.h"
+#include "common/json/json_file.h"
 #include "common/safetensors/safetensors_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -56,8 +57,9 @@ std::pair<int64_t, int64_t> InOut(const LlamaConfig& c, LoraTarget t) {
   return {0, 0};
 }
 
-// GGUF files of rope-interleaved architectures (llama) hold q and k with
-// each head's rows reordered from Hugging Face's half-split layout: GGUF row
+// Checkpoints whose q/k rows are interleaved (llama.cpp's GGUFs of Llama
+// architectures; LlamaConfig::qk_rows_interleaved) hold each head's rows
+// reordered from Hugging Face's half-split layout: GGUF row
 // h*hd + 2j + s is HF row h*hd + s*hd/2 + j (llama.cpp's converter permutes
 // the base weights and, for LoRA, lora_B the same way). PEFT adapters are
 // in HF order, so lora_B of q and k is reordered to match the base.
@@ -104,6 +106,7 @@ absl::StatusOr<std::string> ResolveAdapterDir(const std::string& path, const std
 }
 
 absl::StatusOr<LoraAdapterConfig> ParseLoraConfig(std::string_view text, int max_rank) {
+  if (JsonNestingDepth(text) > 32) return Refuse("adapter_config.json nests more than 32 levels deep");
   Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Refuse("adapter_config.json is not a JSON object");
   LoraAdapterConfig c;
@@ -206,12 +209,16 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
     }
     return absl::NotFoundError(absl::StrCat("LoRA adapter '", name, "': no adapter_model.safetensors"));
   }
-  std::ifstream cf(d / "adapter_config.json");
-  if (!cf) return absl::NotFoundError(absl::StrCat("LoRA adapter '", name, "': no adapter_config.json"));
-  std::stringstream ss;
-  ss << cf.rdbuf();
-  if (ss.str().size() > (1u << 20)) return Refuse("adapter_config.json is larger than 1 MiB");
-  TESSERA_ASSIGN_OR_RETURN(LoraAdapterConfig config, ParseLoraConfig(ss.str(), max_rank));
+  // Size and file type are checked before a byte is read (a symlink to
+  // /dev/zero or a FIFO is refused, not read).
+  absl::StatusOr<std::string> text = ReadRegularFile((d / "adapter_config.json").string(), 1u << 20);
+  if (!text.ok()) {
+    if (text.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(absl::StrCat("LoRA adapter '", name, "': no adapter_config.json"));
+    }
+    return Refuse(absl::StrCat("adapter_config.json: ", text.status().message()));
+  }
+  TESSERA_ASSIGN_OR_RETURN(LoraAdapterConfig config, ParseLoraConfig(*text, max_rank));
   TESSERA_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open((d / "adapter_model.safetensors").string()));
 
   std::unique_ptr<LoraAdapter> a(new LoraAdapter());
@@ -249,7 +256,7 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
       TESSERA_RETURN_IF_ERROR(tb->ToFloat(w->b));
       for (float v : w->a) if (!std::isfinite(v)) return Refuse(absl::StrCat(module, ".lora_A has a non-finite value"));
       for (float v : w->b) if (!std::isfinite(v)) return Refuse(absl::StrCat(module, ".lora_B has a non-finite value"));
-      if (!base.rope_neox && (t == LoraTarget::kQ || t == LoraTarget::kK)) {
+      if (base.qk_rows_interleaved && (t == LoraTarget::kQ || t == LoraTarget::kK)) {
         PermuteRopeRows(w->b, t == LoraTarget::kQ ? base.n_heads : base.n_kv_heads, base.head_dim, r);
       }
       a->bytes_ += (w->a.size() + w->b.size()) * sizeof(float);

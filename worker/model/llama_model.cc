@@ -11,39 +11,40 @@
 namespace tessera {
 namespace {
 
-// Looks up a tensor and checks its shape (ne[0], ne[1]) and, for norms and
-// biases, that it is F32. `expected_rows` of 0 means a 1-D tensor.
-absl::StatusOr<WeightView> Bind(const GgufFile& f, const Backend& backend, const std::string& name,
+// Looks up a weight and checks its shape and, for norms and biases, that it
+// is F32. `expected_rows` of 0 means a vector.
+absl::StatusOr<WeightView> Bind(Checkpoint& ckpt, const Backend& backend, WeightRole role, int layer,
                                 int64_t expected_cols, int64_t expected_rows, bool must_be_f32) {
-  const GgufTensor* t = f.FindTensor(name);
-  if (t == nullptr) return absl::NotFoundError(absl::StrCat("model is missing tensor '", name, "'"));
-  const bool one_d = expected_rows == 0;
-  if (t->ne[0] != expected_cols || (one_d ? t->rows() != 1 : (t->ne[1] != expected_rows || t->ne[2] != 1 || t->ne[3] != 1))) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "tensor '%s' has shape [%d, %d, %d, %d]; expected [%d, %d]", name, t->ne[0], t->ne[1],
-        t->ne[2], t->ne[3], expected_cols, one_d ? 1 : expected_rows));
+  auto named = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(std::string(WeightRoleName(role)),
+                                                layer >= 0 ? absl::StrCat(" of layer ", layer) : "", ": ", s.message()));
+  };
+  absl::StatusOr<WeightView> wo = ckpt.Weight(role, layer < 0 ? 0 : layer);
+  if (!wo.ok()) return wo.status().code() == absl::StatusCode::kNotFound ? wo.status() : named(wo.status());
+  const WeightView& w = *wo;
+  const bool vector = expected_rows == 0;
+  if (w.cols != expected_cols || w.rows != (vector ? 1 : expected_rows)) {
+    return named(absl::InvalidArgumentError(absl::StrFormat("shape [%d, %d] (rows, columns); expected [%d, %d]", w.rows,
+                                                            w.cols, vector ? 1 : expected_rows, expected_cols)));
   }
-  if (must_be_f32 && t->type != GgmlType::kF32) {
-    return absl::UnimplementedError(absl::StrCat("tensor '", name, "' must be F32, got ", std::string(TypeName(t->type))));
+  if (must_be_f32 && w.type != GgmlType::kF32) {
+    return named(absl::UnimplementedError(absl::StrCat("must be F32, got ", std::string(TypeName(w.type)))));
   }
-  if (!backend.SupportsWeightType(t->type)) {
-    return absl::UnimplementedError(absl::StrCat("tensor '", name, "' has type ", std::string(TypeName(t->type)),
-                                                 ", which the ", std::string(backend.name()), " backend does not support"));
+  if (!backend.SupportsWeightType(w.type)) {
+    return named(absl::UnimplementedError(absl::StrCat("type ", std::string(TypeName(w.type)), " is not supported by the ",
+                                                       std::string(backend.name()), " backend")));
   }
-  WeightView w;
-  w.data = t->data;
-  w.type = t->type;
-  w.rows = one_d ? 1 : t->ne[1];
-  w.cols = t->ne[0];
-  w.row_bytes = t->nbytes / static_cast<size_t>(w.rows);
   return w;
 }
 
+uint64_t Bytes(const WeightView& w) { return static_cast<uint64_t>(w.rows) * w.row_bytes; }
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& f, Backend& backend,
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(Checkpoint& ckpt, Backend& backend,
                                                              const LlamaModelOptions& options) {
-  TESSERA_ASSIGN_OR_RETURN(LlamaConfig c, ReadLlamaConfig(f));
+  const LlamaConfig& c = ckpt.config();
+  TESSERA_RETURN_IF_ERROR(ValidateLlamaConfig(c));
   TESSERA_RETURN_IF_ERROR(backend.SupportsHeadDim(c.head_dim));
   if (options.max_logit_rows < 1 || options.max_logit_rows > options.max_batch_tokens) {
     return absl::InvalidArgumentError(absl::StrCat("max_logit_rows must be in [1, max_batch_tokens]; got ",
@@ -53,46 +54,53 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& f, 
     return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens must be in [1, 65536]; got ",
                                                    options.max_batch_tokens));
   }
-  const GgufTensor* embd = f.FindTensor("token_embd.weight");
-  if (embd == nullptr) return absl::NotFoundError("model is missing tensor 'token_embd.weight'");
-  if (embd->ne[1] < 1 || embd->ne[1] > (1 << 24)) {
-    return absl::InvalidArgumentError(absl::StrCat("token_embd.weight has ", embd->ne[1], " rows"));
-  }
-  c.n_vocab = static_cast<int>(embd->ne[1]);
 
   std::unique_ptr<LlamaModel> m(new LlamaModel(c, backend, options));
-  TESSERA_ASSIGN_OR_RETURN(m->token_embd_, Bind(f, backend, "token_embd.weight", c.n_embd, c.n_vocab, false));
-  TESSERA_ASSIGN_OR_RETURN(m->output_norm_, Bind(f, backend, "output_norm.weight", c.n_embd, 0, true));
-  if (f.FindTensor("output.weight")) {
-    TESSERA_ASSIGN_OR_RETURN(m->output_, Bind(f, backend, "output.weight", c.n_embd, c.n_vocab, false));
-  } else {
-    m->output_ = m->token_embd_;  // tied embeddings
+  auto bind = [&](WeightRole role, int layer, int64_t cols, int64_t rows, bool f32) {
+    return Bind(ckpt, backend, role, layer, cols, rows, f32);
+  };
+  TESSERA_ASSIGN_OR_RETURN(m->token_embd_, bind(WeightRole::kTokenEmbd, -1, c.n_embd, c.n_vocab, false));
+  if (m->token_embd_.input_perm != nullptr) {
+    return absl::UnimplementedError("token embedding: a column-permuted (act-order) embedding cannot be looked up");
   }
-  if (f.FindTensor("rope_freqs.weight")) {
-    TESSERA_ASSIGN_OR_RETURN(WeightView rf, Bind(f, backend, "rope_freqs.weight", c.rope_dims / 2, 0, true));
+  TESSERA_ASSIGN_OR_RETURN(m->output_norm_, bind(WeightRole::kOutputNorm, -1, c.n_embd, 0, true));
+  if (auto out = bind(WeightRole::kOutput, -1, c.n_embd, c.n_vocab, false); out.ok()) {
+    m->output_ = *out;
+    m->weight_bytes_per_step_ += Bytes(*out);
+  } else if (out.status().code() == absl::StatusCode::kNotFound) {
+    m->output_ = m->token_embd_;  // tied embeddings
+    m->weight_bytes_per_step_ += Bytes(m->token_embd_);
+  } else {
+    return out.status();
+  }
+  if (auto rf = bind(WeightRole::kRopeFreqs, -1, c.rope_dims / 2, 0, true); rf.ok()) {
     m->rope_freq_factors_.resize(c.rope_dims / 2);
-    std::memcpy(m->rope_freq_factors_.data(), rf.data, sizeof(float) * m->rope_freq_factors_.size());
+    std::memcpy(m->rope_freq_factors_.data(), rf->data, sizeof(float) * m->rope_freq_factors_.size());
     for (float v : m->rope_freq_factors_) {
-      if (!(v > 0 && std::isfinite(v))) return absl::InvalidArgumentError("rope_freqs.weight has a non-positive factor");
+      if (!(v > 0 && std::isfinite(v))) return absl::InvalidArgumentError("rope frequency factors: a factor is not positive");
     }
+  } else if (rf.status().code() != absl::StatusCode::kNotFound) {
+    return rf.status();
   }
   for (int l = 0; l < c.n_layers; ++l) {
-    const std::string p = absl::StrCat("blk.", l, ".");
     Layer L;
-    TESSERA_ASSIGN_OR_RETURN(L.attn_norm, Bind(f, backend, p + "attn_norm.weight", c.n_embd, 0, true));
-    TESSERA_ASSIGN_OR_RETURN(L.wq, Bind(f, backend, p + "attn_q.weight", c.n_embd, c.q_dim(), false));
-    TESSERA_ASSIGN_OR_RETURN(L.wk, Bind(f, backend, p + "attn_k.weight", c.n_embd, c.kv_dim(), false));
-    TESSERA_ASSIGN_OR_RETURN(L.wv, Bind(f, backend, p + "attn_v.weight", c.n_embd, c.kv_dim(), false));
-    TESSERA_ASSIGN_OR_RETURN(L.wo, Bind(f, backend, p + "attn_output.weight", c.q_dim(), c.n_embd, false));
+    TESSERA_ASSIGN_OR_RETURN(L.attn_norm, bind(WeightRole::kAttnNorm, l, c.n_embd, 0, true));
+    TESSERA_ASSIGN_OR_RETURN(L.wq, bind(WeightRole::kQ, l, c.n_embd, c.q_dim(), false));
+    TESSERA_ASSIGN_OR_RETURN(L.wk, bind(WeightRole::kK, l, c.n_embd, c.kv_dim(), false));
+    TESSERA_ASSIGN_OR_RETURN(L.wv, bind(WeightRole::kV, l, c.n_embd, c.kv_dim(), false));
+    TESSERA_ASSIGN_OR_RETURN(L.wo, bind(WeightRole::kO, l, c.q_dim(), c.n_embd, false));
     if (c.qkv_bias) {
-      TESSERA_ASSIGN_OR_RETURN(L.bq, Bind(f, backend, p + "attn_q.bias", c.q_dim(), 0, true));
-      TESSERA_ASSIGN_OR_RETURN(L.bk, Bind(f, backend, p + "attn_k.bias", c.kv_dim(), 0, true));
-      TESSERA_ASSIGN_OR_RETURN(L.bv, Bind(f, backend, p + "attn_v.bias", c.kv_dim(), 0, true));
+      TESSERA_ASSIGN_OR_RETURN(L.bq, bind(WeightRole::kQBias, l, c.q_dim(), 0, true));
+      TESSERA_ASSIGN_OR_RETURN(L.bk, bind(WeightRole::kKBias, l, c.kv_dim(), 0, true));
+      TESSERA_ASSIGN_OR_RETURN(L.bv, bind(WeightRole::kVBias, l, c.kv_dim(), 0, true));
     }
-    TESSERA_ASSIGN_OR_RETURN(L.ffn_norm, Bind(f, backend, p + "ffn_norm.weight", c.n_embd, 0, true));
-    TESSERA_ASSIGN_OR_RETURN(L.w_gate, Bind(f, backend, p + "ffn_gate.weight", c.n_embd, c.n_ff, false));
-    TESSERA_ASSIGN_OR_RETURN(L.w_up, Bind(f, backend, p + "ffn_up.weight", c.n_embd, c.n_ff, false));
-    TESSERA_ASSIGN_OR_RETURN(L.w_down, Bind(f, backend, p + "ffn_down.weight", c.n_ff, c.n_embd, false));
+    TESSERA_ASSIGN_OR_RETURN(L.ffn_norm, bind(WeightRole::kFfnNorm, l, c.n_embd, 0, true));
+    TESSERA_ASSIGN_OR_RETURN(L.w_gate, bind(WeightRole::kGate, l, c.n_embd, c.n_ff, false));
+    TESSERA_ASSIGN_OR_RETURN(L.w_up, bind(WeightRole::kUp, l, c.n_embd, c.n_ff, false));
+    TESSERA_ASSIGN_OR_RETURN(L.w_down, bind(WeightRole::kDown, l, c.n_ff, c.n_embd, false));
+    for (const WeightView* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down}) {
+      m->weight_bytes_per_step_ += Bytes(*w);
+    }
     m->layers_.push_back(L);
   }
   TESSERA_RETURN_IF_ERROR(m->AllocateScratch());

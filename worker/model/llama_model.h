@@ -1,8 +1,9 @@
 // LlamaModel: the forward pass of the Llama family over a Backend.
 //
-// Weights stay in the GGUF mapping in their file encoding; loading checks
-// every tensor's presence, shape and type against the config and the
-// backend's capabilities, so an unusable file fails at Load with a Status.
+// Weights come from a Checkpoint (any container format) as views in a
+// kernel layout; loading checks every weight's presence, shape and type
+// against the config and the backend's capabilities, so an unusable file
+// fails at Load with a Status.
 //
 // Thread-safety: Forward is not re-entrant (it uses the model's scratch
 // buffers); one engine thread drives it.
@@ -14,9 +15,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/gguf/gguf_file.h"
 #include "kernels/backend.h"
 #include "worker/engine/kv_cache.h"
+#include "worker/model/checkpoint.h"
 #include "worker/model/llama_config.h"
 
 namespace tessera {
@@ -37,11 +38,14 @@ struct LlamaModelOptions {
 
 class LlamaModel {
  public:
-  // REQUIRES: `file` and `backend` outlive the model.
-  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& file, Backend& backend,
+  // REQUIRES: `checkpoint` and `backend` outlive the model.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(Checkpoint& checkpoint, Backend& backend,
                                                           const LlamaModelOptions& options = {});
 
   const LlamaConfig& config() const { return config_; }
+  // Weight bytes a decode step reads at least once (the embedding table only
+  // by rows, so it counts only when it is also the output projection).
+  uint64_t weight_bytes_per_step() const { return weight_bytes_per_step_; }
   int max_batch_tokens() const { return options_.max_batch_tokens; }
   int max_logit_rows() const { return options_.max_logit_rows; }
 
@@ -69,6 +73,7 @@ class LlamaModel {
   static Mat Rows(const Mat& m, int64_t n) { return Mat{m.data, n, m.cols, m.stride}; }
 
   LlamaConfig config_;
+  uint64_t weight_bytes_per_step_ = 0;
   Backend& backend_;
   LlamaModelOptions options_;
   WeightView token_embd_, output_norm_, output_;

@@ -46,29 +46,32 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const ModelBundleOptions&
 
 namespace {
 
-// Everything after the GGUF is open: backend, model, tokenizer, template.
+// Everything after the checkpoint is open: backend, model, tokenizer, template.
 absl::Status Assemble(ModelBundle* b, const std::string& path, const ModelBundleOptions& options) {
+  auto in_path = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  };
   TESSERA_ASSIGN_OR_RETURN(b->backend, CreateBackend(options));
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;
   mo.max_logit_rows = std::min(options.max_logit_rows, options.max_batch_tokens);
-  auto model = LlamaModel::Load(*b->file, *b->backend, mo);
-  if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));
+  auto model = LlamaModel::Load(*b->checkpoint, *b->backend, mo);
+  if (!model.ok()) return in_path(model.status());
   b->model = std::move(*model);
-  auto tok = Tokenizer::FromGguf(*b->file);
-  if (!tok.ok()) return absl::Status(tok.status().code(), absl::StrCat(path, ": ", tok.status().message()));
+  auto tok = Tokenizer::Create(b->checkpoint->tokenizer_spec());
+  if (!tok.ok()) return in_path(tok.status());
   b->tokenizer = std::move(*tok);
   if (b->tokenizer->vocab_size() != b->model->config().n_vocab) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": tokenizer has ", b->tokenizer->vocab_size(),
-                                                   " tokens but the embedding has ", b->model->config().n_vocab, " rows"));
+    return in_path(absl::InvalidArgumentError(absl::StrCat("tokenizer has ", b->tokenizer->vocab_size(),
+                                                           " tokens but the embedding has ",
+                                                           b->model->config().n_vocab, " rows")));
   }
-  if (b->file->Find("tokenizer.chat_template")) {
-    TESSERA_ASSIGN_OR_RETURN(std::string src, b->file->GetString("tokenizer.chat_template"));
+  if (const std::optional<std::string>& src = b->checkpoint->chat_template(); src.has_value()) {
     const Tokenizer& t = *b->tokenizer;
     std::string bos = t.bos_id() >= 0 ? t.TokenText(t.bos_id()) : "";
     std::string eos = t.eos_id() >= 0 ? t.TokenText(t.eos_id()) : "";
-    auto ct = ChatTemplate::Create(src, bos, eos);
-    if (!ct.ok()) return absl::Status(ct.status().code(), absl::StrCat(path, ": ", ct.status().message()));
+    auto ct = ChatTemplate::Create(*src, bos, eos);
+    if (!ct.ok()) return in_path(ct.status());
     b->chat_template = std::move(*ct);
   }
   return absl::OkStatus();
@@ -79,7 +82,7 @@ absl::Status Assemble(ModelBundle* b, const std::string& path, const ModelBundle
 absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
                                                              const ModelBundleOptions& options) {
   auto b = std::make_unique<ModelBundle>();
-  TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::Open(path));
+  TESSERA_ASSIGN_OR_RETURN(b->checkpoint, OpenCheckpoint(path));
   TESSERA_RETURN_IF_ERROR(Assemble(b.get(), path, options));
   return b;
 }
@@ -89,8 +92,8 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> LoadSyntheticModelBundle(const std:
                                                                       const ModelBundleOptions& options) {
   TESSERA_ASSIGN_OR_RETURN(GgmlType type, ParseWeightType(weight_type));
   auto b = std::make_unique<ModelBundle>();
-  TESSERA_ASSIGN_OR_RETURN(b->image, BuildSyntheticModel(spec, type));
-  TESSERA_ASSIGN_OR_RETURN(b->file, GgufFile::FromBuffer(b->image));
+  TESSERA_ASSIGN_OR_RETURN(std::vector<uint8_t> image, BuildSyntheticModel(spec, type));
+  TESSERA_ASSIGN_OR_RETURN(b->checkpoint, GgufCheckpointFromImage(std::move(image)));
   TESSERA_RETURN_IF_ERROR(Assemble(b.get(), "synthetic:" + spec, options));
   return b;
 }

@@ -1,5 +1,6 @@
-// ModelBundle: everything a worker loads from one GGUF file: the mapped
-// file, the model over a backend, its tokenizer and its chat template.
+// ModelBundle: everything a worker loads from one checkpoint (a GGUF file or
+// a Hugging Face directory): the checkpoint, the model over a backend, its
+// tokenizer and its chat template.
 #ifndef TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_
 #define TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_
 
@@ -8,9 +9,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "common/gguf/gguf_file.h"
 #include "kernels/backend.h"
 #include "worker/chat/chat_template.h"
+#include "worker/model/checkpoint.h"
 #include "worker/model/llama_model.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -21,8 +22,7 @@ namespace tessera {
 std::string DefaultModelPath();
 
 struct ModelBundle {
-  std::vector<uint8_t> image;  // the GGUF bytes of a synthetic model (file views them)
-  std::unique_ptr<GgufFile> file;
+  std::unique_ptr<Checkpoint> checkpoint;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -41,6 +41,7 @@ struct ModelBundleOptions {
   int max_logit_rows = 64;  // at most max_batch_tokens
 };
 
+// `path`: a GGUF file or a Hugging Face checkpoint directory.
 absl::StatusOr<std::unique_ptr<ModelBundle>> LoadModelBundle(const std::string& path,
                                                              const ModelBundleOptions& options = {});
 // A synthetic model (worker/model/synthetic_model.h) of `spec`'s shapes with

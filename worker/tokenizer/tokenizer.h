@@ -1,9 +1,11 @@
-// Tokenizer: text <-> token ids for a model, built from GGUF metadata.
+// Tokenizer: text <-> token ids for a model, built from a TokenizerSpec
+// (GGUF metadata or a Hugging Face tokenizer.json; see tokenizer_spec.h).
 //
-// Two model families: byte-level BPE (tokenizer.ggml.model "gpt2": GPT-2,
-// Llama 3, SmolLM, Qwen2 with their pre-tokenizers) and SentencePiece-style
-// BPE ("llama": Llama 2, Mistral) with byte fallback. Special and
-// user-defined tokens are matched in the text before the model runs.
+// Model families: byte-level BPE (GPT-2, Llama 3, SmolLM, Qwen2 with their
+// pre-tokenizers), SentencePiece BPE by scores (GGUF "llama": Llama 2,
+// Mistral) and SentencePiece-style BPE by merge rank with byte fallback
+// (tokenizer.json of the same models). Added tokens (special and
+// user-defined) are matched in the text before the model runs.
 //
 // Thread-safety: immutable after construction; Encode/Decode may be called
 // concurrently.
@@ -21,26 +23,25 @@
 #include "absl/status/statusor.h"
 #include "common/gguf/gguf_file.h"
 #include "worker/tokenizer/pre_tokenizer.h"
+#include "worker/tokenizer/tokenizer_spec.h"
 
 namespace tessera {
 
-// GGUF token types; never renumber.
-enum class TokenType : int32_t {
-  kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6,
-};
-
 struct EncodeOptions {
-  // Add BOS/EOS as the model's metadata asks.
+  // Add BOS/EOS (the spec's prefix and suffix ids) as the model asks.
   bool add_special = false;
-  // Match control tokens written in the text (template output). User content
+  // Match special tokens written in the text (template output). User content
   // must be encoded with false so that "<|im_end|>" typed by a user is text.
   bool parse_special = false;
 };
 
 class Tokenizer {
  public:
-  enum class Kind { kBpe, kSpm };
+  using Kind = TokenizerSpec::Model;
 
+  // Checks the spec (ids in range, merges and added tokens consistent) and
+  // builds the tokenizer.
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(TokenizerSpec spec);
   static absl::StatusOr<std::unique_ptr<Tokenizer>> FromGguf(const GgufFile& file);
 
   std::vector<int32_t> Encode(std::string_view text, const EncodeOptions& options) const;
@@ -49,39 +50,46 @@ class Tokenizer {
   // tokens). May be a partial UTF-8 character; see Detokenizer.
   std::string_view TokenBytes(int32_t id) const { return pieces_[id]; }
   std::string Decode(std::span<const int32_t> ids) const;
-  const std::string& TokenText(int32_t id) const { return texts_[id]; }
-  TokenType token_type(int32_t id) const { return types_[id]; }
+  const std::string& TokenText(int32_t id) const { return spec_.tokens[id]; }
+  TokenType token_type(int32_t id) const { return spec_.types[id]; }
 
-  int vocab_size() const { return static_cast<int>(texts_.size()); }
-  Kind kind() const { return kind_; }
-  int32_t bos_id() const { return bos_; }
-  int32_t eos_id() const { return eos_; }
-  bool add_bos() const { return add_bos_; }
+  int vocab_size() const { return static_cast<int>(spec_.tokens.size()); }
+  Kind kind() const { return spec_.model; }
+  int32_t bos_id() const { return spec_.bos; }
+  int32_t eos_id() const { return spec_.eos; }
+  bool add_bos() const { return !spec_.prefix_ids.empty(); }
   // End-of-generation: EOS, EOT and the end-of-turn markers of chat formats.
   bool IsEndOfGeneration(int32_t id) const;
   std::span<const int32_t> end_of_generation_ids() const { return eog_; }
 
  private:
+  // A piece of the input: an added token, or text (token < 0) in [begin, end).
+  struct Fragment {
+    int32_t token;
+    size_t begin, end;
+  };
+
   Tokenizer() = default;
-  void EncodeRaw(std::string_view text, bool after_special, std::vector<int32_t>& out) const;
+  // Splits on added tokens: those matched in raw text, or (normalized_tokens)
+  // those matched in normalized text.
+  std::vector<Fragment> Split(std::string_view text, bool parse_special, bool normalized_tokens) const;
+  std::string Normalize(std::string_view text) const;
+  void EncodeSpmText(std::string_view text, bool after_added, std::vector<int32_t>& out) const;
+  void PreTokenizeAndEncode(std::string_view text, bool at_offset_zero, std::vector<int32_t>& out) const;
   void EncodeBpePiece(std::string_view piece, std::vector<int32_t>& out) const;
   void EncodeSpm(std::string_view text, std::vector<int32_t>& out) const;
+  void EncodeSpmBpeWord(std::string_view word, std::vector<int32_t>& out) const;
   int32_t Lookup(std::string_view text) const;
 
-  Kind kind_ = Kind::kBpe;
-  PreTokenizer pre_ = PreTokenizer::kGpt2;
-  bool ignore_merges_ = false;
-  bool add_space_prefix_ = false;
-  std::vector<std::string> texts_;
+  TokenizerSpec spec_;
   std::vector<std::string> pieces_;
-  std::vector<TokenType> types_;
-  std::vector<float> scores_;
   absl::flat_hash_map<std::string, int32_t> ids_;
-  absl::flat_hash_map<std::string, int32_t> merge_ranks_;  // "left right" -> rank
-  std::vector<int32_t> specials_;  // control/user-defined, longest text first
+  // Byte-level BPE: "len(left) left right" -> rank (unambiguous for any
+  // token text). kSpmBpe: (left id, right id) -> (rank, merged id).
+  absl::flat_hash_map<std::string, int32_t> merge_ranks_;
+  absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> id_merges_;
+  std::vector<int32_t> by_length_;  // indices into spec_.added, longest content first
   std::vector<int32_t> eog_;
-  int32_t bos_ = -1, eos_ = -1, unk_ = -1;
-  bool add_bos_ = false, add_eos_ = false;
   int32_t byte_tokens_[256];
 };
 

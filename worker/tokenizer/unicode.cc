@@ -30,6 +30,32 @@ Decoded Decode(std::string_view s) {
   return d;
 }
 
+size_t MaximalSubpartLength(std::string_view s, size_t i) {
+  const uint8_t b0 = static_cast<uint8_t>(s[i]);
+  // The allowed range of each continuation byte for this lead byte.
+  uint8_t lo1 = 0x80, hi1 = 0xBF;
+  int need = 0;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    need = 1;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    need = 2;
+    if (b0 == 0xE0) lo1 = 0xA0;
+    if (b0 == 0xED) hi1 = 0x9F;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    need = 3;
+    if (b0 == 0xF0) lo1 = 0x90;
+    if (b0 == 0xF4) hi1 = 0x8F;
+  }
+  size_t n = 1;
+  for (int k = 0; k < need && i + n < s.size(); ++k) {
+    const uint8_t b = static_cast<uint8_t>(s[i + n]);
+    const uint8_t lo = k == 0 ? lo1 : 0x80, hi = k == 0 ? hi1 : 0xBF;
+    if (b < lo || b > hi) break;
+    ++n;
+  }
+  return n;
+}
+
 void AppendUtf8(uint32_t cp, std::string& out) {
   if (cp < 0x80) {
     out.push_back(static_cast<char>(cp));

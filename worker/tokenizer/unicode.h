@@ -13,6 +13,9 @@ namespace tessera::unicode {
 // Length in bytes of the UTF-8 sequence starting at s[i] if it is valid
 // (shortest form, no surrogates, <= U+10FFFF), else 0.
 int ValidSequenceLength(std::string_view s, size_t i);
+// For an ill-formed sequence at s[i]: the length (>= 1) of its maximal
+// subpart, the longest prefix of a well-formed sequence found there.
+size_t MaximalSubpartLength(std::string_view s, size_t i);
 
 // Decodes s into code points. Invalid bytes decode as U+FFFD, one per byte,
 // and each such code point is reported as 1 byte long in `lengths`.
