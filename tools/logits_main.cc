@@ -14,6 +14,8 @@
 #include "common/flag_names.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generate.h"
+#include "worker/lora/device_lora.h"
+#include "worker/lora/lora_adapter.h"
 #include "worker/model/model_bundle.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face directory (default: the bundled model)");
@@ -28,6 +30,7 @@ ABSL_FLAG(bool, special, false, "with --text: parse special tokens and add BOS a
 ABSL_FLAG(int, top, 10, "how many top logits to print");
 ABSL_FLAG(bool, full, false, "print every logit");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(std::string, lora, "", "with --rows-out: a PEFT LoRA adapter directory to apply");
 
 int main(int argc, char** argv) {
   tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
@@ -64,7 +67,16 @@ int main(int argc, char** argv) {
   auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
   if (!cache.ok()) return fail(cache.status().message());
   if (const std::string rows_out = absl::GetFlag(FLAGS_rows_out); !rows_out.empty()) {
-    auto rows = tessera::SequenceLogits(*b.model, **cache, ids, static_cast<size_t>(absl::GetFlag(FLAGS_prompt_length)));
+    std::unique_ptr<tessera::DeviceLora> lora;
+    if (const std::string dir = absl::GetFlag(FLAGS_lora); !dir.empty()) {
+      auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, 64);
+      if (!adapter.ok()) return fail(adapter.status().message());
+      auto device = tessera::DeviceLora::Upload(**adapter, *b.backend);
+      if (!device.ok()) return fail(device.status().message());
+      lora = std::move(*device);
+    }
+    auto rows = tessera::SequenceLogits(*b.model, **cache, ids, static_cast<size_t>(absl::GetFlag(FLAGS_prompt_length)),
+                                        lora.get());
     if (!rows.ok()) return fail(rows.status().message());
     FILE* f = std::fopen(rows_out.c_str(), "wb");
     if (f == nullptr) return fail("cannot write --rows-out");

@@ -69,16 +69,17 @@ absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cach
 }
 
 absl::StatusOr<std::vector<std::vector<float>>> SequenceLogits(LlamaModel& model, KvCache& cache,
-                                                               const std::vector<int32_t>& tokens, size_t first) {
+                                                               const std::vector<int32_t>& tokens, size_t first,
+                                                               const LoraView* adapter) {
   if (first < 1 || first > tokens.size()) return absl::InvalidArgumentError("the prefix must hold 1..all tokens");
   TESSERA_RETURN_IF_ERROR(CheckFits(model, cache, tokens.size(), 0));
   SequenceBlocks seq{cache, {}};
   std::vector<std::vector<float>> rows;
   rows.emplace_back(model.config().n_vocab);
-  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, tokens, 0, first, rows.back().data(), nullptr));
+  TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, tokens, 0, first, rows.back().data(), adapter));
   for (size_t i = first; i < tokens.size(); ++i) {
     rows.emplace_back(model.config().n_vocab);
-    TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, tokens, i, i + 1, rows.back().data(), nullptr));
+    TESSERA_RETURN_IF_ERROR(Feed(model, cache, seq, tokens, i, i + 1, rows.back().data(), adapter));
   }
   return rows;
 }

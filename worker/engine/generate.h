@@ -63,7 +63,8 @@ absl::StatusOr<std::vector<float>> PromptLogits(LlamaModel& model, KvCache& cach
 // Returns tokens.size() - first + 1 rows of logits; row j follows the prefix
 // tokens[0, first + j). For oracles that compare every generated position.
 absl::StatusOr<std::vector<std::vector<float>>> SequenceLogits(LlamaModel& model, KvCache& cache,
-                                                               const std::vector<int32_t>& tokens, size_t first);
+                                                               const std::vector<int32_t>& tokens, size_t first,
+                                                               const LoraView* adapter = nullptr);
 
 }  // namespace tessera
 
