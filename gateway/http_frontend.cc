@@ -149,13 +149,15 @@ void HttpFrontend::HandleModels(std::shared_ptr<HttpExchange> ex, const std::str
                                 const std::string& request_id) {
   auto models = pool_.Models();
   auto to_json = [](const WorkerPool::Listing& m) {
-    return Json{{"id", m.id},
-                {"object", "model"},
-                {"created", m.created_unix_s},
-                {"owned_by", "tessera"},
-                {"root", m.id},
-                {"parent", m.parent.empty() ? Json(nullptr) : Json(m.parent)},
-                {"max_model_len", m.context_length}};
+    Json j{{"id", m.id},
+           {"object", "model"},
+           {"created", m.created_unix_s},
+           {"owned_by", "tessera"},
+           {"root", m.id},
+           {"parent", m.parent.empty() ? Json(nullptr) : Json(m.parent)},
+           {"max_model_len", m.context_length}};
+    if (!m.weight_type.empty()) j["weight_type"] = m.weight_type;
+    return j;
   };
   if (model_id.empty()) {
     Json data = Json::array();

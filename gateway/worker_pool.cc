@@ -614,7 +614,7 @@ std::vector<WorkerPool::Listing> WorkerPool::Models() {
   for (auto& w : Snapshot()) {
     if (!w->healthy.load()) continue;
     absl::MutexLock lock(&w->mu);
-    add({w->info.model_id(), "", w->info.created_unix_s(), w->info.context_length()});
+    add({w->info.model_id(), "", w->info.created_unix_s(), w->info.context_length(), w->info.weight_type()});
     for (const auto& a : w->info.adapters()) {
       add({a.name(), w->info.model_id(), w->info.created_unix_s(), w->info.context_length()});
     }

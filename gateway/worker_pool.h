@@ -166,6 +166,7 @@ class WorkerPool {
     std::string parent;
     uint64_t created_unix_s = 0;
     uint32_t context_length = 0;
+    std::string weight_type;   // base models: the checkpoint's encoding (e.g. awq-int4-g128)
   };
   // The distinct base models and adapters served by healthy workers.
   std::vector<Listing> Models();

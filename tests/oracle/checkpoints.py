@@ -15,7 +15,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from conftest import BIN, MODEL, SOURCE
+# Paths as the test conftests define them (this module is shared by the
+# oracle and end-to-end suites, each with its own conftest).
+SOURCE = os.environ.get("TESSERA_SOURCE", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BIN = os.environ.get("TESSERA_BIN", os.path.join(SOURCE, "build", "bin"))
+MODEL = os.path.join(SOURCE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 sys.path.insert(0, os.path.join(SOURCE, "tools", "checkpoints"))
 import gguf_to_hf  # noqa: E402

@@ -32,9 +32,12 @@
 #include "worker/sim/sim_worker.h"
 
 ABSL_FLAG(std::string, listen, "", "address to serve gRPC on (default 127.0.0.1:50051)");
-ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled model)");
+ABSL_FLAG(std::string, model, "",
+          "GGUF file or Hugging Face checkpoint directory (dense, AWQ, GPTQ, compressed-tensors; default: the bundled "
+          "model)");
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
-ABSL_FLAG(std::string, model_name, "", "name clients use for the model (default: the file name without .gguf)");
+ABSL_FLAG(std::string, model_name, "",
+          "name clients use for the model (default: the GGUF file name without .gguf, or the directory's name)");
 ABSL_FLAG(int, threads, -1, "CPU threads (0 = all; default 0)");
 ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refused with 429 (default 256)");
 ABSL_FLAG(int, max_num_seqs, -1, "sequences batched in one step (default 32)");
@@ -60,6 +63,14 @@ ABSL_FLAG(int, drain_timeout_s, -1, "on SIGTERM, time for running generations to
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
 namespace {
+
+// A served name from a model path: a GGUF file's stem, a directory's name.
+std::string ModelNameFromPath(const std::string& model) {
+  std::filesystem::path p = std::filesystem::path(model).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  std::error_code ec;
+  return std::filesystem::is_directory(p, ec) ? p.filename().string() : p.stem().string();
+}
 
 struct WorkerConfig {
   std::string backend = "cpu";
@@ -206,7 +217,7 @@ int main(int argc, char** argv) {
   if (c.model_name.empty()) {
     c.model_name = c.backend == "sim"         ? "sim"
                    : !c.synthetic.empty() ? "synthetic-" + c.synthetic
-                                          : std::filesystem::path(c.model).stem().string();
+                                          : ModelNameFromPath(c.model);
   }
   if (c.threads < 0 || c.threads > 1024) return fail("threads must be in [0, 1024]");
 
@@ -270,6 +281,11 @@ int main(int argc, char** argv) {
                     ? tessera::LoadModelBundle(c.model, bundle_options)
                     : tessera::LoadSyntheticModelBundle(c.synthetic, c.synthetic_type, bundle_options);
   if (!bundle.ok()) return fail(std::string(bundle.status().message()));
+  const tessera::CheckpointInfo& ckpt_info = (*bundle)->checkpoint->info();
+  metrics.SetModelFormat(ckpt_info);
+  std::fprintf(stderr, "tessera-worker: loaded '%s': %s (weights %s%s)\n", c.model.c_str(),
+               ckpt_info.description.c_str(), ckpt_info.weight_type.c_str(),
+               ckpt_info.bits > 0 ? absl::StrCat(", ", ckpt_info.bits, "-bit").c_str() : "");
   metrics.SetModelLoadSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   tessera::EngineOptions eo;
   eo.observer = &metrics;

@@ -92,6 +92,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& model, 
                      .Name("tessera_worker_step_duration_seconds")
                      .Help("Duration of an engine step (forward pass and sampling), by phase")
                      .Register(r)) {
+  model_format_ = &BuildGauge()
+                       .Name("tessera_worker_model_format")
+                       .Help("Constant 1, labelled with the checkpoint format and the weights' encoding")
+                       .Register(r);
   BuildGauge()
       .Name("tessera_worker_info")
       .Help("Constant 1, labelled with the served model and the backend")
@@ -103,6 +107,15 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& model, 
     batch_size_.Add({{"phase", phase}}, BatchBuckets());
     step_time_.Add({{"phase", phase}}, TokenTimeBuckets());
   }
+}
+
+void WorkerMetrics::SetModelFormat(const CheckpointInfo& info) {
+  model_format_->Add({{"format", info.format},
+                     {"weight_type", info.weight_type},
+                     {"quantization", info.quantization.empty() ? "none" : info.quantization},
+                     {"bits", std::to_string(info.bits)},
+                     {"group_size", std::to_string(info.group_size)}})
+      .Set(1);
 }
 
 void WorkerMetrics::Collect(const Engine* engine, const AdapterManager* adapters) {

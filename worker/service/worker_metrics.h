@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/engine/engine.h"
 #include "worker/lora/adapter_manager.h"
+#include "worker/model/checkpoint.h"
 
 namespace tessera {
 
@@ -28,6 +29,9 @@ class WorkerMetrics final : public EngineObserver {
   WorkerMetrics(prometheus::Registry& registry, const std::string& model, const std::string& backend);
 
   void SetModelLoadSeconds(double s) { model_load_seconds_.Set(s); }
+  // tessera_worker_model_format{format, weight_type, quantization, bits,
+  // group_size} = 1, once the checkpoint is open.
+  void SetModelFormat(const CheckpointInfo& info);
   // Snapshot metrics; `engine` and `adapters` may be null (not yet built).
   void Collect(const Engine* engine, const AdapterManager* adapters);
 
@@ -36,6 +40,7 @@ class WorkerMetrics final : public EngineObserver {
 
  private:
   prometheus::Gauge& model_load_seconds_;
+  prometheus::Family<prometheus::Gauge>* model_format_ = nullptr;
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;
   prometheus::Gauge& kv_used_;

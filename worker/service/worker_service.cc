@@ -309,6 +309,13 @@ grpc::ServerUnaryReactor* WorkerService::GetModelInfo(grpc::CallbackServerContex
   info->set_context_length(static_cast<uint32_t>(c.n_ctx_train));
   info->set_vocab_size(static_cast<uint32_t>(c.n_vocab));
   info->set_has_chat_template(bundle_.chat_template != nullptr);
+  if (bundle_.checkpoint != nullptr) {
+    const CheckpointInfo& ci = bundle_.checkpoint->info();
+    info->set_checkpoint_format(ci.format);
+    info->set_weight_type(ci.weight_type);
+    info->set_quantization(ci.quantization);
+    info->set_bits(static_cast<uint32_t>(ci.bits));
+  }
   info->set_created_unix_s(created_unix_s_);
   info->set_max_loras(static_cast<uint32_t>(adapters_.options().max_loras));
   const AdapterStats as = adapters_.stats();
