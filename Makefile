@@ -32,6 +32,7 @@ bench: build
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_serving.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_lora.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_routing.py
+	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_hf_formats.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_cuda.py
 
 # libFuzzer + ASan/UBSan build of the file-format parsers, run briefly.
