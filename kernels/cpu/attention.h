@@ -27,11 +27,16 @@ void AttendOneHead(const float* q, const KvLayer& kv, std::span<const int32_t> b
 
 void FloatToHalfRow(const float* x, uint16_t* y, int n);
 
+// L: the lanes of llama.cpp's sums the variant follows (16: its AVX-512
+// build, 8: its AVX2 build; GgmlOrder).
+//
 // AVX2 variant. REQUIRES: the CPU has AVX2/FMA/F16C; head_dim % 16 == 0.
+template <int L>
 void AttendOneHeadAvx2(const float* q, const KvLayer& kv, std::span<const int32_t> block_table, int64_t n_ctx,
                        int kv_head, const AttentionShape& shape, float* out, AttentionScratch& scratch);
 
 // The plain C++ variant (the contract the SIMD variants reproduce).
+template <int L>
 void AttendOneHeadReference(const float* q, const KvLayer& kv, std::span<const int32_t> block_table,
                             int64_t n_ctx, int kv_head, const AttentionShape& shape, float* out,
                             AttentionScratch& scratch);

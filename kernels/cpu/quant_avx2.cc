@@ -106,16 +106,29 @@ float DotQ5_1(int64_t n, const void* w, const void* x) {
 
 // Q4_K x Q8_K: per 32-element sub-block, an integer dot scaled by its 6-bit
 // scale; the mins are folded in through the activation block sums.
+// Q4_K x Q8_K in the float order of ggml's AVX2 kernel (the one llama.cpp
+// runs on AVX2 and AVX-512 builds alike): the integer sums stay in 8 lanes,
+// each lane accumulates d * sum across super-blocks with fma, and the mins
+// go through 4 lanes of their own; the lanes are summed at the end.
 float DotQ4_K(int64_t n, const void* w, const void* x) {
   auto* a = static_cast<const BlockQ4_K*>(w);
   auto* b = static_cast<const BlockQ8_K*>(x);
-  float sum = 0;
+  __m256 acc = _mm256_setzero_ps();
+  __m128 acc_m = _mm_setzero_ps();
   for (int64_t i = 0; i < n / kQkK; ++i) {
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; ++j) ScaleMinK4(j, a[i].scales, &sc[j], &mn[j]);
-    int summ = 0;
-    for (int j = 0; j < 8; ++j) summ += mn[j] * (b[i].bsums[2 * j] + b[i].bsums[2 * j + 1]);
-    __m256i acc = _mm256_setzero_si256();
+    const float d = b[i].d * H(a[i].d);
+    const float dmin = -b[i].d * H(a[i].dmin);
+    // Mins: lane l = mn[2l] * (bsums[4l] + bsums[4l+1]) + mn[2l+1] * (bsums[4l+2] + bsums[4l+3]).
+    alignas(16) int32_t prod[4];
+    for (int l = 0; l < 4; ++l) {
+      prod[l] = mn[2 * l] * (b[i].bsums[4 * l] + b[i].bsums[4 * l + 1]) +
+                mn[2 * l + 1] * (b[i].bsums[4 * l + 2] + b[i].bsums[4 * l + 3]);
+    }
+    acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(prod))),
+                         acc_m);
+    __m256i sumi = _mm256_setzero_si256();
     const uint8_t* q4 = a[i].qs;
     const int8_t* q8 = b[i].qs;
     for (int j = 0; j < 4; ++j, q4 += 32, q8 += 64) {
@@ -124,12 +137,13 @@ float DotQ4_K(int64_t n, const void* w, const void* x) {
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), _mm256_set1_epi8(0x0F));
       const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, Load256(q8)), _mm256_set1_epi16(sc[2 * j]));
       const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, Load256(q8 + 32)), _mm256_set1_epi16(sc[2 * j + 1]));
-      acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
     }
-    const float d = H(a[i].d) * b[i].d, dmin = H(a[i].dmin) * b[i].d;
-    sum += d * HSumI32(acc) - dmin * summ;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
   }
-  return sum;
+  acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+  acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+  return HSum(acc) + _mm_cvtss_f32(acc_m);
 }
 
 // Q5_K x Q8_K: Q4_K plus a fifth bit per element from qh (bit 2j of qh[l]
@@ -226,19 +240,24 @@ float DotQ3_K(int64_t n, const void* w, const void* x) {
 }
 
 // Q6_K x Q8_K: values q - 32 computed as q*y - 32*y with the block sums.
+// Q6_K x Q8_K in the float order of ggml's AVX2 kernel: per super-block the
+// 8 lanes of integer sums less their lanes of 32 * scale * bsum, then
+// acc = fma(d, lanes, acc) across super-blocks; summed at the end.
 float DotQ6_K(int64_t n, const void* w, const void* x) {
   auto* a = static_cast<const BlockQ6_K*>(w);
   auto* b = static_cast<const BlockQ8_K*>(x);
-  float sum = 0;
+  __m256 acc = _mm256_setzero_ps();
   const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
   for (int64_t i = 0; i < n / kQkK; ++i) {
     const uint8_t* ql = a[i].ql;
     const uint8_t* qh = a[i].qh;
     const int8_t* q8 = b[i].qs;
     const int8_t* sc = a[i].scales;
-    __m256i acc = _mm256_setzero_si256();
-    int bias = 0;
-    for (int j = 0; j < 16; ++j) bias += sc[j] * b[i].bsums[j];
+    const __m256i sub = _mm256_slli_epi32(
+        _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].bsums)),
+                          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)))),
+        5);
+    __m256i sumi = _mm256_setzero_si256();
     for (int half = 0; half < 2; ++half, ql += 64, qh += 32, q8 += 128, sc += 8) {
       const __m256i l0 = Load256(ql), l1 = Load256(ql + 32), h = Load256(qh);
       const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
@@ -250,12 +269,13 @@ float DotQ6_K(int64_t n, const void* w, const void* x) {
         // 32 elements of group k use scales sc[2k] (first 16) and sc[2k+1].
         const __m256i prod = _mm256_maddubs_epi16(qs[k], Load256(q8 + 32 * k));
         const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, scales));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, scales));
       }
     }
-    sum += H(a[i].d) * b[i].d * (HSumI32(acc) - 32 * bias);
+    const float d = b[i].d * H(a[i].d);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, sub)), acc);
   }
-  return sum;
+  return HSum(acc);
 }
 
 float DotF32(int64_t n, const void* w, const void* x) {
@@ -370,15 +390,18 @@ void QuantizeRow8(const float* x, void* dst, int64_t n) {
   }
 }
 
+// silu(g) * u with the exp of llama.cpp's AVX-512 (kAvx512) or AVX2 build.
+template <GgmlOrder O>
 void SiluMul(const float* g, const float* u, float* out, int64_t n) {
   int64_t i = 0;
   const __m256 one = _mm256_set1_ps(1.f);
   for (; i + 8 <= n; i += 8) {
     const __m256 x = _mm256_loadu_ps(g + i);
-    const __m256 e = avx2::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    const __m256 neg = _mm256_sub_ps(_mm256_setzero_ps(), x);
+    const __m256 e = O == GgmlOrder::kAvx512 ? avx2::Exp8(neg) : avx2::Exp8Avx2Order(neg);
     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
   }
-  for (; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
+  for (; i < n; ++i) out[i] = (O == GgmlOrder::kAvx512 ? SiluCompat(g[i]) : SiluCompatAvx2(g[i])) * u[i];
 }
 
 // Up to four rows of one adapter: the shrink runs the rows' fma chains
@@ -427,22 +450,37 @@ void LoraRows(int n, const float* const* x, int64_t in, const float* a_t, int ra
 
 }  // namespace
 
-VectorKernels Avx2VectorKernels() {
+VectorKernels Avx2VectorKernels(GgmlOrder order) {
   VectorKernels k;
   k.isa = Isa::kAvx2;
-  k.dot = [](const uint16_t* a, const float* b, int n) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-      acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
-                             _mm256_loadu_ps(b + i), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i + 8))),
-                             _mm256_loadu_ps(b + i + 8), acc1);
-    }
-    float s = HSum(_mm256_add_ps(acc0, acc1));
-    for (; i < n; ++i) s += _cvtsh_ss(a[i]) * b[i];
-    return s;
-  };
+  k.order = order;
+  if (order == GgmlOrder::kAvx512) {
+    k.dot = [](const uint16_t* a, const float* b, int n) {
+      __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+      int i = 0;
+      for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
+                               _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i + 8))),
+                               _mm256_loadu_ps(b + i + 8), acc1);
+      }
+      float s = HSum(_mm256_add_ps(acc0, acc1));
+      for (; i < n; ++i) s += _cvtsh_ss(a[i]) * b[i];
+      return s;
+    };
+  } else {
+    k.dot = [](const uint16_t* a, const float* b, int n) {
+      __m256 acc = _mm256_setzero_ps();
+      int i = 0;
+      for (; i + 8 <= n; i += 8) {
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i))),
+                              _mm256_loadu_ps(b + i), acc);
+      }
+      float s = HSum(acc);
+      for (; i < n; ++i) s += _cvtsh_ss(a[i]) * b[i];
+      return s;
+    };
+  }
   k.axpy = [](float alpha, const uint16_t* x, float* y, int n) {
     const __m256 va = _mm256_set1_ps(alpha);
     int i = 0;
@@ -460,8 +498,8 @@ VectorKernels Avx2VectorKernels() {
     }
     for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
   };
-  k.silu_mul = SiluMul;
-  k.attend = AttendOneHeadAvx2;
+  k.silu_mul = order == GgmlOrder::kAvx512 ? SiluMul<GgmlOrder::kAvx512> : SiluMul<GgmlOrder::kAvx2>;
+  k.attend = order == GgmlOrder::kAvx512 ? AttendOneHeadAvx2<16> : AttendOneHeadAvx2<8>;
   k.lora_row = [](const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
                   int64_t out, float* y, float* scratch) { LoraRows(1, &x, in, a_t, rank, scale, b_t, out, &y, scratch); };
   k.lora_rows = LoraRows;

@@ -19,6 +19,7 @@
 
 #include "common/ggml_types.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/ggml_numerics.h"
 
 namespace tessera::cpu {
 
@@ -75,7 +76,9 @@ struct AttentionScratch;
 // ggml_numerics.h), so the choice of ISA never changes a token.
 struct VectorKernels {
   Isa isa = Isa::kReference;
-  float (*dot)(const uint16_t* a, const float* b, int n) = nullptr;        // sum a[i]*b[i], 16 lanes
+  // The llama.cpp build whose float orders dot, silu_mul and attend follow.
+  GgmlOrder order = GgmlOrder::kAvx512;
+  float (*dot)(const uint16_t* a, const float* b, int n) = nullptr;        // sum a[i]*b[i], Lanes(order) lanes
   void (*axpy)(float alpha, const uint16_t* x, float* y, int n) = nullptr;  // y += alpha*x (fma)
   void (*from_float)(const float* x, uint16_t* y, int n) = nullptr;
   // out = silu(g) * u
@@ -95,9 +98,10 @@ struct VectorKernels {
   void (*attend)(const float* q, const KvLayer& kv, std::span<const int32_t> block_table, int64_t n_ctx,
                  int kv_head, const AttentionShape& shape, float* out, AttentionScratch& scratch) = nullptr;
 };
+// The best variant for this CPU, in HostGgmlOrder().
 const VectorKernels& BestVectorKernels();
-VectorKernels ReferenceVectorKernels();
-VectorKernels Avx2VectorKernels();
+VectorKernels ReferenceVectorKernels(GgmlOrder order = HostGgmlOrder());
+VectorKernels Avx2VectorKernels(GgmlOrder order = HostGgmlOrder());
 
 // Registration hooks, one per ISA translation unit.
 class KernelTable;

@@ -370,30 +370,52 @@ void RegisterGroup(KernelTable& t) {
 
 }  // namespace
 
-VectorKernels ReferenceVectorKernels() {
+VectorKernels ReferenceVectorKernels(GgmlOrder order) {
   VectorKernels k;
   k.isa = Isa::kReference;
-  // 16 lanes with fma, reduced pairwise: the same sums as the SIMD variant.
-  k.dot = [](const uint16_t* a, const float* b, int n) {
-    float lanes[16] = {};
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-      for (int l = 0; l < 16; ++l) lanes[l] = std::fma(Fp16ToFp32(a[i + l]), b[i + l], lanes[l]);
-    }
-    float s = Reduce16(lanes);
-    for (; i < n; ++i) s += Fp16ToFp32(a[i]) * b[i];
-    return s;
-  };
+  k.order = order;
+  // Lanes(order) lanes with fma, reduced as the horizontal add of that
+  // width does: the same sums as the SIMD variants.
+  if (order == GgmlOrder::kAvx512) {
+    k.dot = [](const uint16_t* a, const float* b, int n) {
+      float lanes[16] = {};
+      int i = 0;
+      for (; i + 16 <= n; i += 16) {
+        for (int l = 0; l < 16; ++l) lanes[l] = std::fma(Fp16ToFp32(a[i + l]), b[i + l], lanes[l]);
+      }
+      float s = Reduce16(lanes);
+      for (; i < n; ++i) s += Fp16ToFp32(a[i]) * b[i];
+      return s;
+    };
+  } else {
+    k.dot = [](const uint16_t* a, const float* b, int n) {
+      float lanes[8] = {};
+      int i = 0;
+      for (; i + 8 <= n; i += 8) {
+        for (int l = 0; l < 8; ++l) lanes[l] = std::fma(Fp16ToFp32(a[i + l]), b[i + l], lanes[l]);
+      }
+      float s = Reduce8(lanes);
+      for (; i < n; ++i) s += Fp16ToFp32(a[i]) * b[i];
+      return s;
+    };
+  }
   k.axpy = [](float alpha, const uint16_t* x, float* y, int n) {
     for (int i = 0; i < n; ++i) y[i] = std::fma(alpha, Fp16ToFp32(x[i]), y[i]);
   };
   k.from_float = [](const float* x, uint16_t* y, int n) {
     for (int i = 0; i < n; ++i) y[i] = Fp32ToFp16(x[i]);
   };
-  k.silu_mul = [](const float* g, const float* u, float* out, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
-  };
-  k.attend = AttendOneHeadReference;
+  if (order == GgmlOrder::kAvx512) {
+    k.silu_mul = [](const float* g, const float* u, float* out, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) out[i] = SiluCompat(g[i]) * u[i];
+    };
+    k.attend = AttendOneHeadReference<16>;
+  } else {
+    k.silu_mul = [](const float* g, const float* u, float* out, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) out[i] = SiluCompatAvx2(g[i]) * u[i];
+    };
+    k.attend = AttendOneHeadReference<8>;
+  }
   k.lora_row = [](const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
                   int64_t out, float* y, float* scratch) {
     float* t = scratch;
@@ -411,7 +433,9 @@ VectorKernels ReferenceVectorKernels() {
   };
   k.lora_rows = [](int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale,
                    const float* b_t, int64_t out, float* const* y, float* scratch) {
-    for (int j = 0; j < n; ++j) ReferenceVectorKernels().lora_row(x[j], in, a_t, rank, scale, b_t, out, y[j], scratch);
+    for (int j = 0; j < n; ++j) {
+      ReferenceVectorKernels(GgmlOrder::kAvx512).lora_row(x[j], in, a_t, rank, scale, b_t, out, y[j], scratch);
+    }
   };
   return k;
 }

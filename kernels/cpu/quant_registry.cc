@@ -1,5 +1,8 @@
 #include "kernels/cpu/quant_kernels.h"
 
+#include <cstdlib>
+#include <string_view>
+
 #include "common/fp16.h"
 #include "common/quant_blocks.h"
 
@@ -98,8 +101,23 @@ const WeightKernels* KernelsFor(GgmlType weight_type) {
   return nullptr;
 }
 
+GgmlOrder HostGgmlOrder() {
+  static const GgmlOrder order = [] {
+    if (const char* env = std::getenv("TESSERA_GGML_ORDER"); env != nullptr && *env != '\0') {
+      if (std::string_view(env) == "avx512") return GgmlOrder::kAvx512;
+      if (std::string_view(env) == "avx2") return GgmlOrder::kAvx2;
+    }
+    __builtin_cpu_init();
+    // ggml's 16-lane softmax needs AVX-512 F and DQ; its tinyBLAS, F.
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? GgmlOrder::kAvx512
+                                                                                    : GgmlOrder::kAvx2;
+  }();
+  return order;
+}
+
 const VectorKernels& BestVectorKernels() {
-  static const VectorKernels k = BestIsa() >= Isa::kAvx2 ? Avx2VectorKernels() : ReferenceVectorKernels();
+  static const VectorKernels k =
+      BestIsa() >= Isa::kAvx2 ? Avx2VectorKernels(HostGgmlOrder()) : ReferenceVectorKernels(HostGgmlOrder());
   return k;
 }
 

@@ -92,6 +92,12 @@ std::vector<uint8_t> RandomWeights(GgmlType t, int64_t rows, int64_t cols, uint3
       case GgmlType::kQ4_1: half(b); half(b + 2); break;
       case GgmlType::kQ4_K: half(b); half(b + 2); break;  // d, dmin
       case GgmlType::kQ6_K: half(b + offsetof(BlockQ6_K, d)); break;
+      case GgmlType::kQ4G32: case GgmlType::kQ4G64: case GgmlType::kQ4G128:
+      case GgmlType::kQ8G32: case GgmlType::kQ8G64: case GgmlType::kQ8G128: {
+        const float dm[2] = {scale(rng), -8 * scale(rng)};  // f32 scale and offset
+        std::memcpy(b, dm, sizeof(dm));
+        break;
+      }
       default: break;
     }
   }
@@ -110,8 +116,10 @@ std::vector<uint8_t> RandomWeights(GgmlType t, int64_t rows, int64_t cols, uint3
 }
 
 TEST_F(CudaVsCpu, MatMulOverTypesAndBatches) {
-  const GgmlType types[] = {GgmlType::kF32, GgmlType::kF16,  GgmlType::kBF16, GgmlType::kQ4_0,
-                            GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ6_K};
+  const GgmlType types[] = {GgmlType::kF32,   GgmlType::kF16,   GgmlType::kBF16,   GgmlType::kQ4_0,
+                            GgmlType::kQ4_1,  GgmlType::kQ8_0,  GgmlType::kQ4_K,   GgmlType::kQ6_K,
+                            GgmlType::kQ4G32, GgmlType::kQ4G64, GgmlType::kQ4G128, GgmlType::kQ8G32,
+                            GgmlType::kQ8G64, GgmlType::kQ8G128};
   for (GgmlType t : types) {
     ASSERT_TRUE(gpu_->SupportsWeightType(t)) << TypeName(t);
     for (int64_t n : {1, 3, 8, 9, 33}) {
@@ -134,6 +142,28 @@ TEST_F(CudaVsCpu, MatMulOverTypesAndBatches) {
   }
 }
 
+// Act-order weights: the input is gathered by the weight's permutation on
+// both backends before the same block kernels run.
+TEST_F(CudaVsCpu, PermutedInputWeightsMatchTheCpu) {
+  for (GgmlType t : {GgmlType::kQ4G128, GgmlType::kQ8G32}) {
+    const int64_t rows = 64, cols = 512;
+    size_t row_bytes = 0;
+    const auto bytes = RandomWeights(t, rows, cols, 21, &row_bytes);
+    std::vector<int32_t> perm(cols);
+    for (int64_t j = 0; j < cols; ++j) perm[j] = static_cast<int32_t>((j * 37) % cols);
+    WeightView w{bytes.data(), t, rows, cols, row_bytes, 0};
+    w.input_perm = perm.data();
+    for (int64_t n : {1, 9, 70}) {
+      const auto xv = Random(n * cols, 6);
+      Mat xg = Load(*gpu_, xv, n, cols), xc = Load(*cpu_, xv, n, cols);
+      Mat yg = *gpu_->AllocateMat(n, rows), yc = *cpu_->AllocateMat(n, rows);
+      gpu_->MatMul(w, xg, yg);
+      cpu_->MatMul(w, xc, yc);
+      ExpectClose(Read(*gpu_, yg), Read(*cpu_, yc), 0.02f, std::string(TypeName(t)).c_str());
+    }
+  }
+}
+
 TEST_F(CudaVsCpu, ColumnSplitViewsMatchTheCpu) {
   for (GgmlType t : {GgmlType::kQ8_0, GgmlType::kQ4_K}) {
     const int64_t rows = 64, cols = 1024, half = 512;
@@ -151,7 +181,7 @@ TEST_F(CudaVsCpu, ColumnSplitViewsMatchTheCpu) {
 
 TEST_F(CudaVsCpu, GetRowsDequantizesEveryType) {
   for (GgmlType t : {GgmlType::kF16, GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0, GgmlType::kQ4_K,
-                     GgmlType::kQ6_K}) {
+                     GgmlType::kQ6_K, GgmlType::kQ4G64, GgmlType::kQ8G128}) {
     size_t row_bytes = 0;
     const auto bytes = RandomWeights(t, 40, 256, 13, &row_bytes);
     const WeightView w{bytes.data(), t, 40, 256, row_bytes, 0};

@@ -122,9 +122,16 @@ TEST(DequantTest, Q8_0RoundTripThroughActivationQuantizer) {
   for (int i = 0; i < 64; ++i) EXPECT_NEAR(y[i], x[i], 3.f / 127 * 0.51f + 1e-3f);
 }
 
+// The SIMD variant of each llama.cpp order against the reference of that order.
+VectorKernels SimdVariant(GgmlOrder o) {
+  return BestIsa() >= Isa::kAvx2 ? Avx2VectorKernels(o) : ReferenceVectorKernels(o);
+}
+
 TEST(VectorKernelsTest, SimdMatchesReferenceBitForBit) {
-  const VectorKernels ref = ReferenceVectorKernels();
-  const VectorKernels& best = BestVectorKernels();
+  for (GgmlOrder o : {GgmlOrder::kAvx512, GgmlOrder::kAvx2}) {
+  SCOPED_TRACE(Lanes(o));
+  const VectorKernels ref = ReferenceVectorKernels(o);
+  const VectorKernels best = SimdVariant(o);
   std::mt19937 rng(3);
   std::normal_distribution<float> d(0.f, 2.f);
   for (int n : {64, 128, 80}) {
@@ -140,6 +147,7 @@ TEST(VectorKernelsTest, SimdMatchesReferenceBitForBit) {
     best.from_float(b.data(), h2.data(), n);
     EXPECT_EQ(h1, h2);
   }
+  }
 }
 
 TEST(NumericsTest, ExpfCompatIsAccurate) {
@@ -152,6 +160,19 @@ TEST(NumericsTest, ExpfCompatIsAccurate) {
   EXPECT_TRUE(std::isinf(ExpfCompat(200.f)));
 }
 
+TEST(NumericsTest, ExpfCompatAvx2IsAccurateAndDiffersOnlyInRounding) {
+  int differ = 0;
+  for (float x = -100.f; x < 88.f; x += 0.173f) {
+    const double want = std::exp(static_cast<double>(x));
+    EXPECT_NEAR(ExpfCompatAvx2(x), want, want * 4e-7 + 2e-45) << x;
+    differ += ExpfCompatAvx2(x) != ExpfCompat(x);
+  }
+  EXPECT_GT(differ, 0) << "the two builds' exps should round differently somewhere";
+  EXPECT_EQ(ExpfCompatAvx2(-INFINITY), 0.f);
+  EXPECT_EQ(ExpfCompatAvx2(-200.f), 0.f);
+  EXPECT_TRUE(std::isinf(ExpfCompatAvx2(200.f)));
+}
+
 }  // namespace
 }  // namespace tessera::cpu
 
@@ -159,8 +180,10 @@ namespace tessera::cpu {
 namespace {
 
 TEST(VectorKernelsTest, SiluAttentionAndQuantizersMatchReferenceBitForBit) {
-  const VectorKernels ref = ReferenceVectorKernels();
-  const VectorKernels& best = BestVectorKernels();
+  for (GgmlOrder o : {GgmlOrder::kAvx512, GgmlOrder::kAvx2}) {
+  SCOPED_TRACE(Lanes(o));
+  const VectorKernels ref = ReferenceVectorKernels(o);
+  const VectorKernels best = SimdVariant(o);
   std::mt19937 rng(11);
   std::normal_distribution<float> d(0.f, 4.f);
   std::vector<float> g(1000), u(1000), o1(1000), o2(1000);
@@ -197,12 +220,13 @@ TEST(VectorKernelsTest, SiluAttentionAndQuantizersMatchReferenceBitForBit) {
     bk->quantize_act(x.data(), q2.data(), 1536);
     EXPECT_EQ(q1, q2) << TypeName(t);
   }
+  }
 }
 
 TEST(VectorKernelsTest, LoraRowMatchesReferenceAndMath) {
   std::mt19937 rng(9);
   std::normal_distribution<float> d(0.f, 1.f);
-  const VectorKernels ref = ReferenceVectorKernels();
+  const VectorKernels ref = ReferenceVectorKernels(HostGgmlOrder());
   const VectorKernels& best = BestVectorKernels();
   for (int rank : {1, 4, 8, 13, 16}) {
     for (int64_t out : {5, 64, 192}) {
