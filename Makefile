@@ -5,12 +5,17 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 PY := .venv/bin/python
 
-.PHONY: all setup configure build test run bench fuzz clean
+.PHONY: all setup setup-extra configure build test run bench fuzz clean
 
 all: build
 
 setup:
 	@tools/setup/setup.sh
+
+# Optional: a second real model (Qwen2.5-Coder-0.5B, 478 MB) for the oracle
+# tests that skip without it.
+setup-extra: setup
+	@tools/setup/setup_extra.sh
 
 $(BUILD)/build.ninja:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)

@@ -221,3 +221,17 @@ def test_adapter_on_quantized_base_within_near_tie_of_merged(tmp_path, variant):
     plain = generate(qdir, PROMPTS[0], 24)["token_ids"]
     assert generate(qdir, PROMPTS[0], 24, "--lora", adapter)["token_ids"] != plain
     near_tie_against(llama_for(gguf), qdir, PROMPTS[:2], QUANT_CAP, "--lora", adapter)
+
+
+def test_same_adapter_on_hf_base_and_its_gguf(tmp_path):
+    """q/k rows are half-split in the HF directory and interleaved in the GGUF
+    written from it (llama.cpp's converter order): the same PEFT adapter gives
+    the same tokens on both."""
+    hf = ck.bundled_hf("f16")
+    gguf = ck.f32_gguf("smollm2-hf-f16", hf)
+    adapter = make_adapter(str(tmp_path / "adapter"), 30, "--rank", "8", "--alpha", "16", "--targets",
+                           "q_proj,k_proj,v_proj,o_proj", "--seed", "7", "--scale", "0.08")
+    for p in PROMPTS[:2]:
+        on_hf = generate(hf, p, 24, "--lora", adapter)["token_ids"]
+        assert on_hf == generate(gguf, p, 24, "--lora", adapter)["token_ids"], p
+        assert on_hf != generate(hf, p, 24)["token_ids"], "the adapter should change the output"
