@@ -368,6 +368,20 @@ void RegisterGroup(KernelTable& t) {
               DotViaDequant<DequantQ8G<G>, sizeof(BlockQ8G<G>), DequantQ8_1F, kActBytes, G>});
 }
 
+// sum a[i] * b[i] in L lanes of fma, reduced as a horizontal add of that
+// width does.
+template <int L>
+float DotHalfLanes(const uint16_t* a, const float* b, int n) {
+  float lanes[L] = {};
+  int i = 0;
+  for (; i + L <= n; i += L) {
+    for (int l = 0; l < L; ++l) lanes[l] = std::fma(Fp16ToFp32(a[i + l]), b[i + l], lanes[l]);
+  }
+  float s = ReduceLanes(lanes, L);
+  for (; i < n; ++i) s += Fp16ToFp32(a[i]) * b[i];
+  return s;
+}
+
 }  // namespace
 
 VectorKernels ReferenceVectorKernels(GgmlOrder order) {
@@ -376,29 +390,7 @@ VectorKernels ReferenceVectorKernels(GgmlOrder order) {
   k.order = order;
   // Lanes(order) lanes with fma, reduced as the horizontal add of that
   // width does: the same sums as the SIMD variants.
-  if (order == GgmlOrder::kAvx512) {
-    k.dot = [](const uint16_t* a, const float* b, int n) {
-      float lanes[16] = {};
-      int i = 0;
-      for (; i + 16 <= n; i += 16) {
-        for (int l = 0; l < 16; ++l) lanes[l] = std::fma(Fp16ToFp32(a[i + l]), b[i + l], lanes[l]);
-      }
-      float s = Reduce16(lanes);
-      for (; i < n; ++i) s += Fp16ToFp32(a[i]) * b[i];
-      return s;
-    };
-  } else {
-    k.dot = [](const uint16_t* a, const float* b, int n) {
-      float lanes[8] = {};
-      int i = 0;
-      for (; i + 8 <= n; i += 8) {
-        for (int l = 0; l < 8; ++l) lanes[l] = std::fma(Fp16ToFp32(a[i + l]), b[i + l], lanes[l]);
-      }
-      float s = Reduce8(lanes);
-      for (; i < n; ++i) s += Fp16ToFp32(a[i]) * b[i];
-      return s;
-    };
-  }
+  k.dot = order == GgmlOrder::kAvx512 ? DotHalfLanes<16> : DotHalfLanes<8>;
   k.axpy = [](float alpha, const uint16_t* x, float* y, int n) {
     for (int i = 0; i < n; ++i) y[i] = std::fma(alpha, Fp16ToFp32(x[i]), y[i]);
   };

@@ -46,17 +46,9 @@ class AwqFormat final : public QuantFormat {
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* qw, RequireTensor(src, module + ".qweight", i32, {in, out / 8}));
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* qz, RequireTensor(src, module + ".qzeros", i32, {groups, out / 8}));
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* sc, RequireTensor(src, module + ".scales", f16, {groups, out}));
-    GroupQuantized q;
-    q.bits = 4;
-    q.rows = out;
-    q.cols = in;
-    q.groups = groups;
-    q.codes.resize(static_cast<size_t>(out * in));
-    q.scales.resize(static_cast<size_t>(out * groups));
-    q.zeros.resize(q.scales.size());
-    q.g_idx.resize(static_cast<size_t>(in));
+    GroupQuantized q = MakeGroupQuantized(4, out, in, groups);
+    TESSERA_RETURN_IF_ERROR(ReadGroupIndex(src, module + ".g_idx", g, q));  // AWQ has none: c / g
     for (int64_t c = 0; c < in; ++c) {
-      q.g_idx[c] = static_cast<int32_t>(c / g);
       for (int64_t w = 0; w < out / 8; ++w) {
         const uint32_t word = Word(*qw, c * (out / 8) + w);
         for (int j = 0; j < 8; ++j) q.codes[(8 * w + j) * in + c] = (word >> (4 * kReverse[j])) & 0xF;

@@ -11,6 +11,8 @@
 //   weight_shape       int64 [2] = [out, in];
 //   weight_g_idx       int32 [in], with activation ordering.
 // w = scale * (q - zero_point) in signed terms.
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/escape.h"
 #include "common/fp16.h"
@@ -59,15 +61,8 @@ class CompressedTensorsFormat final : public QuantFormat {
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* wp, RequireTensor(src, module + ".weight_packed", i32,
                                                                         {out, (in + per_word - 1) / per_word}));
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* ws, RequireTensor(src, module + ".weight_scale", floats, {out, groups}));
-    GroupQuantized q;
-    q.bits = bits_;
-    q.rows = out;
-    q.cols = in;
-    q.groups = groups;
-    q.codes.resize(static_cast<size_t>(out * in));
-    q.scales.resize(static_cast<size_t>(out * groups));
-    q.zeros.assign(q.scales.size(), offset);
-    q.g_idx.resize(static_cast<size_t>(in));
+    GroupQuantized q = MakeGroupQuantized(bits_, out, in, groups);
+    std::fill(q.zeros.begin(), q.zeros.end(), offset);
     const int64_t words = (in + per_word - 1) / per_word;
     for (int64_t r = 0; r < out; ++r) {
       for (int64_t k = 0; k < words; ++k) {
@@ -96,17 +91,7 @@ class CompressedTensorsFormat final : public QuantFormat {
         }
       }
     }
-    const SafetensorsTensor* gi = nullptr;
-    if (src.Find(module + ".weight_g_idx") != nullptr) {
-      TESSERA_ASSIGN_OR_RETURN(gi, RequireTensor(src, module + ".weight_g_idx", i32, {in}));
-    }
-    for (int64_t c = 0; c < in; ++c) {
-      q.g_idx[c] = gi != nullptr ? static_cast<int32_t>(Word(*gi, c)) : static_cast<int32_t>(c / g);
-      if (q.g_idx[c] < 0 || q.g_idx[c] >= groups) {
-        return absl::InvalidArgumentError(absl::StrCat(module, ".weight_g_idx[", c, "] = ", q.g_idx[c],
-                                                       " is outside the ", groups, " groups"));
-      }
-    }
+    TESSERA_RETURN_IF_ERROR(ReadGroupIndex(src, module + ".weight_g_idx", g, q));
     return q;
   }
 

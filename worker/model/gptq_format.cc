@@ -47,19 +47,8 @@ class GptqFormat final : public QuantFormat {
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* qz, RequireTensor(src, module + ".qzeros", i32,
                                                                         {groups, (out + per_word - 1) / per_word}));
     TESSERA_ASSIGN_OR_RETURN(const SafetensorsTensor* sc, RequireTensor(src, module + ".scales", f16, {groups, out}));
-    const SafetensorsTensor* gi = nullptr;
-    if (src.Find(module + ".g_idx") != nullptr) {
-      TESSERA_ASSIGN_OR_RETURN(gi, RequireTensor(src, module + ".g_idx", i32, {in}));
-    }
-    GroupQuantized q;
-    q.bits = bits_;
-    q.rows = out;
-    q.cols = in;
-    q.groups = groups;
-    q.codes.resize(static_cast<size_t>(out * in));
-    q.scales.resize(static_cast<size_t>(out * groups));
-    q.zeros.resize(q.scales.size());
-    q.g_idx.resize(static_cast<size_t>(in));
+    GroupQuantized q = MakeGroupQuantized(bits_, out, in, groups);
+    TESSERA_RETURN_IF_ERROR(ReadGroupIndex(src, module + ".g_idx", g, q));
     for (int64_t k = 0; k * per_word < in; ++k) {
       for (int64_t r = 0; r < out; ++r) {
         const uint32_t word = Word(*qw, k * out + r);
@@ -82,13 +71,6 @@ class GptqFormat final : public QuantFormat {
         uint16_t h;
         __builtin_memcpy(&h, sc->bytes.data() + 2 * (grp * out + r), 2);
         q.scales[r * groups + grp] = Fp16ToFp32(h);
-      }
-    }
-    for (int64_t c = 0; c < in; ++c) {
-      q.g_idx[c] = gi != nullptr ? static_cast<int32_t>(Word(*gi, c)) : static_cast<int32_t>(c / g);
-      if (q.g_idx[c] < 0 || q.g_idx[c] >= groups) {
-        return absl::InvalidArgumentError(absl::StrCat(module, ".g_idx[", c, "] = ", q.g_idx[c],
-                                                       " is outside the ", groups, " groups"));
       }
     }
     return q;

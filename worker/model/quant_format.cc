@@ -96,6 +96,35 @@ absl::StatusOr<const SafetensorsTensor*> RequireTensor(const TensorSource& src, 
   return t;
 }
 
+GroupQuantized MakeGroupQuantized(int bits, int64_t rows, int64_t cols, int64_t groups) {
+  GroupQuantized q;
+  q.bits = bits;
+  q.rows = rows;
+  q.cols = cols;
+  q.groups = groups;
+  q.codes.resize(static_cast<size_t>(rows * cols));
+  q.scales.resize(static_cast<size_t>(rows * groups));
+  q.zeros.resize(q.scales.size());
+  q.g_idx.resize(static_cast<size_t>(cols));
+  return q;
+}
+
+absl::Status ReadGroupIndex(const TensorSource& src, const std::string& name, int64_t group_size, GroupQuantized& q) {
+  const SafetensorsTensor* gi = nullptr;
+  if (src.Find(name) != nullptr) {
+    const SafetensorsDtype i32[] = {SafetensorsDtype::kI32};
+    TESSERA_ASSIGN_OR_RETURN(gi, RequireTensor(src, name, i32, {q.cols}));
+  }
+  for (int64_t c = 0; c < q.cols; ++c) {
+    q.g_idx[c] = gi != nullptr ? static_cast<int32_t>(Word(*gi, c)) : static_cast<int32_t>(c / group_size);
+    if (q.g_idx[c] < 0 || q.g_idx[c] >= q.groups) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, "[", c, "] = ", q.g_idx[c], " is outside the ", q.groups, " groups"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int> ReadGroupSize(const nlohmann::json& config, const char* key, std::string_view method) {
   if (!config.contains(key) || config[key].is_null()) return -1;
   const nlohmann::json& v = config[key];

@@ -96,6 +96,12 @@ inline uint32_t Word(const SafetensorsTensor& t, int64_t i) {
   __builtin_memcpy(&v, t.bytes.data() + 4 * i, 4);
   return v;
 }
+// A matrix of this shape with its vectors sized (codes, scales and zeros
+// zero, g_idx to be filled).
+GroupQuantized MakeGroupQuantized(int bits, int64_t rows, int64_t cols, int64_t groups);
+// Fills q.g_idx from the int32 tensor `name` [cols] if the checkpoint has
+// one, else with c / group_size; every entry checked to name a group.
+absl::Status ReadGroupIndex(const TensorSource& src, const std::string& name, int64_t group_size, GroupQuantized& q);
 // Group size from a config value: -1 (or absent with `per_channel_default`)
 // means one group per row; otherwise a positive size.
 absl::StatusOr<int> ReadGroupSize(const nlohmann::json& config, const char* key, std::string_view method);
