@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "gateway/gateway_config.h"
 #include <grpcpp/grpcpp.h>
@@ -54,8 +55,6 @@ std::atomic<bool> g_stop{false};
 }
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "tessera-gateway [--listen HOST:PORT] [--grpc-listen HOST:PORT] [--worker HOST:PORT]... [--config FILE]");
   tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
   // Repeated --worker flags accumulate (Abseil keeps only the last one).
   std::vector<std::string> workers;
@@ -73,7 +72,11 @@ int main(int argc, char** argv) {
     filtered.push_back(args.argv[i]);
   }
   filtered.push_back(nullptr);
-  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(filtered.size() - 1), filtered.data());
+  const tessera::CommandLine cl = tessera::ParseCommandLine(
+      static_cast<int>(filtered.size() - 1), filtered.data(),
+      "tessera-gateway [--listen HOST:PORT] [--grpc-listen HOST:PORT] [--worker HOST:PORT]... [--worker-dns NAME:PORT] "
+      "[--config FILE]");
+  const std::vector<char*>& rest = cl.positional;
   auto fail = [](const std::string& m) {
     std::fprintf(stderr, "tessera-gateway: %s\n", m.c_str());
     return 1;

@@ -7,6 +7,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generate.h"
@@ -23,8 +24,9 @@ ABSL_FLAG(std::string, synthetic_type, "q4_k", "weight encoding of the synthetic
 ABSL_FLAG(int, decode_batch, 1, "sequences decoded together in each tg step (continuous batching)");
 
 int main(int argc, char** argv) {
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, args.argv.data());
+  tessera::ParseCommandLine(argc, argv,
+                            "tessera-bench [--model PATH | --synthetic NAME] [--pp N] [--tg N] [--threads N] "
+                            "[--device cpu|cuda[:N]] [--decode-batch N]");
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
   const int pp = absl::GetFlag(FLAGS_pp), tg = absl::GetFlag(FLAGS_tg);

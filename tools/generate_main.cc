@@ -16,6 +16,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "worker/engine/generate.h"
 #include "worker/lora/device_lora.h"
@@ -47,11 +48,11 @@ int Fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  const tessera::CommandLine cl = tessera::ParseCommandLine(
+      argc, argv,
       "tessera-generate [--model PATH] (--prompt TEXT | --chat TEXT | --tokenize TEXT) "
-      "[--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--threads N]");
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, args.argv.data());
+      "[--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--threads N] [--lora DIR]");
+  const std::vector<char*>& rest = cl.positional;
   if (rest.size() > 1) return Fail(std::string("unexpected argument '") + rest[1] + "'");
   const int modes = absl::GetFlag(FLAGS_prompt).has_value() + absl::GetFlag(FLAGS_chat).has_value() +
                     absl::GetFlag(FLAGS_tokenize).has_value();

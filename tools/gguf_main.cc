@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/command_line.h"
 #include "common/gguf/gguf_file.h"
 #include "kernels/cpu/quant_kernels.h"
 
@@ -29,6 +30,12 @@ std::string Describe(const tessera::GgufValue& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (tessera::WantsHelp(argc, argv)) {
+    std::printf("usage: tessera-gguf info FILE | tessera-gguf dequant FILE TENSOR\n"
+                "  info     metadata (arrays summarized) and tensors\n"
+                "  dequant  the tensor as raw little-endian f32 on stdout\n");
+    return 0;
+  }
   if (argc < 3 || (std::string(argv[1]) != "info" && std::string(argv[1]) != "dequant") ||
       (std::string(argv[1]) == "dequant" && argc != 4)) {
     std::fprintf(stderr, "usage: tessera-gguf info FILE | tessera-gguf dequant FILE TENSOR\n");

@@ -11,6 +11,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generate.h"
@@ -33,8 +34,9 @@ ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, lora, "", "with --rows-out: a PEFT LoRA adapter directory to apply");
 
 int main(int argc, char** argv) {
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, args.argv.data());
+  tessera::ParseCommandLine(argc, argv,
+                            "tessera-logits [--model PATH] (--text TEXT [--special] | --chat TEXT | --ids \"1 2 3\") "
+                            "[--top N] [--full] [--prompt-length N --rows-out FILE [--lora DIR]]");
   auto fail = [](absl::string_view m) {
     std::fprintf(stderr, "tessera-logits: %.*s\n", static_cast<int>(m.size()), m.data());
     return 1;

@@ -7,6 +7,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "common/gguf/gguf_file.h"
 #include "worker/lora/lora_adapter.h"
@@ -16,8 +17,9 @@ ABSL_FLAG(std::string, model, "", "base model: a GGUF file or a Hugging Face dir
 ABSL_FLAG(int, max_lora_rank, 64, "largest accepted rank");
 
 int main(int argc, char** argv) {
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, args.argv.data());
+  const tessera::CommandLine cl =
+      tessera::ParseCommandLine(argc, argv, "tessera-lora [--model PATH] [--max-lora-rank N] DIR");
+  const std::vector<char*>& rest = cl.positional;
   if (rest.size() != 2) {
     std::fprintf(stderr, "usage: tessera-lora [--model PATH] [--max-lora-rank N] DIR\n");
     return 2;

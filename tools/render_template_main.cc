@@ -6,10 +6,17 @@
 #include <iostream>
 #include <string>
 
+#include "common/command_line.h"
 #include "nlohmann/json.hpp"
 #include "worker/chat/chat_template.h"
 
-int main() {
+int main(int argc, char** argv) {
+  if (tessera::WantsHelp(argc, argv)) {
+    std::cout << "tessera-render-template < requests.jsonl\n"
+                 "  Reads JSON lines {\"template\", \"messages\", \"add_generation_prompt\", \"bos_token\", "
+                 "\"eos_token\", \"extra\"}\n  and writes {\"text\": ...} or {\"error\": ...} per line.\n";
+    return 0;
+  }
   std::string line;
   while (std::getline(std::cin, line)) {
     nlohmann::ordered_json out;

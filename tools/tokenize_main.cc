@@ -10,6 +10,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/model_bundle.h"
@@ -20,8 +21,7 @@ ABSL_FLAG(std::string, model, "",
           "only the tokenizer is read");
 
 int main(int argc, char** argv) {
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, args.argv.data());
+  tessera::ParseCommandLine(argc, argv, "tessera-tokenize [--model PATH] < requests.jsonl");
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
   absl::StatusOr<std::unique_ptr<tessera::Tokenizer>> tok;

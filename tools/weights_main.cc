@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "kernels/cpu/quant_kernels.h"
 #include "nlohmann/json.hpp"
@@ -42,8 +43,7 @@ const std::pair<tessera::WeightRole, const char*> kLinear[] = {
 }  // namespace
 
 int main(int argc, char** argv) {
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  absl::ParseCommandLine(argc, args.argv.data());
+  tessera::ParseCommandLine(argc, argv, "tessera-weights --model PATH --out FILE.safetensors [--layers 0,1,...]");
   auto fail = [](const std::string& m) {
     std::fprintf(stderr, "tessera-weights: %s\n", m.c_str());
     return 1;

@@ -113,3 +113,26 @@ def test_peak_rss_below_file_size_plus_100mb(model_path):
     limit_kb = os.path.getsize(model_path) // 1024 + 100 * 1024
     print(f"peak RSS {peak_kb / 1024:.1f} MiB, limit {limit_kb / 1024:.1f} MiB")
     assert peak_kb < limit_kb
+
+
+BINARIES_WITH_FLAGS = ["tessera-worker", "tessera-gateway", "tessera-generate", "tessera-logits", "tessera-tokenize",
+                       "tessera-bench", "tessera-lora", "tessera-weights"]
+
+
+@pytest.mark.parametrize("binary", BINARIES_WITH_FLAGS + ["tessera-render-template", "tessera-gguf"])
+def test_help_prints_usage_and_own_flags_and_exits_0(binary):
+    r = subprocess.run([tool(binary), "--help"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert binary in out.splitlines()[0], out[:300]
+    assert "No flags matched" not in out and "never called" not in out, out[:300]
+    if binary in BINARIES_WITH_FLAGS:
+        assert "default:" in out and "--model" in out or "--listen" in out, out[:600]
+        assert "--flagfile" not in out, "--help lists only the binary's own flags"
+
+
+@pytest.mark.parametrize("binary", BINARIES_WITH_FLAGS)
+def test_helpfull_lists_every_flag(binary):
+    r = subprocess.run([tool(binary), "--helpfull"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert "--flagfile" in r.stdout + r.stderr

@@ -24,6 +24,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/command_line.h"
 #include "common/flag_names.h"
 #include "common/metrics/metrics_server.h"
 #include "worker/engine/engine.h"
@@ -169,9 +170,9 @@ bool Serve(grpc::Service& service, tessera::DrainableService& drainable, const W
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("tessera-worker [--listen HOST:PORT] [--model PATH] [--config FILE]");
-  tessera::NormalizedArgs args = tessera::NormalizeFlagNames(argc, argv);
-  std::vector<char*> rest = absl::ParseCommandLine(argc, args.argv.data());
+  const tessera::CommandLine cl = tessera::ParseCommandLine(
+      argc, argv, "tessera-worker [--listen HOST:PORT] [--model PATH|DIR] [--adapter-dir DIR] [--config FILE]");
+  const std::vector<char*>& rest = cl.positional;
   auto fail = [](const std::string& m) {
     std::fprintf(stderr, "tessera-worker: %s\n", m.c_str());
     return 1;
