@@ -190,6 +190,9 @@ def test_admin_load_and_unload(lora_stack, dirs):
     ("t3", "root", "/symlinked", 403),
     ("t4", None, "/etc", 403),
     ("t5", "root", "/missing", 404),
+    # Outside the roots, existing or not: the same 403 (no existence oracle).
+    ("t9", "outside", "/no-such-dir", 403),
+    ("t10", None, "/no/such/place", 403),
     ("../t6", "root", "/ad1", 400),
     ("t7", "root", "/pickled", 400),
     ("t8", "root", "/bigrank", 400),

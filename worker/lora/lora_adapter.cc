@@ -92,17 +92,34 @@ bool IsValidAdapterName(std::string_view name) {
 }
 
 absl::StatusOr<std::string> ResolveAdapterDir(const std::string& path, const std::vector<std::string>& roots) {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  const std::filesystem::path real = std::filesystem::canonical(path, ec);
+  const auto inside = [](const fs::path& p, const fs::path& root) {
+    const std::string rs = root.string() + "/";
+    return absl::StartsWith(p.string() + "/", rs) && p != root;
+  };
+  const auto outside = [&] {
+    return absl::PermissionDeniedError(
+        absl::StrCat("adapter path '", EscapeForMessage(path), "' is outside the configured adapter directories"));
+  };
+  // A path that names a place outside every root is refused before the file
+  // system is asked anything, so that the answer (403, never 404) cannot
+  // reveal what exists outside the roots.
+  const fs::path lexical = fs::absolute(path, ec).lexically_normal();
+  bool lexically_inside = false;
+  for (const std::string& root : roots) {
+    const fs::path lr = fs::absolute(root, ec).lexically_normal();
+    const fs::path cr = fs::canonical(root, ec);
+    lexically_inside |= inside(lexical, lr) || (!ec && inside(lexical, cr));
+  }
+  if (!lexically_inside) return outside();
+  const fs::path real = fs::canonical(path, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("adapter path '", EscapeForMessage(path), "' does not exist"));
   for (const std::string& root : roots) {
-    const std::filesystem::path r = std::filesystem::canonical(root, ec);
-    if (ec) continue;
-    const std::string rs = r.string() + "/";
-    if (absl::StartsWith(real.string() + "/", rs) && real != r) return real.string();
+    const fs::path r = fs::canonical(root, ec);
+    if (!ec && inside(real, r)) return real.string();
   }
-  return absl::PermissionDeniedError(
-      absl::StrCat("adapter path '", EscapeForMessage(path), "' is outside the configured adapter directories"));
+  return outside();  // inside by name, outside through a symlink
 }
 
 absl::StatusOr<LoraAdapterConfig> ParseLoraConfig(std::string_view text, int max_rank) {
