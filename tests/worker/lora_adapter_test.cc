@@ -154,7 +154,10 @@ TEST_F(LoraAdapterTest, NamesAndPathConfinement) {
             absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ResolveAdapterDir("/etc", roots).status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ResolveAdapterDir((root_ / "inside").string(), roots).status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(ResolveAdapterDir((root_ / "nope").string(), roots).status().code(), absl::StatusCode::kNotFound);
+  // Missing inside a root: not found; outside, missing or not: the same 403.
+  EXPECT_EQ(ResolveAdapterDir((root_ / "inside" / "nope").string(), roots).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ResolveAdapterDir((root_ / "nope").string(), roots).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ResolveAdapterDir((root_ / "outside").string(), roots).status().code(), absl::StatusCode::kPermissionDenied);
 }
 
 class AdapterManagerTest : public LoraAdapterTest {
