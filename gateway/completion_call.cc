@@ -145,7 +145,12 @@ CompletionCall::Attempt* CompletionCall::NextAttemptLocked(const absl::Status& l
   if (!route.ok()) {
     // After a failed attempt, the worker's own error says more than "no
     // other worker".
-    FinishLocked(last_error.ok() ? route.status() : last_error);
+    const absl::Status s = last_error.ok() ? route.status() : last_error;
+    if (s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kResourceExhausted) {
+      ShedLocked(s, s.code() == absl::StatusCode::kResourceExhausted ? "queue_full" : "unavailable");
+    } else {
+      FinishLocked(s);
+    }
     return nullptr;
   }
   auto a = std::make_unique<Attempt>();
@@ -283,31 +288,55 @@ CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grp
                          std::chrono::system_clock::now() < deadline_;
   // The sink refuses once output reached the client: the error then travels
   // in-band.
-  if (!can_retry || !sink_->Restart()) {
+  if (!can_retry) {
+    const bool overload = !hung && (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                                    status.error_code() == grpc::StatusCode::UNAVAILABLE);
+    if (overload && !first_output_sent_) {
+      ShedLocked(error, status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? "queue_full" : "unavailable");
+    } else {
+      FinishLocked(error);
+    }
+    return nullptr;
+  }
+  if (!sink_->Restart()) {
     FinishLocked(error);
+    return nullptr;
+  }
+  const std::string_view reason = hung ? "hung"
+                                  : status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? "queue_full"
+                                                                                                : "unavailable";
+  // A retry is only a retry if another worker can take it: with none left
+  // the refusal goes to the client (shed), never counted as a retry.
+  if (!pool_->Pick(request_.model, request_.adapter, tried_).ok()) {
+    ShedLocked(error, reason == "hung" ? "unavailable" : reason);
     return nullptr;
   }
   if (!holds_retry_) {
     if (!pool_->TryStartRetry()) {
       if (pool_->metrics() != nullptr) pool_->metrics()->RetryBudgetExhausted();
-      FinishLocked(absl::Status(error.code(), absl::StrCat(error.message(), " (not retried: retry budget exhausted)")));
+      ShedLocked(absl::Status(error.code(), absl::StrCat(error.message(), " (not retried: retry budget exhausted)")),
+                 "retry_budget");
       return nullptr;
     }
     holds_retry_ = true;
-  }
-  std::fprintf(stderr, "tessera-gateway: retrying a request that failed on %s before any output: %s\n",
-               a.worker->address.c_str(), std::string(error.message()).c_str());
-  if (pool_->metrics() != nullptr) {
-    pool_->metrics()->Retried(hung ? "hung"
-                              : status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? "queue_full"
-                                                                                            : "unavailable");
   }
   first_output_sent_ = false;
   first_output_at_.reset();
   finished_choices_ = 0;
   completion_tokens_ = 0;
   prompt_tokens_per_prompt_.assign(prompt_tokens_per_prompt_.size(), 0);
-  return NextAttemptLocked(error);
+  Attempt* next = NextAttemptLocked(error);
+  if (next != nullptr) {
+    std::fprintf(stderr, "tessera-gateway: retrying a request that failed on %s before any output, on %s: %s\n",
+                 a.worker->address.c_str(), next->worker->address.c_str(), std::string(error.message()).c_str());
+    if (pool_->metrics() != nullptr) pool_->metrics()->Retried(reason);
+  }
+  return next;
+}
+
+void CompletionCall::ShedLocked(const absl::Status& s, std::string_view reason) {
+  if (pool_->metrics() != nullptr && !done_) pool_->metrics()->Shed(reason);
+  FinishLocked(s);
 }
 
 void CompletionCall::FinishLocked(const absl::Status& s) {

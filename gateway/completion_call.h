@@ -86,6 +86,8 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   // start in Launch, outside the lock. Returns nullptr (having finished the
   // call with `last_error` or the routing error) when no worker is left.
   Attempt* NextAttemptLocked(const absl::Status& last_error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the call with a refusal that overload caused, counted as shed.
+  void ShedLocked(const absl::Status& s, std::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Launch(Attempt* a);
   void OnAcceptTimeout(int attempt);
   // The current attempt failed with `status`: retry or finish.

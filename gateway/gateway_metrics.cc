@@ -48,6 +48,10 @@ GatewayMetrics::GatewayMetrics(prometheus::Registry& r)
                    .Name("tessera_gateway_retries_total")
                    .Help("Requests run again on another worker, by the failure that caused it")
                    .Register(r)),
+      shed_(BuildCounter()
+                .Name("tessera_gateway_requests_shed_total")
+                .Help("Requests refused to the client for overload (429/503), by reason")
+                .Register(r)),
       retry_budget_exhausted_(BuildCounter()
                                   .Name("tessera_gateway_retry_budget_exhausted_total")
                                   .Help("Failed requests not retried because the retry budget was spent")
@@ -108,6 +112,7 @@ void GatewayMetrics::Routed(std::string_view policy, std::string_view residency)
 }
 
 void GatewayMetrics::Retried(std::string_view reason) { retries_.Add({{"reason", std::string(reason)}}).Increment(); }
+void GatewayMetrics::Shed(std::string_view reason) { shed_.Add({{"reason", std::string(reason)}}).Increment(); }
 
 void GatewayMetrics::Ejected(const std::string& worker, std::string_view reason) {
   ejections_.Add({{"worker", worker}, {"reason", std::string(reason)}}).Increment();

@@ -46,8 +46,14 @@ class GatewayMetrics {
   // `residency`: "device", "host", "disk" (the adapter's tier on the chosen
   // worker) or "base".
   void Routed(std::string_view policy, std::string_view residency);
-  // `reason`: "unavailable", "queue_full" or "hung".
+  // A request run again on another worker (counted only when that attempt
+  // starts). `reason`: "unavailable", "queue_full" or "hung".
   void Retried(std::string_view reason);
+  // A request whose refusal by overload reached the client (429/503):
+  // `reason` "queue_full" (every worker tried was full), "unavailable" (no
+  // worker could take it) or "retry_budget" (a retry was possible but the
+  // budget was spent). Tells overload from failover on the dashboards.
+  void Shed(std::string_view reason);
   void RetryBudgetExhausted() { retry_budget_exhausted_.Increment(); }
   void Ejected(const std::string& worker, std::string_view reason);
 
@@ -72,6 +78,7 @@ class GatewayMetrics {
   prometheus::Gauge& in_flight_;
   prometheus::Family<prometheus::Counter>& routed_;
   prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& shed_;
   prometheus::Counter& retry_budget_exhausted_;
   prometheus::Family<prometheus::Counter>& ejections_;
   prometheus::Family<prometheus::Gauge>& workers_;
