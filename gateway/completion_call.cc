@@ -1,5 +1,7 @@
 #include "gateway/completion_call.h"
 
+#include "common/status_fields.h"
+
 #include <algorithm>
 #include <cstdio>
 
@@ -96,7 +98,10 @@ wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& 
 
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(static_cast<int>(s.error_code())), s.error_message());
+  // The worker's param/code travel in the error details.
+  return WithFieldsFromDetails(
+      absl::Status(static_cast<absl::StatusCode>(static_cast<int>(s.error_code())), s.error_message()),
+      s.error_details());
 }
 
 struct CompletionCall::Attempt {

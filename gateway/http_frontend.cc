@@ -29,8 +29,12 @@ void RespondError(HttpExchange& ex, const absl::Status& s, const std::string& re
                   std::vector<std::pair<std::string, std::string>> extra = {}) {
   auto headers = IdHeader(request_id);
   for (auto& h : extra) headers.push_back(std::move(h));
-  // A full queue is transient: tell clients when to come back.
-  if (s.code() == absl::StatusCode::kResourceExhausted) headers.emplace_back("retry-after", "1");
+  // A full queue or no available worker is transient: tell clients (the
+  // OpenAI SDKs read x-should-retry) that a retry can help, and when.
+  if (s.code() == absl::StatusCode::kResourceExhausted || s.code() == absl::StatusCode::kUnavailable) {
+    headers.emplace_back("x-should-retry", "true");
+    headers.emplace_back("retry-after", "1");
+  }
   ex.Respond(MapStatus(s.code()).http_status, "application/json", ErrorBody(s), std::move(headers));
 }
 

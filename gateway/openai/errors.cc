@@ -4,11 +4,6 @@
 #include "nlohmann/json.hpp"
 
 namespace tessera::gateway {
-namespace {
-constexpr char kParamUrl[] = "tessera.dev/param";
-constexpr char kCodeUrl[] = "tessera.dev/code";
-}  // namespace
-
 HttpError MapStatus(absl::StatusCode code) {
   switch (code) {
     case absl::StatusCode::kInvalidArgument:
@@ -29,19 +24,7 @@ HttpError MapStatus(absl::StatusCode code) {
 }
 
 absl::Status ParamError(std::string_view param, std::string_view message) {
-  absl::Status s = absl::InvalidArgumentError(std::string(message));
-  s.SetPayload(kParamUrl, absl::Cord(std::string(param)));
-  return s;
-}
-
-std::string ParamOf(const absl::Status& s) {
-  auto p = s.GetPayload(kParamUrl);
-  return p ? std::string(*p) : std::string();
-}
-
-absl::Status WithCode(absl::Status s, std::string_view code) {
-  s.SetPayload(kCodeUrl, absl::Cord(std::string(code)));
-  return s;
+  return WithParam(absl::InvalidArgumentError(std::string(message)), param);
 }
 
 std::string ErrorBody(const absl::Status& s) {
@@ -50,8 +33,8 @@ std::string ErrorBody(const absl::Status& s) {
   e["type"] = MapStatus(s.code()).type;
   const std::string param = ParamOf(s);
   e["param"] = param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param);
-  auto code = s.GetPayload(kCodeUrl);
-  e["code"] = code ? nlohmann::json(std::string(*code)) : nlohmann::json(nullptr);
+  const std::string code = CodeOf(s);
+  e["code"] = code.empty() ? nlohmann::json(nullptr) : nlohmann::json(code);
   return nlohmann::json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

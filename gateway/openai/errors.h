@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "common/status_fields.h"
 
 namespace tessera::gateway {
 
@@ -17,11 +18,11 @@ struct HttpError {
 HttpError MapStatus(absl::StatusCode code);
 
 // A Status that names the offending request parameter. The parameter travels
-// as a payload so that the error body can fill "param".
+// as a payload (common/status_fields.h) so that the error body can fill
+// "param"; WithCode adds an OpenAI error "code" (e.g. model_not_found).
 absl::Status ParamError(std::string_view param, std::string_view message);
-std::string ParamOf(const absl::Status& s);
-// A Status carrying an OpenAI error "code" (e.g. model_not_found).
-absl::Status WithCode(absl::Status s, std::string_view code);
+using ::tessera::ParamOf;
+using ::tessera::WithCode;
 
 // The JSON body for an error.
 std::string ErrorBody(const absl::Status& s);

@@ -1,5 +1,8 @@
 #include "worker/service/worker_service.h"
 
+#include "absl/strings/match.h"
+#include "common/status_fields.h"
+
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -123,7 +126,8 @@ absl::Status Invalid(std::string_view field, std::string_view bound, double valu
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()),
+                      FieldsToDetails(s));
 }
 
 absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const wv1::GenerateRequest& wire) {
@@ -155,14 +159,21 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
   if (req.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   const int64_t ctx = bundle.model->config().n_ctx_train;
   const int64_t prompt = static_cast<int64_t>(req.prompt.size());
+  // OpenAI's shape for a context overflow: the parameter and this code.
+  const std::string_view prompt_param = wire.prompt_case() == wv1::GenerateRequest::kChat ? "messages" : "prompt";
   if (prompt >= ctx) {
-    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt, " tokens; the model's context is ", ctx,
-                                                   " tokens"));
+    return WithCode(WithParam(absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt,
+                                                                      " tokens; the model's context is ", ctx, " tokens")),
+                              prompt_param),
+                    "context_length_exceeded");
   }
   const int64_t max_new = wire.max_new_tokens() == 0 ? ctx - prompt : wire.max_new_tokens();
   if (prompt + max_new > ctx) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) plus max_tokens (", max_new,
-                                                   ") exceeds the model's context of ", ctx, " tokens"));
+    return WithCode(WithParam(absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) plus max_tokens (",
+                                                                      max_new, ") exceeds the model's context of ",
+                                                                      ctx, " tokens")),
+                              prompt_param),
+                    "context_length_exceeded");
   }
   req.max_tokens = static_cast<int>(max_new);
   const wv1::SamplingParams& s = wire.sampling();
@@ -179,7 +190,10 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
   p.logprobs = s.logprobs();
   if (s.top_logprobs() > 20) return Invalid("top_logprobs", "in [0, 20]", s.top_logprobs());
   p.top_logprobs = static_cast<int>(s.top_logprobs());
-  TESSERA_RETURN_IF_ERROR(p.Validate(tok.vocab_size()));
+  if (absl::Status v = p.Validate(tok.vocab_size()); !v.ok()) {
+    // Name the parameter where the message does (out-of-vocabulary bias).
+    return absl::StrContains(v.message(), "logit_bias") ? WithParam(v, "logit_bias") : v;
+  }
   if (wire.stop_size() > 16) return Invalid("stop", "at most 16 strings; count", wire.stop_size());
   for (const std::string& stop : wire.stop()) {
     if (stop.size() > 1024) return Invalid("each stop string", "at most 1024 bytes; length", stop.size());
