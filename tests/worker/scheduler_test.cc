@@ -84,29 +84,29 @@ TEST(BlockManagerTest, PrefixCacheSharesFullBlocksAndKeysBySalt) {
   std::vector<int32_t> tokens(10);
   std::iota(tokens.begin(), tokens.end(), 100);
   std::vector<int32_t> t1;
-  std::vector<uint64_t> h1;
+  BlockManager::Chain h1;
   EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t1, h1), 0);
   ASSERT_TRUE(blocks.Grow(t1, 10).ok());
   blocks.CommitFull(tokens, 10, 0, t1, h1);  // blocks 0 and 1 are full
   std::vector<int32_t> t2;
-  std::vector<uint64_t> h2;
+  BlockManager::Chain h2;
   EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t2, h2), 8);
   EXPECT_EQ(t2[0], t1[0]);
   EXPECT_EQ(t2[1], t1[1]);
   std::vector<int32_t> t3;
-  std::vector<uint64_t> h3;
+  BlockManager::Chain h3;
   EXPECT_EQ(blocks.MatchPrefix(tokens, /*salt=*/7, t3, h3), 0);  // another adapter: no sharing
   // Never the whole prompt: its last token's logits must be computed.
   std::vector<int32_t> eight(tokens.begin(), tokens.begin() + 8);
   std::vector<int32_t> t4;
-  std::vector<uint64_t> h4;
+  BlockManager::Chain h4;
   EXPECT_EQ(blocks.MatchPrefix(eight, 0, t4, h4), 4);
   // Freed cached blocks stay matchable until evicted.
   blocks.Free(t1, h1);
   blocks.Free(t2, h2);
   blocks.Free(t4, h4);
   std::vector<int32_t> t5;
-  std::vector<uint64_t> h5;
+  BlockManager::Chain h5;
   EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t5, h5), 8);
   blocks.Free(t5, h5);
   EXPECT_EQ(blocks.available_blocks(), 16);
@@ -114,7 +114,7 @@ TEST(BlockManagerTest, PrefixCacheSharesFullBlocksAndKeysBySalt) {
   ASSERT_TRUE(blocks.Grow(big, 64).ok());  // evicts everything
   EXPECT_FALSE(blocks.Grow(big, 65).ok());
   std::vector<int32_t> t6;
-  std::vector<uint64_t> h6;
+  BlockManager::Chain h6;
   blocks.Free(big, h6);
   EXPECT_EQ(blocks.MatchPrefix(tokens, 0, t6, h6), 0);
 }

@@ -14,13 +14,13 @@ void Scheduler::Remove(SchedSequence* seq) {
     Unpin(seq);
   }
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
-  blocks_.Free(seq->block_table, seq->block_hashes);
+  blocks_.Free(seq->block_table, seq->block_chain);
 }
 
 void Scheduler::Preempt(SchedSequence* seq) {
   running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
   Unpin(seq);
-  blocks_.Free(seq->block_table, seq->block_hashes);
+  blocks_.Free(seq->block_table, seq->block_chain);
   seq->num_computed = 0;
   ++seq->preemptions;
   ++preemptions_;
@@ -69,7 +69,7 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
       const AdapterGate::Pin pin = adapters_->TryPin(seq->adapter);
       if (pin == AdapterGate::Pin::kFailed) {
         waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
-        blocks_.Free(seq->block_table, seq->block_hashes);
+        blocks_.Free(seq->block_table, seq->block_chain);
         failed_.push_back(seq);
         continue;
       }
@@ -80,12 +80,12 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
       }
     }
     if (seq->block_table.empty()) {
-      seq->num_computed = blocks_.MatchPrefix(seq->tokens, seq->salt, seq->block_table, seq->block_hashes);
+      seq->num_computed = blocks_.MatchPrefix(seq->tokens, seq->salt, seq->block_table, seq->block_chain);
     }
     const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
     const int64_t n = std::min(remaining, budget);
     if (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
-      blocks_.Free(seq->block_table, seq->block_hashes);  // give back the prefix hits too
+      blocks_.Free(seq->block_table, seq->block_chain);  // give back the prefix hits too
       seq->num_computed = 0;
       Unpin(seq);
       break;  // first come, first served: nobody jumps the queue for memory
@@ -101,7 +101,7 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
 void Scheduler::Commit(const std::vector<ScheduledSequence>& step) {
   for (const ScheduledSequence& s : step) {
     s.seq->num_computed += s.num_tokens;
-    blocks_.CommitFull(s.seq->tokens, s.seq->num_computed, s.seq->salt, s.seq->block_table, s.seq->block_hashes);
+    blocks_.CommitFull(s.seq->tokens, s.seq->num_computed, s.seq->salt, s.seq->block_table, s.seq->block_chain);
   }
 }
 

@@ -63,7 +63,7 @@ struct SchedSequence {
   uint64_t salt = 0;             // prefix-cache namespace (e.g. the adapter)
   uint64_t adapter = 0;          // LoRA adapter id; 0: the base model
   std::vector<int32_t> block_table;
-  std::vector<uint64_t> block_hashes;
+  BlockManager::Chain block_chain;  // the prefix cache's view of the full blocks
   int preemptions = 0;
 };
 
