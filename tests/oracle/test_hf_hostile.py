@@ -228,3 +228,18 @@ def test_worker_never_serves_a_hostile_directory(gptq, tmp_path):
                        text=True, timeout=60)
     assert p.returncode != 0
     assert "GPTQ bits 3 is not supported" in p.stderr
+
+
+def test_chat_template_that_outgrows_its_memory(dense, tmp_path):
+    # The model's own template (tokenizer_config.json) is code from the
+    # checkpoint: one that cannot render a small conversation within its
+    # memory bound stops the load, and the worker never serves.
+    d = clone(dense, str(tmp_path / "d"))
+    doubling = ("{%- set ns = namespace(s='xxxxxxxx') -%}"
+                "{%- for i in range(64) -%}{%- set ns.s = ns.s ~ ns.s -%}{%- endfor -%}{{ ns.s }}")
+    replace_json(os.path.join(d, "tokenizer_config.json"), lambda j: j.update(chat_template=doubling))
+    expect_refused(d, r"chat template cannot render a sample conversation: .*memory limit")
+    p = subprocess.run([tool("tessera-worker"), "--model", d, "--listen", "127.0.0.1:0"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0
+    assert "chat template cannot render a sample conversation" in p.stderr

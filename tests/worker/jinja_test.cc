@@ -5,10 +5,11 @@
 namespace tessera::jinja {
 namespace {
 
-std::string Render(const std::string& src, const nlohmann::ordered_json& ctx = nlohmann::ordered_json::object()) {
+std::string Render(const std::string& src, const nlohmann::ordered_json& ctx = nlohmann::ordered_json::object(),
+                   const RenderLimits& limits = {}) {
   auto t = Template::Compile(src);
   if (!t.ok()) return "COMPILE ERROR: " + std::string(t.status().message());
-  auto r = (*t)->Render(Value::FromJson(ctx));
+  auto r = (*t)->Render(Value::FromJson(ctx), limits);
   if (!r.ok()) return "RENDER ERROR: " + std::string(r.status().message());
   return *r;
 }
@@ -57,9 +58,84 @@ TEST(JinjaTest, ErrorsNameTheConstruct) {
 TEST(JinjaTest, HostileTemplatesAreBounded) {
   std::string deep(5000, '(');
   EXPECT_NE(Render("{{ " + deep + " }}").find("nested too deeply"), std::string::npos);
-  EXPECT_NE(Render("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}").find("limit"),
+  // The step limit, at a tenth of its default to keep the test quick; the
+  // loop would otherwise run 10^10 steps.
+  RenderLimits fewer_steps;
+  fewer_steps.max_steps = 1'000'000;
+  EXPECT_NE(Render("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+                   nlohmann::ordered_json::object(), fewer_steps)
+                .find("step limit"),
             std::string::npos);
   EXPECT_NE(Render("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}").find("nested too deeply"), std::string::npos);
+}
+
+bool HitsMemoryLimit(const std::string& src, const RenderLimits& limits = {}) {
+  const std::string out = Render(src, nlohmann::ordered_json::object(), limits);
+  return out.find("exceeded its memory limit") != std::string::npos ||
+         out.find("exceeds the template's memory limit") != std::string::npos;
+}
+
+// Each of these grows one value to gigabytes (or more) in a few steps; the
+// step and output limits never see it. All must stop at the value budget.
+TEST(JinjaTest, ValuesCannotOutgrowTheMemoryBudget) {
+  // At the default budget: the issue's own case.
+  const std::string doubling =
+      "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+  EXPECT_TRUE(HitsMemoryLimit(doubling)) << Render(doubling);
+  // The rest at a 1 MiB budget (same code paths, 64x less to build).
+  RenderLimits mib;
+  mib.max_value_bytes = 1 << 20;
+  auto hits = [&](const std::string& src) { return HitsMemoryLimit(src, mib); };
+  EXPECT_TRUE(hits("{% set ns = namespace(s='aa') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('a', 'aa') %}{% endfor %}"));
+  EXPECT_TRUE(hits("{% set ns = namespace(s='aa') %}{% for i in range(40) %}{% set ns.s = ns.s|replace('a', 'aa') %}{% endfor %}"));
+  EXPECT_TRUE(hits("{{ ('a' * 1000000000000)|length }}"));
+  EXPECT_TRUE(hits("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"));
+  EXPECT_TRUE(hits("{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}{% endfor %}"));
+  // One 100 KB string shared by a hundred list slots costs 1.6 KB until it
+  // is printed, joined or serialized.
+  const std::string shared =
+      "{% set big = 'x' * 100000 %}{% set l = [] %}{% for i in range(100) %}{% set _ = l.append(big) %}{% endfor %}";
+  EXPECT_EQ(Render(shared + "{{ l|length }}", nlohmann::ordered_json::object(), mib), "100");
+  EXPECT_TRUE(hits(shared + "{{ (l|join)|length }}"));
+  EXPECT_TRUE(hits(shared + "{{ (l|tojson)|length }}"));
+  EXPECT_TRUE(hits(shared + "{{ (l|map('upper')|list)|length }}"));
+  EXPECT_TRUE(hits("{% set s = 'a\n' * 300000 %}{{ (s|indent(64))|length }}"));
+  EXPECT_TRUE(hits("{% set s = ',' * 500000 %}{{ s.split(',')|length }}"));
+  EXPECT_TRUE(hits("{% set s = 'x' * 500000 %}{{ (s|list)|length }}"));
+  EXPECT_TRUE(hits("{% set s = '<' * 500000 %}{{ (s|e)|length }}"));
+  // Printing a shared value costs its full text: output or memory limit.
+  const std::string shared_big =
+      "{% set big = 'x' * 1000000 %}{% set l = [] %}{% for i in range(1000) %}{% set _ = l.append(big) %}{% endfor %}";
+  EXPECT_NE(Render(shared_big + "{{ l|length }}{{ l }}").find("limit"), std::string::npos);
+}
+
+TEST(JinjaTest, TheBudgetCountsLiveValuesNotEverythingEverMade) {
+  RenderLimits small;
+  small.max_value_bytes = 1 << 20;
+  // 100 transient 100 KB strings: 10 MB made, 100 KB live at a time.
+  EXPECT_EQ(Render("{% for i in range(100) %}{% set s = 'y' * 100000 %}{% endfor %}ok", nlohmann::ordered_json::object(), small), "ok");
+  // Keeping them all is over the 1 MB budget.
+  EXPECT_NE(Render("{% set l = [] %}{% for i in range(100) %}{% set _ = l.append('y' * 100000) %}{% endfor %}ok", nlohmann::ordered_json::object(),
+                   small).find("memory limit"),
+            std::string::npos);
+  // Long loops of small values stay within the default budget.
+  EXPECT_EQ(Render("{% for i in range(200000) %}{% set x = 'abc' ~ i %}{% endfor %}ok"), "ok");
+  // The context is the caller's; its size does not count.
+  EXPECT_EQ(Render("{{ s|length }}", {{"s", std::string(2 << 20, 'z')}}, small), "2097152");
+}
+
+TEST(JinjaTest, AContainerHoldingItselfPrintsAndComparesWithoutRecursingForever) {
+  const std::string out = Render("{% set l = [1] %}{% set _ = l.append(l) %}{{ l }}|{{ l == l }}");
+  EXPECT_EQ(out.substr(0, 7), "[1, [1,") << out;
+  EXPECT_NE(out.find("[...]"), std::string::npos) << out;
+  EXPECT_EQ(out.substr(out.size() - 5), "|True") << out;
+  EXPECT_NE(Render("{% set l = [] %}{% set _ = l.append(l) %}{{ l|tojson }}").find("nested too deeply"), std::string::npos);
+}
+
+TEST(JinjaTest, UniqueCountsItsComparisonsAsSteps) {
+  const std::string quadratic = Render("{{ range(100000)|unique|length }}");
+  EXPECT_NE(quadratic.find("step limit"), std::string::npos) << quadratic;
+  EXPECT_EQ(Render("{{ [1, 2, 1, 3, 2]|unique|list }}"), "[1, 2, 3]");
 }
 
 }  // namespace

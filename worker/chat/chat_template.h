@@ -18,6 +18,10 @@ namespace tessera {
 
 class ChatTemplate {
  public:
+  // Compiles the template and renders a small sample conversation with it,
+  // so that a template that cannot render (or runs past the interpreter's
+  // limits) stops the model from loading, with the reason, rather than
+  // failing every chat request.
   static absl::StatusOr<std::unique_ptr<ChatTemplate>> Create(const std::string& source, std::string bos_token,
                                                               std::string eos_token);
   // `messages` is an array of {"role": ..., "content": ...} objects (content
@@ -27,6 +31,8 @@ class ChatTemplate {
                                     const nlohmann::ordered_json& extra = nullptr) const;
 
  private:
+  absl::Status Validate() const;
+
   std::unique_ptr<jinja::Template> template_;
   std::string bos_, eos_;
 };

@@ -48,7 +48,7 @@ std::string Title(const std::string& s, bool only_first) {
 
 class Renderer {
  public:
-  Renderer(const RenderLimits& limits) : limits_(limits) {}
+  explicit Renderer(const RenderLimits& limits) : limits_(limits), budget_(limits.max_value_bytes) {}
 
   absl::Status RenderNodes(const NodeList& nodes, std::string& out, Flow* flow) {
     for (const auto& n : nodes) {
@@ -64,7 +64,13 @@ class Renderer {
  private:
   absl::Status Step(int line) {
     if (++steps_ > limits_.max_steps) return RenderError(line, "template exceeded its step limit");
+    if (budget_.exhausted()) return MemoryError(line);
     return absl::OkStatus();
+  }
+
+  absl::Status MemoryError(int line) const {
+    return absl::ResourceExhaustedError(absl::StrCat("chat template line ", line, ": template exceeded its memory limit (",
+                                                     budget_.limit(), " bytes of values)"));
   }
 
   Value Lookup(const std::string& name) const {
@@ -182,7 +188,10 @@ class Renderer {
     ValueList items;
     if (seq.is_list()) items = seq.list();
     else if (seq.is_dict()) for (const auto& [k, v] : seq.dict()) items.push_back(Value(k));
-    else if (seq.is_string()) for (char c : seq.as_string()) items.push_back(Value(std::string(1, c)));
+    else if (seq.is_string()) {
+      if (!AllocationBudget::Fits(seq.as_string().size() * sizeof(Value))) return MemoryError(n.line);
+      for (char c : seq.as_string()) items.push_back(Value(std::string(1, c)));
+    }
     else if (!seq.is_undefined() && !seq.is_none()) {
       return RenderError(n.line, absl::StrCat("cannot iterate over a value of type ", seq.TypeName()));
     }
@@ -391,7 +400,7 @@ class Renderer {
   Value ListMethod(const Value& l, const std::string& name) {
     if (name == "append") {
       return Value::Func([l](CallArgs& a) -> absl::StatusOr<Value> {
-        for (auto& v : a.positional) l.list().push_back(v);
+        for (auto& v : a.positional) l.Append(v);
         return Value::None();
       });
     }
@@ -432,8 +441,10 @@ class Renderer {
       });
     }
     if (name == "split") {
-      return Value::Func([s, str_arg](CallArgs& a) -> absl::StatusOr<Value> {
+      return Value::Func([this, s, str_arg, line](CallArgs& a) -> absl::StatusOr<Value> {
         ValueList parts;
+        // Many tiny parts cost a Value slot each: check while splitting.
+        auto fits = [&] { return (parts.size() & 1023) != 0 || AllocationBudget::Fits(parts.size() * sizeof(Value)); };
         const std::string* sep = str_arg(a, 0);
         int64_t max_split = a.positional.size() > 1 && a.positional[1].is_int() ? a.positional[1].as_int() : -1;
         if (sep == nullptr) {
@@ -445,6 +456,7 @@ class Renderer {
             if (max_split == 0) { parts.push_back(Value(s.substr(i))); break; }
             while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
             parts.push_back(Value(s.substr(i, j - i)));
+            if (!fits()) return MemoryError(line);
             if (max_split > 0) --max_split;
             i = j;
           }
@@ -454,6 +466,7 @@ class Renderer {
             size_t j = max_split == 0 ? std::string::npos : s.find(*sep, i);
             if (j == std::string::npos) { parts.push_back(Value(s.substr(i))); break; }
             parts.push_back(Value(s.substr(i, j - i)));
+            if (!fits()) return MemoryError(line);
             if (max_split > 0) --max_split;
             i = j + sep->size();
           }
@@ -462,11 +475,12 @@ class Renderer {
       });
     }
     if (name == "replace") {
-      return Value::Func([s, str_arg](CallArgs& a) -> absl::StatusOr<Value> {
+      return Value::Func([this, s, str_arg, line](CallArgs& a) -> absl::StatusOr<Value> {
         const std::string* from = str_arg(a, 0);
         const std::string* to = str_arg(a, 1);
         if (!from || !to) return Value(s);
-        return Value(ReplaceAllPy(s, *from, *to));
+        TESSERA_ASSIGN_OR_RETURN(std::string out, ReplaceAllPy(s, *from, *to, line));
+        return Value(std::move(out));
       });
     }
     if (name == "find") {
@@ -480,9 +494,19 @@ class Renderer {
     return Value();
   }
 
-  static std::string ReplaceAllPy(const std::string& s, const std::string& from, const std::string& to) {
+  // Refuses (before building it) a result that would not fit the budget.
+  absl::StatusOr<std::string> ReplaceAllPy(const std::string& s, const std::string& from, const std::string& to,
+                                           int line) const {
     if (from.empty()) return s;
+    size_t count = 0;
+    for (size_t j = s.find(from); j != std::string::npos; j = s.find(from, j + from.size())) ++count;
+    if (to.size() > from.size() &&
+        (count > (SIZE_MAX - s.size()) / (to.size() - from.size()) ||
+         !AllocationBudget::Fits(s.size() + count * (to.size() - from.size())))) {
+      return MemoryError(line);
+    }
     std::string out;
+    out.reserve(s.size() - count * from.size() + count * to.size());
     size_t i = 0;
     while (true) {
       size_t j = s.find(from, i);
@@ -558,19 +582,31 @@ class Renderer {
       if (op == "<=") return Value(cmp <= 0);
       return Value(cmp >= 0);
     }
-    if (op == "~") return Value(a.Str() + b.Str());
+    if (op == "~") {
+      std::string l = a.Str(), r = b.Str();
+      if (!AllocationBudget::Fits(l.size() + r.size())) return MemoryError(e.line);
+      return Value(l + r);
+    }
     if (op == "+") {
-      if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
+      if (a.is_string() && b.is_string()) {
+        if (!AllocationBudget::Fits(a.as_string().size() + b.as_string().size())) return MemoryError(e.line);
+        return Value(a.as_string() + b.as_string());
+      }
       if (a.is_list() && b.is_list()) {
+        if (!AllocationBudget::Fits((a.list().size() + b.list().size()) * sizeof(Value))) return MemoryError(e.line);
         ValueList l = a.list();
         l.insert(l.end(), b.list().begin(), b.list().end());
         return Value::List(std::move(l));
       }
     }
     if (op == "*" && a.is_string() && b.is_int()) {
+      const size_t n = static_cast<size_t>(std::max<int64_t>(0, b.as_int()));
+      const size_t len = a.as_string().size();
+      if (len != 0 && (n > SIZE_MAX / len || !AllocationBudget::Fits(len * n))) return MemoryError(e.line);
       std::string out;
-      for (int64_t i = 0; i < b.as_int() && out.size() < limits_.max_output_bytes; ++i) out += a.as_string();
-      return Value(out);
+      out.reserve(len * n);
+      for (size_t i = 0; i < n; ++i) out += a.as_string();
+      return Value(std::move(out));
     }
     if (!a.is_number() || !b.is_number()) {
       return RenderError(e.line, absl::StrCat("unsupported operand types for ", op, ": ", a.TypeName(), " and ", b.TypeName()));
@@ -659,8 +695,10 @@ class Renderer {
     if (f == "string") return Value(v.Str());
     if (f == "safe" || f == "e" || f == "escape" || f == "forceescape") {
       if (f == "safe") return v;
+      const std::string in = v.Str();
       std::string out;
-      for (char c : v.Str()) {
+      for (char c : in) {
+        if ((out.size() & 4095) == 0 && !AllocationBudget::Fits(out.size())) return MemoryError(e.line);
         switch (c) {
           case '&': out += "&amp;"; break;
           case '<': out += "&lt;"; break;
@@ -703,6 +741,7 @@ class Renderer {
       if (!v.is_list()) return RenderError(e.line, "join needs a list");
       std::string out;
       for (size_t i = 0; i < v.list().size(); ++i) {
+        if (!AllocationBudget::Fits(out.size())) return MemoryError(e.line);
         if (i) out += s;
         const Value& item = v.list()[i];
         if (attr && attr->is_string() && item.is_dict()) {
@@ -747,6 +786,7 @@ class Renderer {
     if (f == "list") {
       if (v.is_list()) return v;
       ValueList l;
+      if (v.is_string() && !AllocationBudget::Fits(v.as_string().size() * sizeof(Value))) return MemoryError(e.line);
       if (v.is_string()) for (char c : v.as_string()) l.push_back(Value(std::string(1, c)));
       else if (v.is_dict()) for (auto& [k, x] : v.dict()) l.push_back(Value(k));
       return Value::List(std::move(l));
@@ -766,7 +806,8 @@ class Renderer {
       const Value* from = kw("old", 0);
       const Value* to = kw("new", 1);
       if (!from || !to || !from->is_string() || !to->is_string()) return RenderError(e.line, "replace needs two strings");
-      return Value(ReplaceAllPy(v.Str(), from->as_string(), to->as_string()));
+      TESSERA_ASSIGN_OR_RETURN(std::string out, ReplaceAllPy(v.Str(), from->as_string(), to->as_string(), e.line));
+      return Value(std::move(out));
     }
     if (f == "selectattr" || f == "rejectattr") {
       if (!v.is_list()) return RenderError(e.line, absl::StrCat(f, " needs a list"));
@@ -809,6 +850,7 @@ class Renderer {
       if (!args.positional.empty() && args.positional[0].is_string()) {
         const std::string fn = args.positional[0].as_string();
         for (const Value& item : v.list()) {
+          if (AllocationBudget::Exhausted()) return MemoryError(e.line);
           if (fn == "string") l.push_back(Value(item.Str()));
           else if (fn == "lower") l.push_back(Value(absl::AsciiStrToLower(item.Str())));
           else if (fn == "upper") l.push_back(Value(absl::AsciiStrToUpper(item.Str())));
@@ -824,6 +866,8 @@ class Renderer {
       if (!v.is_list()) return RenderError(e.line, "unique needs a list");
       ValueList l;
       for (const Value& x : v.list()) {
+        steps_ += static_cast<int64_t>(l.size());  // quadratic: each comparison is a step
+        TESSERA_RETURN_IF_ERROR(Step(e.line));
         if (std::none_of(l.begin(), l.end(), [&](const Value& y) { return Equal(x, y); })) l.push_back(x);
       }
       return Value::List(std::move(l));
@@ -837,7 +881,10 @@ class Renderer {
       if (first && first->Truthy()) out += pad;
       for (size_t i = 0; i < s.size(); ++i) {
         out.push_back(s[i]);
-        if (s[i] == '\n' && i + 1 < s.size() && s[i + 1] != '\n') out += pad;
+        if (s[i] == '\n' && i + 1 < s.size() && s[i + 1] != '\n') {
+          out += pad;
+          if (!AllocationBudget::Fits(out.size())) return MemoryError(e.line);
+        }
       }
       return Value(out);
     }
@@ -845,6 +892,9 @@ class Renderer {
   }
 
   const RenderLimits& limits_;
+  // Installed for the renderer's lifetime; declared before scopes_ so the
+  // scopes' values are released while it is still installed.
+  AllocationBudget budget_;
   std::vector<Value> scopes_;
   int64_t steps_ = 0;
   int call_depth_ = 0;

@@ -22,6 +22,9 @@ namespace tessera::jinja {
 
 struct RenderLimits {
   size_t max_output_bytes = 16u << 20;
+  // Bytes of values (strings, list and dict slots) one render may create;
+  // see AllocationBudget. Output text is bounded by max_output_bytes.
+  int64_t max_value_bytes = 64 << 20;
   int64_t max_steps = 10'000'000;  // bounds loops in hostile templates
   int max_call_depth = 64;
 };

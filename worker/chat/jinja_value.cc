@@ -1,12 +1,87 @@
 #include "worker/chat/jinja_value.h"
 
+#include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 
 namespace tessera::jinja {
+
+struct AllocationBudget::State {
+  std::atomic<int64_t> used{0};
+  int64_t limit = 0;
+};
+
+namespace {
+
+// The budget of the render running on this thread, if any.
+thread_local std::shared_ptr<AllocationBudget::State> current_budget;
+
+constexpr int64_t kSaturate = INT64_MAX / 4;  // a charge past any limit, without wrapping
+
+int64_t Clamp(size_t bytes) { return static_cast<int64_t>(std::min<size_t>(bytes, kSaturate)); }
+
+void Charge(const std::shared_ptr<AllocationBudget::State>& state, int64_t bytes) {
+  if (state) state->used.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+int64_t ListBytes(const ValueList& l) { return Clamp(l.capacity() * sizeof(Value)); }
+
+int64_t DictBytes(const ValueDict& d) {
+  size_t keys = 0;
+  for (const auto& [k, v] : d) keys += k.size();
+  return Clamp(d.capacity() * sizeof(ValueDict::value_type) + keys);
+}
+
+// A shared_ptr whose control block gives the object's bytes, as measured
+// when it goes, back to the budget it was charged to.
+template <typename T, typename Measure>
+std::shared_ptr<T> MakeCounted(T value, Measure measure) {
+  std::shared_ptr<AllocationBudget::State> state = current_budget;
+  if (!state) return std::make_shared<T>(std::move(value));
+  Charge(state, measure(value));
+  return std::shared_ptr<T>(new T(std::move(value)), [state, measure](T* p) {
+    state->used.fetch_sub(measure(*p), std::memory_order_relaxed);
+    delete p;
+  });
+}
+
+}  // namespace
+
+AllocationBudget::AllocationBudget(int64_t bytes)
+    : limit_(bytes), state_(std::make_shared<State>()), previous_(std::move(current_budget)) {
+  state_->limit = bytes;
+  current_budget = state_;
+}
+
+AllocationBudget::~AllocationBudget() { current_budget = std::move(previous_); }
+
+bool AllocationBudget::exhausted() const { return state_->used.load(std::memory_order_relaxed) > limit_; }
+
+bool AllocationBudget::Fits(size_t bytes) {
+  if (!current_budget) return true;
+  return current_budget->used.load(std::memory_order_relaxed) + Clamp(bytes) <= current_budget->limit;
+}
+
+void AllocationBudget::Overdraw() {
+  if (current_budget) current_budget->used.fetch_add(current_budget->limit + 1, std::memory_order_relaxed);
+}
+
+bool AllocationBudget::Exhausted() {
+  return current_budget && current_budget->used.load(std::memory_order_relaxed) > current_budget->limit;
+}
+
+std::shared_ptr<std::string> Value::MakeString(std::string s) {
+  return MakeCounted(std::move(s), [](const std::string& x) { return Clamp(x.size()); });
+}
+
+std::shared_ptr<ValueList> Value::MakeList(ValueList l) { return MakeCounted(std::move(l), ListBytes); }
+
+std::shared_ptr<ValueDict> Value::MakeDict(ValueDict d) { return MakeCounted(std::move(d), DictBytes); }
 
 Value Value::FromJson(const nlohmann::ordered_json& j) {
   switch (j.type()) {
@@ -41,7 +116,18 @@ void Value::Set(const std::string& key, Value v) const {
   for (auto& [k, old] : *dict_) {
     if (k == key) { old = std::move(v); return; }
   }
+  // Growth is charged to the running render. For a dict made during it the
+  // deleter gives it back; for one made outside (the context) it stays
+  // counted until the render ends, which errs on the safe side.
+  const size_t capacity = dict_->capacity();
   dict_->emplace_back(key, std::move(v));
+  Charge(current_budget, Clamp((dict_->capacity() - capacity) * sizeof(ValueDict::value_type) + key.size()));
+}
+
+void Value::Append(Value v) const {
+  const size_t capacity = list_->capacity();
+  list_->push_back(std::move(v));
+  Charge(current_budget, Clamp((list_->capacity() - capacity) * sizeof(Value)));
 }
 
 bool Value::Truthy() const {
@@ -142,32 +228,50 @@ std::string Value::Str() const {
 }
 
 std::string Value::Repr() const {
+  std::string out;
+  ReprInto(out, 0);
+  return out;
+}
+
+// Containers nested deeper than this print as Python prints a container
+// that holds itself; a list appended to itself is legal in a template.
+constexpr int kMaxReprDepth = 64;
+
+void Value::ReprInto(std::string& out, int depth) const {
   switch (kind_) {
-    case Kind::kUndefined: return "";
-    case Kind::kNone: return "None";
-    case Kind::kBool: return b_ ? "True" : "False";
-    case Kind::kInt: return std::to_string(i_);
-    case Kind::kFloat: return FloatRepr(d_);
-    case Kind::kString: return PyStrRepr(*s_);
-    case Kind::kList: {
-      std::string out = "[";
+    case Kind::kUndefined: return;
+    case Kind::kNone: out += "None"; return;
+    case Kind::kBool: out += b_ ? "True" : "False"; return;
+    case Kind::kInt: out += std::to_string(i_); return;
+    case Kind::kFloat: out += FloatRepr(d_); return;
+    case Kind::kString: out += PyStrRepr(*s_); return;
+    case Kind::kList:
+      if (depth >= kMaxReprDepth) { out += "[...]"; return; }
+      out += "[";
       for (size_t i = 0; i < list_->size(); ++i) {
         if (i) out += ", ";
-        out += (*list_)[i].Repr();
+        (*list_)[i].ReprInto(out, depth + 1);
+        // Shared references let a small value print as a huge one: stop
+        // growing and overdraw the budget, so the render fails at its next
+        // step instead of the process running out of memory.
+        if (!AllocationBudget::Fits(out.size())) { AllocationBudget::Overdraw(); return; }
       }
-      return out + "]";
-    }
-    case Kind::kDict: {
-      std::string out = "{";
+      out += "]";
+      return;
+    case Kind::kDict:
+      if (depth >= kMaxReprDepth) { out += "{...}"; return; }
+      out += "{";
       for (size_t i = 0; i < dict_->size(); ++i) {
         if (i) out += ", ";
-        out += PyStrRepr((*dict_)[i].first) + ": " + (*dict_)[i].second.Repr();
+        out += PyStrRepr((*dict_)[i].first);
+        out += ": ";
+        (*dict_)[i].second.ReprInto(out, depth + 1);
+        if (!AllocationBudget::Fits(out.size())) { AllocationBudget::Overdraw(); return; }
       }
-      return out + "}";
-    }
-    case Kind::kFunction: return "<function>";
+      out += "}";
+      return;
+    case Kind::kFunction: out += "<function>"; return;
   }
-  return "";
 }
 
 std::string Value::TypeName() const {
@@ -184,6 +288,12 @@ std::string Value::TypeName() const {
   }
   return "?";
 }
+
+namespace {
+absl::Status TooBigForJson() {
+  return absl::ResourceExhaustedError("chat template: tojson result exceeds the template's memory limit");
+}
+}  // namespace
 
 absl::StatusOr<std::string> Value::ToJson(int indent, int depth) const {
   if (depth > 64) return absl::InvalidArgumentError("chat template: tojson value nested too deeply");
@@ -208,6 +318,7 @@ absl::StatusOr<std::string> Value::ToJson(int indent, int depth) const {
         auto e = (*list_)[i].ToJson(indent, depth + 1);
         if (!e.ok()) return e.status();
         out += *e;
+        if (!AllocationBudget::Fits(out.size())) return TooBigForJson();
       }
       return out + nl_end + "]";
     }
@@ -221,6 +332,7 @@ absl::StatusOr<std::string> Value::ToJson(int indent, int depth) const {
         auto e = (*dict_)[i].second.ToJson(indent, depth + 1);
         if (!e.ok()) return e.status();
         out += *e;
+        if (!AllocationBudget::Fits(out.size())) return TooBigForJson();
       }
       return out + nl_end + "}";
     }
@@ -229,7 +341,18 @@ absl::StatusOr<std::string> Value::ToJson(int indent, int depth) const {
   return std::string("null");
 }
 
-bool Equal(const Value& a, const Value& b) {
+namespace {
+bool EqualAt(const Value& a, const Value& b, int depth);
+}  // namespace
+
+bool Equal(const Value& a, const Value& b) { return EqualAt(a, b, 0); }
+
+namespace {
+// Containers compare element by element; the same container is equal to
+// itself without looking inside (so a list holding itself compares), and
+// past kMaxReprDepth levels two distinct containers count as unequal
+// rather than recursing without bound.
+bool EqualAt(const Value& a, const Value& b, int depth) {
   if (a.is_number() && b.is_number()) {
     if (a.kind() == Value::Kind::kFloat || b.kind() == Value::Kind::kFloat) return a.as_double() == b.as_double();
     return a.as_int() == b.as_int();
@@ -239,20 +362,23 @@ bool Equal(const Value& a, const Value& b) {
     case Value::Kind::kUndefined: case Value::Kind::kNone: return true;
     case Value::Kind::kString: return a.as_string() == b.as_string();
     case Value::Kind::kList: {
-      if (a.list().size() != b.list().size()) return false;
-      for (size_t i = 0; i < a.list().size(); ++i) if (!Equal(a.list()[i], b.list()[i])) return false;
+      if (&a.list() == &b.list()) return true;
+      if (a.list().size() != b.list().size() || depth >= kMaxReprDepth) return false;
+      for (size_t i = 0; i < a.list().size(); ++i) if (!EqualAt(a.list()[i], b.list()[i], depth + 1)) return false;
       return true;
     }
     case Value::Kind::kDict: {
-      if (a.dict().size() != b.dict().size()) return false;
+      if (&a.dict() == &b.dict()) return true;
+      if (a.dict().size() != b.dict().size() || depth >= kMaxReprDepth) return false;
       for (const auto& [k, v] : a.dict()) {
         const Value* o = b.Find(k);
-        if (!o || !Equal(v, *o)) return false;
+        if (!o || !EqualAt(v, *o, depth + 1)) return false;
       }
       return true;
     }
     default: return false;
   }
 }
+}  // namespace
 
 }  // namespace tessera::jinja

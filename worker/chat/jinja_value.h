@@ -16,6 +16,40 @@
 namespace tessera::jinja {
 
 class Value;
+
+// The bytes of values (strings, list and dict slots, dict keys) that one
+// render holds at a time. Values created while a budget is installed on the
+// thread charge it and give their bytes back when the last reference goes,
+// so the count is what is live, not what was ever made: a long loop costs
+// nothing, a template that doubles a string in a loop stops with an error
+// long before it takes the machine's memory. With no budget installed
+// (compiling, building a context) nothing is counted. Operations that
+// multiply sizes (repeat, replace, join, str() of a container) ask Fits()
+// before or while they build their result.
+class AllocationBudget {
+ public:
+  struct State;
+  explicit AllocationBudget(int64_t bytes);
+  ~AllocationBudget();
+  AllocationBudget(const AllocationBudget&) = delete;
+  AllocationBudget& operator=(const AllocationBudget&) = delete;
+
+  // Whether `bytes` more fit in the current thread's budget (true if none).
+  static bool Fits(size_t bytes);
+  // Whether the current thread's budget is overdrawn (false if none).
+  static bool Exhausted();
+  // Marks the current thread's budget overdrawn: for builders that cannot
+  // return an error and stop early instead.
+  static void Overdraw();
+  bool exhausted() const;
+  int64_t limit() const { return limit_; }
+
+ private:
+  int64_t limit_;
+  std::shared_ptr<State> state_;  // shared with the values that charged it
+  std::shared_ptr<State> previous_;
+};
+
 using ValueList = std::vector<Value>;
 // Insertion-ordered, as Python dicts are.
 using ValueDict = std::vector<std::pair<std::string, Value>>;
@@ -36,10 +70,10 @@ class Value {
   Value(int64_t i) : kind_(Kind::kInt), i_(i) {}
   Value(int i) : kind_(Kind::kInt), i_(i) {}
   Value(double d) : kind_(Kind::kFloat), d_(d) {}
-  Value(std::string s) : kind_(Kind::kString), s_(std::make_shared<std::string>(std::move(s))) {}
+  Value(std::string s) : kind_(Kind::kString), s_(MakeString(std::move(s))) {}
   Value(const char* s) : Value(std::string(s)) {}
-  static Value List(ValueList l) { Value v; v.kind_ = Kind::kList; v.list_ = std::make_shared<ValueList>(std::move(l)); return v; }
-  static Value Dict(ValueDict d) { Value v; v.kind_ = Kind::kDict; v.dict_ = std::make_shared<ValueDict>(std::move(d)); return v; }
+  static Value List(ValueList l) { Value v; v.kind_ = Kind::kList; v.list_ = MakeList(std::move(l)); return v; }
+  static Value Dict(ValueDict d) { Value v; v.kind_ = Kind::kDict; v.dict_ = MakeDict(std::move(d)); return v; }
   static Value Func(Function f) { Value v; v.kind_ = Kind::kFunction; v.fn_ = std::make_shared<Function>(std::move(f)); return v; }
   static Value FromJson(const nlohmann::ordered_json& j);
 
@@ -58,6 +92,8 @@ class Value {
   int64_t as_int() const { return kind_ == Kind::kBool ? (b_ ? 1 : 0) : i_; }
   double as_double() const { return kind_ == Kind::kFloat ? d_ : static_cast<double>(as_int()); }
   const std::string& as_string() const { return *s_; }
+  // Mutable for reading and sorting in place; growth goes through Append
+  // so that the budget sees it.
   ValueList& list() const { return *list_; }
   ValueDict& dict() const { return *dict_; }
   const Function& function() const { return *fn_; }
@@ -65,6 +101,8 @@ class Value {
   // nullptr when absent. REQUIRES: is_dict().
   const Value* Find(std::string_view key) const;
   void Set(const std::string& key, Value v) const;
+  // REQUIRES: is_list().
+  void Append(Value v) const;
 
   bool Truthy() const;
   std::string Str() const;   // Python str()
@@ -74,6 +112,11 @@ class Value {
   absl::StatusOr<std::string> ToJson(int indent, int depth = 0) const;
 
  private:
+  void ReprInto(std::string& out, int depth) const;
+  static std::shared_ptr<std::string> MakeString(std::string s);
+  static std::shared_ptr<ValueList> MakeList(ValueList l);
+  static std::shared_ptr<ValueDict> MakeDict(ValueDict d);
+
   Kind kind_ = Kind::kUndefined;
   bool b_ = false;
   int64_t i_ = 0;

@@ -66,12 +66,18 @@ absl::Status Assemble(ModelBundle* b, const std::string& path, const ModelBundle
                                                            " tokens but the embedding has ",
                                                            b->model->config().n_vocab, " rows")));
   }
-  if (const std::optional<std::string>& src = b->checkpoint->chat_template(); src.has_value()) {
+  const bool overridden = options.chat_template_override.has_value();
+  const std::optional<std::string>& src =
+      overridden ? options.chat_template_override : b->checkpoint->chat_template();
+  if (src.has_value()) {
     const Tokenizer& t = *b->tokenizer;
     std::string bos = t.bos_id() >= 0 ? t.TokenText(t.bos_id()) : "";
     std::string eos = t.eos_id() >= 0 ? t.TokenText(t.eos_id()) : "";
     auto ct = ChatTemplate::Create(*src, bos, eos);
-    if (!ct.ok()) return in_path(ct.status());
+    if (!ct.ok()) {
+      if (!overridden) return in_path(ct.status());
+      return absl::Status(ct.status().code(), absl::StrCat(options.chat_template_origin, ": ", ct.status().message()));
+    }
     b->chat_template = std::move(*ct);
   }
   return absl::OkStatus();

@@ -5,6 +5,7 @@
 #define TESSERA_WORKER_MODEL_MODEL_BUNDLE_H_
 
 #include <memory>
+#include <optional>
 #include <vector>
 #include <string>
 
@@ -39,6 +40,10 @@ struct ModelBundleOptions {
   int threads = 0;
   int max_batch_tokens = 512;
   int max_logit_rows = 64;  // at most max_batch_tokens
+  // Replaces the checkpoint's chat template when set (the text of a Jinja
+  // template, e.g. from --chat-template FILE); it is validated the same way.
+  std::optional<std::string> chat_template_override;
+  std::string chat_template_origin;  // names the override in errors
 };
 
 // `path`: a GGUF file or a Hugging Face checkpoint directory.

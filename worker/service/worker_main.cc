@@ -25,6 +25,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/command_line.h"
+#include "common/json/json_file.h"
 #include "common/flag_names.h"
 #include "common/metrics/metrics_server.h"
 #include "worker/engine/engine.h"
@@ -37,6 +38,8 @@ ABSL_FLAG(std::string, model, "",
           "GGUF file or Hugging Face checkpoint directory (dense, AWQ, GPTQ, compressed-tensors; default: the bundled "
           "model)");
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
+ABSL_FLAG(std::string, chat_template, "",
+          "file holding a Jinja chat template to use instead of the model's own (checked at load like the model's)");
 ABSL_FLAG(std::string, model_name, "",
           "name clients use for the model (default: the GGUF file name without .gguf, or the directory's name)");
 ABSL_FLAG(int, threads, -1, "CPU threads (0 = all; default 0)");
@@ -78,6 +81,7 @@ struct WorkerConfig {
   std::string listen = "127.0.0.1:50051";
   std::string model;
   std::string model_name;
+  std::string chat_template;  // a file; empty: the model's own template
   int threads = 0;
   int max_waiting = 256;
   int max_num_seqs = 32;
@@ -105,6 +109,7 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "backend") c.backend = kv.second.as<std::string>();
       else if (key == "model") c.model = kv.second.as<std::string>();
       else if (key == "model_name") c.model_name = kv.second.as<std::string>();
+      else if (key == "chat_template") c.chat_template = kv.second.as<std::string>();
       else if (key == "threads") c.threads = kv.second.as<int>();
       else if (key == "max_waiting") c.max_waiting = kv.second.as<int>();
       else if (key == "max_num_seqs") c.max_num_seqs = kv.second.as<int>();
@@ -197,6 +202,7 @@ int main(int argc, char** argv) {
   if (c.drain_timeout_s < 0 || c.drain_timeout_s > 3600) return fail("drain_timeout_s must be in [0, 3600]");
   if (!absl::GetFlag(FLAGS_model).empty()) c.model = absl::GetFlag(FLAGS_model);
   if (!absl::GetFlag(FLAGS_model_name).empty()) c.model_name = absl::GetFlag(FLAGS_model_name);
+  if (!absl::GetFlag(FLAGS_chat_template).empty()) c.chat_template = absl::GetFlag(FLAGS_chat_template);
   if (absl::GetFlag(FLAGS_threads) >= 0) c.threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_max_waiting) >= 0) c.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   if (absl::GetFlag(FLAGS_max_num_seqs) >= 0) c.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
@@ -224,7 +230,7 @@ int main(int argc, char** argv) {
 
   YAML::Emitter out;
   out << YAML::BeginMap << YAML::Key << "backend" << YAML::Value << c.backend << YAML::Key << "listen" << YAML::Value << c.listen << YAML::Key << "model" << YAML::Value
-      << c.model << YAML::Key << "model_name" << YAML::Value << c.model_name << YAML::Key << "threads"
+      << c.model << YAML::Key << "model_name" << YAML::Value << c.model_name << YAML::Key << "chat_template" << YAML::Value << c.chat_template << YAML::Key << "threads"
       << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::Key
       << "max_num_seqs" << YAML::Value << c.max_num_seqs << YAML::Key << "max_num_batched_tokens" << YAML::Value
       << c.max_num_batched_tokens << YAML::Key << "kv_cache_memory" << YAML::Value << c.kv_cache_memory_mib
@@ -274,10 +280,17 @@ int main(int argc, char** argv) {
   }
 
   const auto load_start = std::chrono::steady_clock::now();
-  const tessera::ModelBundleOptions bundle_options{.device = c.device,
-                                                   .threads = c.threads,
-                                                   .max_batch_tokens = c.max_num_batched_tokens,
-                                                   .max_logit_rows = c.max_num_seqs};
+  tessera::ModelBundleOptions bundle_options{.device = c.device,
+                                             .threads = c.threads,
+                                             .max_batch_tokens = c.max_num_batched_tokens,
+                                             .max_logit_rows = c.max_num_seqs};
+  if (!c.chat_template.empty()) {
+    // Templates are small; 1 MiB is far above any real one (Llama 3.1's is ~10 KiB).
+    auto text = tessera::ReadRegularFile(c.chat_template, 1 << 20);
+    if (!text.ok()) return fail(absl::StrCat("--chat-template: ", text.status().message()));
+    bundle_options.chat_template_override = std::move(*text);
+    bundle_options.chat_template_origin = c.chat_template;
+  }
   auto bundle = c.synthetic.empty()
                     ? tessera::LoadModelBundle(c.model, bundle_options)
                     : tessera::LoadSyntheticModelBundle(c.synthetic, c.synthetic_type, bundle_options);
