@@ -312,7 +312,7 @@ CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grp
                                                                                                 : "unavailable";
   // A retry is only a retry if another worker can take it: with none left
   // the refusal goes to the client (shed), never counted as a retry.
-  if (!pool_->Pick(request_.model, request_.adapter, tried_).ok()) {
+  if (!pool_->CanRoute(request_.model, request_.adapter, tried_).ok()) {
     ShedLocked(error, reason == "hung" ? "unavailable" : reason);
     return nullptr;
   }

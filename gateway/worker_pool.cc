@@ -495,12 +495,14 @@ bool WorkerPool::Routable(const Worker& w, int max_in_flight) {
   return w.healthy.load() && !w.ejected.load() && !w.removed.load() && w.in_flight.load() < max_in_flight;
 }
 
-absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, const std::string& adapter,
-                                                   const std::vector<const Worker*>& exclude) {
-  std::vector<RouteCandidate> candidates;
-  std::vector<std::shared_ptr<Worker>> workers;
+absl::StatusOr<WorkerPool::Candidates> WorkerPool::CollectCandidates(const std::string& model,
+                                                                     const std::string& adapter,
+                                                                     const std::vector<const Worker*>& exclude) {
+  Candidates out;
+  std::vector<RouteCandidate>& candidates = out.candidates;
+  std::vector<std::shared_ptr<Worker>>& workers = out.workers;
+  std::string& use = out.use;
   const std::vector<std::shared_ptr<Worker>> all = Snapshot();
-  std::string use;  // the adapter the request runs with
   bool any_routable = false, any_open_circuit = false;
   absl::Status conflict;
   for (const auto& w : all) {
@@ -566,6 +568,21 @@ absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, con
     const std::string& missing = adapter.empty() ? model : adapter;
     return WithCode(absl::NotFoundError(absl::StrCat("The model '", missing, "' does not exist")), "model_not_found");
   }
+  return out;
+}
+
+absl::Status WorkerPool::CanRoute(const std::string& model, const std::string& adapter,
+                                  const std::vector<const Worker*>& exclude) {
+  return CollectCandidates(model, adapter, exclude).status();
+}
+
+absl::StatusOr<WorkerPool::Route> WorkerPool::Pick(const std::string& model, const std::string& adapter,
+                                                   const std::vector<const Worker*>& exclude) {
+  absl::StatusOr<Candidates> found = CollectCandidates(model, adapter, exclude);
+  if (!found.ok()) return found.status();
+  const std::vector<RouteCandidate>& candidates = found->candidates;
+  const std::vector<std::shared_ptr<Worker>>& workers = found->workers;
+  const std::string& use = found->use;
   const RouteDecision d = policy_->Pick(use, candidates);
   const std::shared_ptr<Worker>& chosen = workers[d.chosen];
   chosen->sent_since_report.fetch_add(1);

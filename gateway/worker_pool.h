@@ -127,6 +127,11 @@ class WorkerPool {
   // serves it; Unavailable if no worker is routable.
   absl::StatusOr<Route> Pick(const std::string& model, const std::string& adapter = "",
                              const std::vector<const Worker*>& exclude = {});
+  // Whether Pick would find a worker, without Pick's effects (no route is
+  // logged or counted, no load is attributed, nothing is prefetched): a
+  // caller deciding whether a retry is possible asks this first.
+  absl::Status CanRoute(const std::string& model, const std::string& adapter,
+                        const std::vector<const Worker*>& exclude);
 
   // Outcomes of requests, for health and outlier detection.
   void ReportSuccess(Worker& w);
@@ -193,6 +198,15 @@ class WorkerPool {
   void StartWatch(const std::shared_ptr<Worker>& w);
   void Prefetch(const std::shared_ptr<Worker>& w, const std::string& adapter);
   static bool Routable(const Worker& w, int max_in_flight);
+  // The workers a request may go to, for Pick and CanRoute; the same
+  // errors as Pick when there are none.
+  struct Candidates {
+    std::vector<RouteCandidate> candidates;
+    std::vector<std::shared_ptr<Worker>> workers;
+    std::string use;  // the adapter the request runs with
+  };
+  absl::StatusOr<Candidates> CollectCandidates(const std::string& model, const std::string& adapter,
+                                               const std::vector<const Worker*>& exclude);
 
   WorkerPoolOptions options_;
   std::vector<DnsTarget> dns_targets_;
