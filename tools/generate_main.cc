@@ -27,6 +27,8 @@ ABSL_FLAG(std::string, model, "", "GGUF model file (default: the bundled SmolLM2
 ABSL_FLAG(std::optional<std::string>, prompt, std::nullopt, "raw text to continue");
 ABSL_FLAG(std::optional<std::string>, chat, std::nullopt, "one user message, wrapped in the chat template");
 ABSL_FLAG(std::optional<std::string>, tokenize, std::nullopt, "print the token ids of this text and exit");
+ABSL_FLAG(bool, chat_content_special_tokens, false,
+          "let control-token text in the --chat message become control tokens (unsafe; the old behaviour)");
 ABSL_FLAG(int, max_tokens, 128, "maximum tokens to generate");
 ABSL_FLAG(double, temperature, 0.0, "sampling temperature (0 = greedy)");
 ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass");
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
   tessera::ModelBundleOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
   options.device = absl::GetFlag(FLAGS_device);
+  options.chat_content_special_tokens = absl::GetFlag(FLAGS_chat_content_special_tokens);
   auto bundle = tessera::LoadModelBundle(path, options);
   if (!bundle.ok()) return Fail(std::string(bundle.status().message()));
   tessera::ModelBundle& b = **bundle;
@@ -81,9 +84,9 @@ int main(int argc, char** argv) {
   if (auto p = absl::GetFlag(FLAGS_prompt)) {
     req.prompt = b.tokenizer->Encode(*p, {.add_special = true, .parse_special = false});
   } else {
-    auto chat = b.ChatPrompt(*absl::GetFlag(FLAGS_chat));
+    auto chat = b.EncodeChatPrompt(*absl::GetFlag(FLAGS_chat));
     if (!chat.ok()) return Fail(std::string(chat.status().message()));
-    req.prompt = b.tokenizer->Encode(*chat, {.add_special = true, .parse_special = true});
+    req.prompt = std::move(*chat);
   }
   req.max_tokens = absl::GetFlag(FLAGS_max_tokens);
   req.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));

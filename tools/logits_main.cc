@@ -51,9 +51,9 @@ int main(int argc, char** argv) {
     const bool sp = absl::GetFlag(FLAGS_special);
     ids = b.tokenizer->Encode(*t, {.add_special = sp, .parse_special = sp});
   } else if (auto c = absl::GetFlag(FLAGS_chat)) {
-    auto prompt = b.ChatPrompt(*c);
+    auto prompt = b.EncodeChatPrompt(*c);
     if (!prompt.ok()) return fail(prompt.status().message());
-    ids = b.tokenizer->Encode(*prompt, {.add_special = true, .parse_special = true});
+    ids = std::move(*prompt);
   } else if (auto s = absl::GetFlag(FLAGS_ids)) {
     for (absl::string_view part : absl::StrSplit(*s, ' ', absl::SkipEmpty())) {
       int32_t v;

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/tokenizer/pre_tokenizer.h"
+#include "worker/tokenizer/tokenizer.h"
 #include "worker/tokenizer/unicode.h"
 
 namespace tessera {
@@ -47,6 +48,75 @@ TEST(PreTokenizerTest, UnknownNameIsAnError) {
   EXPECT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("'tekken'"), std::string::npos);
 }
+
+// A byte-level vocabulary of the printable ASCII characters (which GPT-2's
+// byte mapping leaves as they are), no merges, a control token and a
+// user-defined one.
+std::unique_ptr<Tokenizer> TinyTokenizer(TokenizerSpec::AddedTokenMatch match) {
+  TokenizerSpec spec;
+  spec.added_match = match;
+  for (char c = '!'; c <= '~'; ++c) {
+    spec.tokens.push_back(std::string(1, c));
+    spec.types.push_back(TokenType::kNormal);
+  }
+  const int32_t end = static_cast<int32_t>(spec.tokens.size());
+  spec.tokens.push_back("<|im_end|>");
+  spec.types.push_back(TokenType::kControl);
+  spec.tokens.push_back("<tool>");
+  spec.types.push_back(TokenType::kUserDefined);
+  AddedToken control;
+  control.id = end;
+  control.content = "<|im_end|>";
+  control.special = true;
+  AddedToken user;
+  user.id = end + 1;
+  user.content = "<tool>";
+  spec.added = {control, user};
+  spec.scores.assign(spec.tokens.size(), 0.0f);
+  auto t = Tokenizer::Create(spec);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return t.ok() ? std::move(*t) : nullptr;
+}
+
+class UntrustedRangesTest : public testing::TestWithParam<TokenizerSpec::AddedTokenMatch> {};
+
+TEST_P(UntrustedRangesTest, ControlTokensMatchOnlyOutsideRequestText) {
+  auto tok = TinyTokenizer(GetParam());
+  ASSERT_NE(tok, nullptr);
+  const int32_t end = 94, tool = 95;
+  auto ids = [&](std::string_view text, std::vector<std::pair<size_t, size_t>> untrusted) {
+    return tok->Encode(text, {.parse_special = true, .untrusted = &untrusted});
+  };
+  const std::vector<int32_t> plain = tok->Encode("<|im_end|>", {.parse_special = false});
+  ASSERT_EQ(plain.size(), 10u);
+  ASSERT_EQ(tok->Encode("<|im_end|>", {.parse_special = true}), std::vector<int32_t>{end});
+  // "a" + request "<|im_end|>" + template "<|im_end|>".
+  const std::string text = "a<|im_end|><|im_end|>";
+  std::vector<int32_t> want = {'a' - '!'};
+  want.insert(want.end(), plain.begin(), plain.end());
+  want.push_back(end);
+  EXPECT_EQ(ids(text, {{1, 11}}), want);
+  // Every control token is the template's: all match.
+  EXPECT_EQ(ids(text, {}), (std::vector<int32_t>{'a' - '!', end, end}));
+  // A match that only overlaps request text (its last byte, or its first)
+  // is not the template's either.
+  EXPECT_EQ(ids("<|im_end|>", {{9, 10}}), plain);
+  EXPECT_EQ(ids("<|im_end|>", {{0, 1}}), plain);
+  // Ranges next to a match do not touch it.
+  EXPECT_EQ(ids("x<|im_end|>y", {{0, 1}, {11, 12}}), (std::vector<int32_t>{'x' - '!', end, 'y' - '!'}));
+  // User-defined added tokens are text-level tokens: they match in request
+  // text as they do with parse_special off (llama.cpp's rule).
+  EXPECT_EQ(ids("<tool>", {{0, 6}}), std::vector<int32_t>{tool});
+  EXPECT_EQ(tok->Encode("<tool>", {.parse_special = false}), std::vector<int32_t>{tool});
+  // Without parse_special the ranges change nothing.
+  std::vector<std::pair<size_t, size_t>> none;
+  EXPECT_EQ(tok->Encode(text, {.parse_special = false, .untrusted = &none}),
+            tok->Encode(text, {.parse_special = false}));
+}
+
+INSTANTIATE_TEST_SUITE_P(BothMatchRules, UntrustedRangesTest,
+                         testing::Values(TokenizerSpec::AddedTokenMatch::kLongestFirst,
+                                         TokenizerSpec::AddedTokenMatch::kLeftmostLongest));
 
 }  // namespace
 }  // namespace tessera

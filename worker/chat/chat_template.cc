@@ -38,16 +38,25 @@ absl::Status ChatTemplate::Validate() const {
 
 absl::StatusOr<std::string> ChatTemplate::Apply(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                                 const nlohmann::ordered_json& extra) const {
+  TESSERA_ASSIGN_OR_RETURN(jinja::RenderedText r, ApplyWithProvenance(messages, add_generation_prompt, extra));
+  return std::move(r.text);
+}
+
+absl::StatusOr<jinja::RenderedText> ChatTemplate::ApplyWithProvenance(const nlohmann::ordered_json& messages,
+                                                                      bool add_generation_prompt,
+                                                                      const nlohmann::ordered_json& extra) const {
   if (!messages.is_array()) return absl::InvalidArgumentError("messages must be an array");
   jinja::Value ctx = jinja::Value::Dict({});
   if (extra.is_object()) {
-    for (auto it = extra.begin(); it != extra.end(); ++it) ctx.Set(it.key(), jinja::Value::FromJson(it.value()));
+    for (auto it = extra.begin(); it != extra.end(); ++it) {
+      ctx.Set(it.key(), jinja::Value::FromJson(it.value(), /*untrusted=*/true));
+    }
   }
-  ctx.Set("messages", jinja::Value::FromJson(messages));
+  ctx.Set("messages", jinja::Value::FromJson(messages, /*untrusted=*/true));
   ctx.Set("add_generation_prompt", jinja::Value(add_generation_prompt));
   ctx.Set("bos_token", jinja::Value(bos_));
   ctx.Set("eos_token", jinja::Value(eos_));
-  absl::StatusOr<std::string> text = template_->Render(ctx);
+  absl::StatusOr<jinja::RenderedText> text = template_->RenderWithProvenance(ctx);
   // Past a limit the template did not fail by itself: this conversation is
   // too big for it. That is the request's problem (400), not a reason to
   // retry (which ResourceExhausted, 429, would invite).

@@ -29,6 +29,12 @@ class ChatTemplate {
   // `extra` (an object or null) adds variables such as tools.
   absl::StatusOr<std::string> Apply(const nlohmann::ordered_json& messages, bool add_generation_prompt,
                                     const nlohmann::ordered_json& extra = nullptr) const;
+  // The same, with the byte ranges that came from `messages` and `extra`
+  // (every string and key in them is request text) marked: a tokenizer must
+  // not read control tokens there (see EncodeOptions::untrusted).
+  absl::StatusOr<jinja::RenderedText> ApplyWithProvenance(const nlohmann::ordered_json& messages,
+                                                          bool add_generation_prompt,
+                                                          const nlohmann::ordered_json& extra = nullptr) const;
 
  private:
   absl::Status Validate() const;

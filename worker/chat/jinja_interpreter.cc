@@ -17,14 +17,58 @@ absl::Status RenderError(int line, absl::string_view msg) {
   return absl::InvalidArgumentError(absl::StrCat("chat template line ", line, ": ", msg));
 }
 
-std::string StripChars(const std::string& s, const std::string* chars, bool left, bool right) {
+// The part of `s` that Python's strip() keeps: [first, second).
+std::pair<size_t, size_t> StripBounds(const std::string& s, const std::string* chars, bool left, bool right) {
   auto strip = [&](char c) {
     return chars ? chars->find(c) != std::string::npos : std::isspace(static_cast<unsigned char>(c)) != 0;
   };
   size_t b = 0, e = s.size();
   if (left) while (b < e && strip(s[b])) ++b;
   if (right) while (e > b && strip(s[e - 1])) --e;
-  return s.substr(b, e - b);
+  return {b, e};
+}
+
+// A part of string `v`, keeping its provenance.
+Value Part(const Value& v, size_t from, size_t len) {
+  TextBuilder b;
+  b.AppendPart(v, from, len);
+  return std::move(b).Build();
+}
+
+Value Strip(const Value& v, const std::string* chars, bool left, bool right) {
+  const Value s = v.is_string() ? v : Value::WithProvenance(v.Str(), {});
+  const auto [b, e] = StripBounds(s.as_string(), chars, left, right);
+  if (v.is_string()) return Part(s, b, e - b);
+  TextBuilder out;
+  out.Append(std::string_view(s.as_string()).substr(b, e - b), v.AnyUntrusted());
+  return std::move(out).Build();
+}
+
+// Provenance for a value an operation made without tracking it: if any of
+// the operation's inputs held outside text, so does every new string in the
+// result (and every string a new list holds). Conservative by design: an
+// operation added later is safe before anyone thinks of provenance.
+Value Inherit(Value result, bool inputs_untrusted) {
+  if (!inputs_untrusted) return result;
+  if (result.is_string() && result.provenance() == nullptr) return Value::Untrusted(result.as_string());
+  if (result.is_list()) {
+    bool any = false;
+    for (const Value& x : result.list()) any |= x.is_string() && x.provenance() == nullptr;
+    if (!any) return result;
+    ValueList l;
+    l.reserve(result.list().size());
+    for (const Value& x : result.list()) {
+      l.push_back(x.is_string() && x.provenance() == nullptr ? Value::Untrusted(x.as_string()) : x);
+    }
+    return Value::List(std::move(l));
+  }
+  return result;
+}
+
+bool AnyUntrusted(const CallArgs& args) {
+  for (const Value& v : args.positional) if (v.AnyUntrusted()) return true;
+  for (const auto& [k, v] : args.keyword) if (v.AnyUntrusted()) return true;
+  return false;
 }
 
 std::string Title(const std::string& s, bool only_first) {
@@ -50,7 +94,7 @@ class Renderer {
  public:
   explicit Renderer(const RenderLimits& limits) : limits_(limits), budget_(limits.max_value_bytes) {}
 
-  absl::Status RenderNodes(const NodeList& nodes, std::string& out, Flow* flow) {
+  absl::Status RenderNodes(const NodeList& nodes, TextBuilder& out, Flow* flow) {
     for (const auto& n : nodes) {
       TESSERA_RETURN_IF_ERROR(RenderNode(*n, out, flow));
       if (*flow != Flow::kNormal) return absl::OkStatus();
@@ -80,15 +124,15 @@ class Renderer {
     return Value();
   }
 
-  absl::Status RenderNode(const Node& n, std::string& out, Flow* flow) {
+  absl::Status RenderNode(const Node& n, TextBuilder& out, Flow* flow) {
     TESSERA_RETURN_IF_ERROR(Step(n.line));
     switch (n.kind) {
       case Node::Kind::kText:
-        out += n.text;
+        out.Append(n.text, /*untrusted=*/false);
         break;
       case Node::Kind::kOutput: {
         TESSERA_ASSIGN_OR_RETURN(Value v, Eval(*n.expr));
-        out += v.Str();
+        out.AppendValue(v);
         break;
       }
       case Node::Kind::kIf:
@@ -110,10 +154,10 @@ class Renderer {
         break;
       }
       case Node::Kind::kSetBlock: {
-        std::string captured;
+        TextBuilder captured;
         Flow f = Flow::kNormal;
         TESSERA_RETURN_IF_ERROR(RenderNodes(n.body, captured, &f));
-        TESSERA_RETURN_IF_ERROR(Assign(n, Value(captured)));
+        TESSERA_RETURN_IF_ERROR(Assign(n, std::move(captured).Build()));
         break;
       }
       case Node::Kind::kMacro:
@@ -173,24 +217,24 @@ class Renderer {
         vars.emplace_back(pname, v);
       }
       PushScope(std::move(vars));
-      std::string out;
+      TextBuilder out;
       Flow f = Flow::kNormal;
       absl::Status s = RenderNodes(node->body, out, &f);
       PopScope();
       --call_depth_;
       if (!s.ok()) return s;
-      return Value(out);
+      return std::move(out).Build();
     });
   }
 
-  absl::Status RenderFor(const Node& n, std::string& out) {
+  absl::Status RenderFor(const Node& n, TextBuilder& out) {
     TESSERA_ASSIGN_OR_RETURN(Value seq, Eval(*n.expr));
     ValueList items;
     if (seq.is_list()) items = seq.list();
-    else if (seq.is_dict()) for (const auto& [k, v] : seq.dict()) items.push_back(Value(k));
+    else if (seq.is_dict()) for (const auto& [k, v] : seq.dict()) items.push_back(seq.Key(k));
     else if (seq.is_string()) {
       if (!AllocationBudget::Fits(seq.as_string().size() * sizeof(Value))) return MemoryError(n.line);
-      for (char c : seq.as_string()) items.push_back(Value(std::string(1, c)));
+      for (size_t i = 0; i < seq.as_string().size(); ++i) items.push_back(Part(seq, i, 1));
     }
     else if (!seq.is_undefined() && !seq.is_none()) {
       return RenderError(n.line, absl::StrCat("cannot iterate over a value of type ", seq.TypeName()));
@@ -266,6 +310,7 @@ class Renderer {
           TESSERA_ASSIGN_OR_RETURN(Value k, Eval(*e.items[i]));
           TESSERA_ASSIGN_OR_RETURN(Value v, Eval(*e.items[i + 1]));
           if (!k.is_string()) return RenderError(e.line, "dict keys must be strings");
+          if (k.AnyUntrusted()) dict.MarkKeysUntrusted();
           dict.Set(k.as_string(), std::move(v));
         }
         return dict;
@@ -286,7 +331,9 @@ class Renderer {
           return RenderError(e.line, absl::StrCat("'", fn.TypeName(), "' object is not callable"));
         }
         TESSERA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e));
-        return fn.function()(args);
+        const bool untrusted = AnyUntrusted(args);
+        TESSERA_ASSIGN_OR_RETURN(Value r, fn.function()(args));
+        return Inherit(std::move(r), untrusted);
       }
       case Expr::Kind::kFilter: return EvalFilter(e);
       case Expr::Kind::kTest: {
@@ -352,7 +399,7 @@ class Renderer {
       if (i < 0) i += n;
       if (i < 0 || i >= n) return Value();  // undefined, as Jinja2 does
       if (obj.is_list()) return obj.list()[i];
-      return Value(std::string(1, obj.as_string()[i]));
+      return Part(obj, static_cast<size_t>(i), 1);
     }
     if (obj.is_none()) return RenderError(line, "cannot index None");
     return Value();
@@ -374,7 +421,7 @@ class Renderer {
     if (name == "items") {
       return Value::Func([d](CallArgs&) -> absl::StatusOr<Value> {
         ValueList l;
-        for (const auto& [k, v] : d.dict()) l.push_back(Value::List({Value(k), v}));
+        for (const auto& [k, v] : d.dict()) l.push_back(Value::List({d.Key(k), v}));
         return Value::List(std::move(l));
       });
     }
@@ -382,7 +429,7 @@ class Renderer {
       const bool keys = name == "keys";
       return Value::Func([d, keys](CallArgs&) -> absl::StatusOr<Value> {
         ValueList l;
-        for (const auto& [k, v] : d.dict()) l.push_back(keys ? Value(k) : v);
+        for (const auto& [k, v] : d.dict()) l.push_back(keys ? d.Key(k) : v);
         return Value::List(std::move(l));
       });
     }
@@ -407,15 +454,27 @@ class Renderer {
     return Value();
   }
 
+  // A string's method; what it makes inherits the string's outside text
+  // unless the method keeps provenance exactly (strip, split).
   absl::StatusOr<Value> StringMethod(const Value& sv, const std::string& name, int line) {
+    TESSERA_ASSIGN_OR_RETURN(Value m, StringMethodUntracked(sv, name, line));
+    if (!m.is_function() || !sv.AnyUntrusted()) return m;
+    Function inner = m.function();
+    return Value::Func([inner](CallArgs& a) -> absl::StatusOr<Value> {
+      TESSERA_ASSIGN_OR_RETURN(Value r, inner(a));
+      return Inherit(std::move(r), /*inputs_untrusted=*/true);
+    });
+  }
+
+  absl::StatusOr<Value> StringMethodUntracked(const Value& sv, const std::string& name, int line) {
     const std::string s = sv.as_string();
     auto str_arg = [](CallArgs& a, size_t i) -> const std::string* {
       return i < a.positional.size() && a.positional[i].is_string() ? &a.positional[i].as_string() : nullptr;
     };
     if (name == "strip" || name == "lstrip" || name == "rstrip") {
       const bool l = name != "rstrip", r = name != "lstrip";
-      return Value::Func([s, l, r, str_arg](CallArgs& a) -> absl::StatusOr<Value> {
-        return Value(StripChars(s, str_arg(a, 0), l, r));
+      return Value::Func([sv, l, r, str_arg](CallArgs& a) -> absl::StatusOr<Value> {
+        return Strip(sv, str_arg(a, 0), l, r);
       });
     }
     if (name == "upper" || name == "lower" || name == "title" || name == "capitalize") {
@@ -441,7 +500,7 @@ class Renderer {
       });
     }
     if (name == "split") {
-      return Value::Func([this, s, str_arg, line](CallArgs& a) -> absl::StatusOr<Value> {
+      return Value::Func([this, s, sv, str_arg, line](CallArgs& a) -> absl::StatusOr<Value> {
         ValueList parts;
         // Many tiny parts cost a Value slot each: check while splitting.
         auto fits = [&] { return (parts.size() & 1023) != 0 || AllocationBudget::Fits(parts.size() * sizeof(Value)); };
@@ -453,9 +512,9 @@ class Renderer {
             while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
             if (i >= s.size()) break;
             size_t j = i;
-            if (max_split == 0) { parts.push_back(Value(s.substr(i))); break; }
+            if (max_split == 0) { parts.push_back(Part(sv, i, s.size() - i)); break; }
             while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
-            parts.push_back(Value(s.substr(i, j - i)));
+            parts.push_back(Part(sv, i, j - i));
             if (!fits()) return MemoryError(line);
             if (max_split > 0) --max_split;
             i = j;
@@ -464,8 +523,8 @@ class Renderer {
           size_t i = 0;
           while (true) {
             size_t j = max_split == 0 ? std::string::npos : s.find(*sep, i);
-            if (j == std::string::npos) { parts.push_back(Value(s.substr(i))); break; }
-            parts.push_back(Value(s.substr(i, j - i)));
+            if (j == std::string::npos) { parts.push_back(Part(sv, i, s.size() - i)); break; }
+            parts.push_back(Part(sv, i, j - i));
             if (!fits()) return MemoryError(line);
             if (max_split > 0) --max_split;
             i = j + sep->size();
@@ -544,13 +603,13 @@ class Renderer {
     const int64_t b = clamp(start, step > 0 ? 0 : n - 1);
     const int64_t en = clamp(stop, step > 0 ? n : -1);
     ValueList l;
-    std::string str;
+    TextBuilder str;
     for (int64_t i = b; step > 0 ? i < en : i > en; i += step) {
       if (obj.is_list()) l.push_back(obj.list()[i]);
-      else str.push_back(obj.as_string()[i]);
+      else str.AppendPart(obj, static_cast<size_t>(i), 1);
     }
     if (obj.is_list()) return Value::List(std::move(l));
-    return Value(str);
+    return std::move(str).Build();
   }
 
   absl::StatusOr<Value> EvalBinary(const Expr& e) {
@@ -583,14 +642,21 @@ class Renderer {
       return Value(cmp >= 0);
     }
     if (op == "~") {
-      std::string l = a.Str(), r = b.Str();
-      if (!AllocationBudget::Fits(l.size() + r.size())) return MemoryError(e.line);
-      return Value(l + r);
+      const size_t la = a.is_string() ? a.as_string().size() : a.Str().size();
+      const size_t lb = b.is_string() ? b.as_string().size() : b.Str().size();
+      if (!AllocationBudget::Fits(la + lb)) return MemoryError(e.line);
+      TextBuilder out;
+      out.AppendValue(a);
+      out.AppendValue(b);
+      return std::move(out).Build();
     }
     if (op == "+") {
       if (a.is_string() && b.is_string()) {
         if (!AllocationBudget::Fits(a.as_string().size() + b.as_string().size())) return MemoryError(e.line);
-        return Value(a.as_string() + b.as_string());
+        TextBuilder out;
+        out.AppendValue(a);
+        out.AppendValue(b);
+        return std::move(out).Build();
       }
       if (a.is_list() && b.is_list()) {
         if (!AllocationBudget::Fits((a.list().size() + b.list().size()) * sizeof(Value))) return MemoryError(e.line);
@@ -603,10 +669,9 @@ class Renderer {
       const size_t n = static_cast<size_t>(std::max<int64_t>(0, b.as_int()));
       const size_t len = a.as_string().size();
       if (len != 0 && (n > SIZE_MAX / len || !AllocationBudget::Fits(len * n))) return MemoryError(e.line);
-      std::string out;
-      out.reserve(len * n);
-      for (size_t i = 0; i < n; ++i) out += a.as_string();
-      return Value(std::move(out));
+      TextBuilder out;
+      for (size_t i = 0; i < n; ++i) out.AppendValue(a);
+      return std::move(out).Build();
     }
     if (!a.is_number() || !b.is_number()) {
       return RenderError(e.line, absl::StrCat("unsupported operand types for ", op, ": ", a.TypeName(), " and ", b.TypeName()));
@@ -679,20 +744,32 @@ class Renderer {
     return RenderError(e.line, absl::StrCat("unsupported construct: test '", t, "'"));
   }
 
+  // Filters that keep provenance exactly build their strings with
+  // TextBuilder/Part; for the rest, new strings inherit their inputs'.
   absl::StatusOr<Value> EvalFilter(const Expr& e) {
     TESSERA_ASSIGN_OR_RETURN(Value v, Eval(*e.a));
     TESSERA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e));
+    const bool untrusted = v.AnyUntrusted() || AnyUntrusted(args);
+    TESSERA_ASSIGN_OR_RETURN(Value r, ApplyFilter(e, v, args));
+    return Inherit(std::move(r), untrusted);
+  }
+
+  absl::StatusOr<Value> ApplyFilter(const Expr& e, const Value& v, CallArgs& args) {
     const std::string& f = e.name;
     auto kw = [&](const std::string& k, size_t pos) -> const Value* {
       for (auto& [name, val] : args.keyword) if (name == k) return &val;
       return pos < args.positional.size() ? &args.positional[pos] : nullptr;
     };
-    if (f == "trim" || f == "strip") return Value(StripChars(v.Str(), nullptr, true, true));
+    if (f == "trim" || f == "strip") return Strip(v, nullptr, true, true);
     if (f == "upper") return Value(absl::AsciiStrToUpper(v.Str()));
     if (f == "lower") return Value(absl::AsciiStrToLower(v.Str()));
     if (f == "title") return Value(Title(v.Str(), false));
     if (f == "capitalize") return Value(Title(v.Str(), true));
-    if (f == "string") return Value(v.Str());
+    if (f == "string") {
+      TextBuilder out;
+      out.AppendValue(v);
+      return std::move(out).Build();
+    }
     if (f == "safe" || f == "e" || f == "escape" || f == "forceescape") {
       if (f == "safe") return v;
       const std::string in = v.Str();
@@ -730,28 +807,27 @@ class Renderer {
       }
       if (v.is_string()) {
         if (v.as_string().empty()) return Value();
-        return Value(std::string(1, f == "first" ? v.as_string().front() : v.as_string().back()));
+        return Part(v, f == "first" ? 0 : v.as_string().size() - 1, 1);
       }
       return RenderError(e.line, absl::StrCat("cannot take ", f, " of ", v.TypeName()));
     }
     if (f == "join") {
       const Value* sep = kw("d", 0);
-      const std::string s = sep && sep->is_string() ? sep->as_string() : "";
+      const Value s = sep && sep->is_string() ? *sep : Value(std::string());
       const Value* attr = kw("attribute", 1);
       if (!v.is_list()) return RenderError(e.line, "join needs a list");
-      std::string out;
+      TextBuilder out;
       for (size_t i = 0; i < v.list().size(); ++i) {
         if (!AllocationBudget::Fits(out.size())) return MemoryError(e.line);
-        if (i) out += s;
+        if (i) out.AppendValue(s);
         const Value& item = v.list()[i];
         if (attr && attr->is_string() && item.is_dict()) {
-          const Value* a = item.Find(attr->as_string());
-          out += a ? a->Str() : "";
+          if (const Value* a = item.Find(attr->as_string())) out.AppendValue(*a);
         } else {
-          out += item.Str();
+          out.AppendValue(item);
         }
       }
-      return Value(out);
+      return std::move(out).Build();
     }
     if (f == "default" || f == "d") {
       const Value* def = kw("default_value", 0);
@@ -787,18 +863,22 @@ class Renderer {
       if (v.is_list()) return v;
       ValueList l;
       if (v.is_string() && !AllocationBudget::Fits(v.as_string().size() * sizeof(Value))) return MemoryError(e.line);
-      if (v.is_string()) for (char c : v.as_string()) l.push_back(Value(std::string(1, c)));
-      else if (v.is_dict()) for (auto& [k, x] : v.dict()) l.push_back(Value(k));
+      if (v.is_string()) for (size_t i = 0; i < v.as_string().size(); ++i) l.push_back(Part(v, i, 1));
+      else if (v.is_dict()) for (auto& [k, x] : v.dict()) l.push_back(v.Key(k));
       return Value::List(std::move(l));
     }
     if (f == "items") {
       if (!v.is_dict()) return RenderError(e.line, "items needs a mapping");
       ValueList l;
-      for (const auto& [k, x] : v.dict()) l.push_back(Value::List({Value(k), x}));
+      for (const auto& [k, x] : v.dict()) l.push_back(Value::List({v.Key(k), x}));
       return Value::List(std::move(l));
     }
     if (f == "reverse") {
-      if (v.is_string()) return Value(std::string(v.as_string().rbegin(), v.as_string().rend()));
+      if (v.is_string()) {
+        TextBuilder out;
+        for (size_t i = v.as_string().size(); i-- > 0;) out.AppendPart(v, i, 1);
+        return std::move(out).Build();
+      }
       if (v.is_list()) { ValueList l(v.list().rbegin(), v.list().rend()); return Value::List(std::move(l)); }
       return RenderError(e.line, "reverse needs a list or string");
     }
@@ -851,11 +931,12 @@ class Renderer {
         const std::string fn = args.positional[0].as_string();
         for (const Value& item : v.list()) {
           if (AllocationBudget::Exhausted()) return MemoryError(e.line);
-          if (fn == "string") l.push_back(Value(item.Str()));
-          else if (fn == "lower") l.push_back(Value(absl::AsciiStrToLower(item.Str())));
-          else if (fn == "upper") l.push_back(Value(absl::AsciiStrToUpper(item.Str())));
-          else if (fn == "trim") l.push_back(Value(StripChars(item.Str(), nullptr, true, true)));
-          else if (fn == "tojson") { TESSERA_ASSIGN_OR_RETURN(std::string j, item.ToJson(-1)); l.push_back(Value(j)); }
+          const bool outside = item.AnyUntrusted();
+          if (fn == "string") l.push_back(Inherit(Value(item.Str()), outside));
+          else if (fn == "lower") l.push_back(Inherit(Value(absl::AsciiStrToLower(item.Str())), outside));
+          else if (fn == "upper") l.push_back(Inherit(Value(absl::AsciiStrToUpper(item.Str())), outside));
+          else if (fn == "trim") l.push_back(Strip(item, nullptr, true, true));
+          else if (fn == "tojson") { TESSERA_ASSIGN_OR_RETURN(std::string j, item.ToJson(-1)); l.push_back(Inherit(Value(j), outside)); }
           else return RenderError(e.line, absl::StrCat("unsupported construct: map filter '", fn, "'"));
         }
         return Value::List(std::move(l));
@@ -908,6 +989,7 @@ Value Globals() {
   g.Set("namespace", Value::Func([](CallArgs& a) -> absl::StatusOr<Value> {
     Value ns = Value::Dict({});
     if (!a.positional.empty() && a.positional[0].is_dict()) {
+      if (a.positional[0].keys_untrusted()) ns.MarkKeysUntrusted();
       for (auto& [k, v] : a.positional[0].dict()) ns.Set(k, v);
     }
     for (auto& [k, v] : a.keyword) ns.Set(k, v);
@@ -949,15 +1031,23 @@ absl::StatusOr<std::unique_ptr<Template>> Template::Compile(const std::string& s
 }
 
 absl::StatusOr<std::string> Template::Render(const Value& context, const RenderLimits& limits) const {
+  TESSERA_ASSIGN_OR_RETURN(RenderedText r, RenderWithProvenance(context, limits));
+  return std::move(r.text);
+}
+
+absl::StatusOr<RenderedText> Template::RenderWithProvenance(const Value& context, const RenderLimits& limits) const {
   if (!context.is_dict()) return absl::InvalidArgumentError("template context must be a mapping");
   Renderer r(limits);
   r.PushScope(Globals().dict());
   ValueDict vars = context.dict();
   r.PushScope(std::move(vars));
-  std::string out;
+  TextBuilder out;
   Flow f = Flow::kNormal;
   TESSERA_RETURN_IF_ERROR(r.RenderNodes(nodes_, out, &f));
-  return out;
+  RenderedText result;
+  result.untrusted = out.TakeProvenance();
+  result.text = out.TakeText();
+  return result;
 }
 
 }  // namespace tessera::jinja

@@ -29,12 +29,23 @@ struct RenderLimits {
   int max_call_depth = 64;
 };
 
+// A render's text and which of its bytes came from outside the template.
+struct RenderedText {
+  std::string text;
+  Provenance untrusted;
+};
+
 class Template {
  public:
   static absl::StatusOr<std::unique_ptr<Template>> Compile(const std::string& source,
                                                            const LexOptions& options = {});
   // `context` must be a dict of the template's variables.
   absl::StatusOr<std::string> Render(const Value& context, const RenderLimits& limits = {}) const;
+  // The same, with the ranges of the text that come from strings in the
+  // context marked untrusted (see Value::FromJson): copied, sliced, trimmed,
+  // split or joined, they keep their place; any other operation on them
+  // (upper, replace, tojson, ...) makes its whole result untrusted.
+  absl::StatusOr<RenderedText> RenderWithProvenance(const Value& context, const RenderLimits& limits = {}) const;
 
  private:
   NodeList nodes_;

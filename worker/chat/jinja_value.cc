@@ -83,27 +83,108 @@ std::shared_ptr<ValueList> Value::MakeList(ValueList l) { return MakeCounted(std
 
 std::shared_ptr<ValueDict> Value::MakeDict(ValueDict d) { return MakeCounted(std::move(d), DictBytes); }
 
-Value Value::FromJson(const nlohmann::ordered_json& j) {
+namespace {
+int64_t ProvenanceBytes(const Provenance& p) { return Clamp(p.capacity() * sizeof(Provenance::value_type)); }
+
+std::shared_ptr<const Provenance> MakeProvenance(Provenance p) {
+  return MakeCounted(std::move(p), ProvenanceBytes);
+}
+}  // namespace
+
+Value Value::Untrusted(std::string s) {
+  Provenance p;
+  if (!s.empty()) p.emplace_back(0, s.size());
+  return WithProvenance(std::move(s), std::move(p));
+}
+
+Value Value::WithProvenance(std::string s, Provenance untrusted) {
+  Value v(std::move(s));
+  v.untrusted_ = MakeProvenance(std::move(untrusted));
+  return v;
+}
+
+Value Value::FromJson(const nlohmann::ordered_json& j, bool untrusted) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return None();
     case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
     case nlohmann::ordered_json::value_t::number_integer: return Value(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: return Value(static_cast<int64_t>(j.get<uint64_t>()));
     case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::string:
+      return untrusted ? Untrusted(j.get<std::string>()) : Value(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       ValueList l;
-      for (const auto& e : j) l.push_back(FromJson(e));
+      for (const auto& e : j) l.push_back(FromJson(e, untrusted));
       return List(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
       ValueDict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), FromJson(it.value()));
-      return Dict(std::move(d));
+      for (auto it = j.begin(); it != j.end(); ++it) d.emplace_back(it.key(), FromJson(it.value(), untrusted));
+      Value v = Dict(std::move(d));
+      if (untrusted) v.MarkKeysUntrusted();
+      return v;
     }
     default: return Value();
   }
 }
+
+void Value::MarkKeysUntrusted() { untrusted_ = MakeProvenance({}); }
+
+Value Value::Key(const std::string& key) const { return keys_untrusted() ? Untrusted(key) : Value(key); }
+
+bool Value::AnyUntrusted(int depth) const {
+  if (depth > 64) return true;  // not looked into: assume the worst
+  switch (kind_) {
+    case Kind::kString: return untrusted_ != nullptr && !untrusted_->empty();
+    case Kind::kList:
+      for (const Value& v : *list_) if (v.AnyUntrusted(depth + 1)) return true;
+      return false;
+    case Kind::kDict:
+      if (keys_untrusted()) return true;
+      for (const auto& [k, v] : *dict_) if (v.AnyUntrusted(depth + 1)) return true;
+      return false;
+    default: return false;
+  }
+}
+
+void TextBuilder::MarkUntrusted(size_t begin, size_t end) {
+  if (begin >= end) return;
+  if (!untrusted_.empty() && untrusted_.back().second == begin) {
+    untrusted_.back().second = end;
+  } else {
+    untrusted_.emplace_back(begin, end);
+  }
+}
+
+void TextBuilder::Append(std::string_view text, bool untrusted) {
+  const size_t at = text_.size();
+  text_.append(text);
+  if (untrusted) MarkUntrusted(at, text_.size());
+}
+
+void TextBuilder::AppendPart(const Value& v, size_t from, size_t len) {
+  const std::string& s = v.as_string();
+  from = std::min(from, s.size());
+  len = std::min(len, s.size() - from);
+  const size_t at = text_.size();
+  text_.append(s, from, len);
+  if (const Provenance* p = v.provenance()) {
+    for (const auto& [b, e] : *p) {
+      const size_t lo = std::max(b, from), hi = std::min(e, from + len);
+      if (lo < hi) MarkUntrusted(at + (lo - from), at + (hi - from));
+    }
+  }
+}
+
+void TextBuilder::AppendValue(const Value& v) {
+  if (v.is_string()) {
+    AppendPart(v, 0, v.as_string().size());
+  } else {
+    Append(v.Str(), v.AnyUntrusted());
+  }
+}
+
+Value TextBuilder::Build() && { return Value::WithProvenance(std::move(text_), std::move(untrusted_)); }
 
 const Value* Value::Find(std::string_view key) const {
   for (const auto& [k, v] : *dict_) {

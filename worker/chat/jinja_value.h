@@ -50,6 +50,12 @@ class AllocationBudget {
   std::shared_ptr<State> previous_;
 };
 
+// Byte ranges [begin, end) of a string that came from outside the template
+// (a request's messages and tools), sorted, disjoint and not adjacent. A
+// chat prompt's tokenizer matches control tokens only outside them, so text
+// a user wrote can never become <|im_end|> or <|im_start|>.
+using Provenance = std::vector<std::pair<size_t, size_t>>;
+
 using ValueList = std::vector<Value>;
 // Insertion-ordered, as Python dicts are.
 using ValueDict = std::vector<std::pair<std::string, Value>>;
@@ -75,7 +81,12 @@ class Value {
   static Value List(ValueList l) { Value v; v.kind_ = Kind::kList; v.list_ = MakeList(std::move(l)); return v; }
   static Value Dict(ValueDict d) { Value v; v.kind_ = Kind::kDict; v.dict_ = MakeDict(std::move(d)); return v; }
   static Value Func(Function f) { Value v; v.kind_ = Kind::kFunction; v.fn_ = std::make_shared<Function>(std::move(f)); return v; }
-  static Value FromJson(const nlohmann::ordered_json& j);
+  // `untrusted`: every string and dict key in `j` is marked as outside text.
+  static Value FromJson(const nlohmann::ordered_json& j, bool untrusted = false);
+  // A string whose every byte is outside text.
+  static Value Untrusted(std::string s);
+  // A string with the given provenance (which the caller has computed).
+  static Value WithProvenance(std::string s, Provenance untrusted);
 
   Kind kind() const { return kind_; }
   bool is_undefined() const { return kind_ == Kind::kUndefined; }
@@ -104,6 +115,20 @@ class Value {
   // REQUIRES: is_list().
   void Append(Value v) const;
 
+  // Provenance of a string: nullptr when no operation recorded one (a
+  // template literal, or a value made by an operation that does not track
+  // it; the interpreter then marks it from its inputs), else the untrusted
+  // ranges (possibly none).
+  const Provenance* provenance() const { return untrusted_.get(); }
+  // Whether any string (or dict key) in this value is outside text; true
+  // past a nesting depth it does not look into.
+  bool AnyUntrusted(int depth = 0) const;
+  // REQUIRES: is_dict(). Whether the dict's keys are outside text, and
+  // a key as a string value with that provenance.
+  bool keys_untrusted() const { return untrusted_ != nullptr; }
+  void MarkKeysUntrusted();
+  Value Key(const std::string& key) const;
+
   bool Truthy() const;
   std::string Str() const;   // Python str()
   std::string Repr() const;  // Python repr()
@@ -125,6 +150,31 @@ class Value {
   std::shared_ptr<ValueList> list_;
   std::shared_ptr<ValueDict> dict_;
   std::shared_ptr<Function> fn_;
+  // Strings: their provenance (see provenance()); dicts: set when the keys
+  // are outside text.
+  std::shared_ptr<const Provenance> untrusted_;
+};
+
+// A string under construction that keeps each byte's provenance.
+class TextBuilder {
+ public:
+  void Append(std::string_view text, bool untrusted);
+  // Bytes [from, from + len) of string `v`, with their provenance.
+  void AppendPart(const Value& v, size_t from, size_t len);
+  // A string with its provenance; anything else as str() would print it,
+  // untrusted throughout if any string inside it is.
+  void AppendValue(const Value& v);
+  size_t size() const { return text_.size(); }
+  const std::string& text() const { return text_; }
+  const Provenance& untrusted() const { return untrusted_; }
+  std::string TakeText() { return std::move(text_); }
+  Provenance TakeProvenance() { return std::move(untrusted_); }
+  Value Build() &&;
+
+ private:
+  void MarkUntrusted(size_t begin, size_t end);
+  std::string text_;
+  Provenance untrusted_;
 };
 
 bool Equal(const Value& a, const Value& b);

@@ -21,15 +21,18 @@ std::string DefaultModelPath() {
   return std::string(TESSERA_MODEL_DIR) + "/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
-absl::StatusOr<std::string> ModelBundle::ChatPrompt(const std::string& user_message) const {
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", user_message}}});
-  return RenderChat(messages, /*add_generation_prompt=*/true);
+absl::StatusOr<std::vector<int32_t>> ModelBundle::EncodeChat(const nlohmann::ordered_json& messages,
+                                                             bool add_generation_prompt) const {
+  if (!chat_template) return absl::FailedPreconditionError("the model has no chat template (tokenizer.chat_template)");
+  TESSERA_ASSIGN_OR_RETURN(jinja::RenderedText r, chat_template->ApplyWithProvenance(messages, add_generation_prompt));
+  EncodeOptions options{.add_special = true, .parse_special = true};
+  if (!chat_content_special_tokens) options.untrusted = &r.untrusted;
+  return tokenizer->Encode(r.text, options);
 }
 
-absl::StatusOr<std::string> ModelBundle::RenderChat(const nlohmann::ordered_json& messages,
-                                                    bool add_generation_prompt) const {
-  if (!chat_template) return absl::FailedPreconditionError("the model has no chat template (tokenizer.chat_template)");
-  return chat_template->Apply(messages, add_generation_prompt);
+absl::StatusOr<std::vector<int32_t>> ModelBundle::EncodeChatPrompt(const std::string& user_message) const {
+  return EncodeChat(nlohmann::ordered_json::array({{{"role", "user"}, {"content", user_message}}}),
+                    /*add_generation_prompt=*/true);
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const ModelBundleOptions& options) {
@@ -51,6 +54,7 @@ absl::Status Assemble(ModelBundle* b, const std::string& path, const ModelBundle
   auto in_path = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
   };
+  b->chat_content_special_tokens = options.chat_content_special_tokens;
   TESSERA_ASSIGN_OR_RETURN(b->backend, CreateBackend(options));
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;

@@ -29,10 +29,19 @@ struct ModelBundle {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<ChatTemplate> chat_template;  // null if the file has none
 
-  // Builds the chat prompt text for one user message.
-  absl::StatusOr<std::string> ChatPrompt(const std::string& user_message) const;
-  // Renders a conversation ([{"role", "content"}...]) with the chat template.
-  absl::StatusOr<std::string> RenderChat(const nlohmann::ordered_json& messages, bool add_generation_prompt) const;
+  // The prompt token ids of a conversation ([{"role", "content"}...],
+  // rendered with the chat template). Only the template's own text
+  // may produce control tokens; text from `messages` is encoded as plain
+  // text wherever the template puts it, so a user cannot close their turn
+  // or open a system turn by typing the markers.
+  absl::StatusOr<std::vector<int32_t>> EncodeChat(const nlohmann::ordered_json& messages,
+                                                  bool add_generation_prompt) const;
+  absl::StatusOr<std::vector<int32_t>> EncodeChatPrompt(const std::string& user_message) const;
+
+  // The unsafe behaviour of vLLM and llama-server, for compatibility: the
+  // rendered chat is encoded with control tokens matched everywhere,
+  // message content included. Off unless asked for.
+  bool chat_content_special_tokens = false;
 };
 
 struct ModelBundleOptions {
@@ -44,6 +53,7 @@ struct ModelBundleOptions {
   // template, e.g. from --chat-template FILE); it is validated the same way.
   std::optional<std::string> chat_template_override;
   std::string chat_template_origin;  // names the override in errors
+  bool chat_content_special_tokens = false;  // see ModelBundle
 };
 
 // `path`: a GGUF file or a Hugging Face checkpoint directory.

@@ -38,6 +38,9 @@ ABSL_FLAG(std::string, model, "",
           "GGUF file or Hugging Face checkpoint directory (dense, AWQ, GPTQ, compressed-tensors; default: the bundled "
           "model)");
 ABSL_FLAG(std::string, config, "", "YAML configuration file");
+ABSL_FLAG(std::optional<bool>, chat_content_special_tokens, std::nullopt,
+          "let control-token text in chat messages become control tokens, as vLLM and llama-server do "
+          "(unsafe: a user can end their turn and open a system turn; default false)");
 ABSL_FLAG(std::string, chat_template, "",
           "file holding a Jinja chat template to use instead of the model's own (checked at load like the model's)");
 ABSL_FLAG(std::string, model_name, "",
@@ -82,6 +85,7 @@ struct WorkerConfig {
   std::string model;
   std::string model_name;
   std::string chat_template;  // a file; empty: the model's own template
+  bool chat_content_special_tokens = false;
   int threads = 0;
   int max_waiting = 256;
   int max_num_seqs = 32;
@@ -110,6 +114,7 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "model") c.model = kv.second.as<std::string>();
       else if (key == "model_name") c.model_name = kv.second.as<std::string>();
       else if (key == "chat_template") c.chat_template = kv.second.as<std::string>();
+      else if (key == "chat_content_special_tokens") c.chat_content_special_tokens = kv.second.as<bool>();
       else if (key == "threads") c.threads = kv.second.as<int>();
       else if (key == "max_waiting") c.max_waiting = kv.second.as<int>();
       else if (key == "max_num_seqs") c.max_num_seqs = kv.second.as<int>();
@@ -203,6 +208,7 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_model).empty()) c.model = absl::GetFlag(FLAGS_model);
   if (!absl::GetFlag(FLAGS_model_name).empty()) c.model_name = absl::GetFlag(FLAGS_model_name);
   if (!absl::GetFlag(FLAGS_chat_template).empty()) c.chat_template = absl::GetFlag(FLAGS_chat_template);
+  if (auto v = absl::GetFlag(FLAGS_chat_content_special_tokens)) c.chat_content_special_tokens = *v;
   if (absl::GetFlag(FLAGS_threads) >= 0) c.threads = absl::GetFlag(FLAGS_threads);
   if (absl::GetFlag(FLAGS_max_waiting) >= 0) c.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   if (absl::GetFlag(FLAGS_max_num_seqs) >= 0) c.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
@@ -230,7 +236,8 @@ int main(int argc, char** argv) {
 
   YAML::Emitter out;
   out << YAML::BeginMap << YAML::Key << "backend" << YAML::Value << c.backend << YAML::Key << "listen" << YAML::Value << c.listen << YAML::Key << "model" << YAML::Value
-      << c.model << YAML::Key << "model_name" << YAML::Value << c.model_name << YAML::Key << "chat_template" << YAML::Value << c.chat_template << YAML::Key << "threads"
+      << c.model << YAML::Key << "model_name" << YAML::Value << c.model_name << YAML::Key << "chat_template" << YAML::Value << c.chat_template << YAML::Key
+      << "chat_content_special_tokens" << YAML::Value << c.chat_content_special_tokens << YAML::Key << "threads"
       << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::Key
       << "max_num_seqs" << YAML::Value << c.max_num_seqs << YAML::Key << "max_num_batched_tokens" << YAML::Value
       << c.max_num_batched_tokens << YAML::Key << "kv_cache_memory" << YAML::Value << c.kv_cache_memory_mib
@@ -284,6 +291,7 @@ int main(int argc, char** argv) {
                                              .threads = c.threads,
                                              .max_batch_tokens = c.max_num_batched_tokens,
                                              .max_logit_rows = c.max_num_seqs};
+  bundle_options.chat_content_special_tokens = c.chat_content_special_tokens;
   if (!c.chat_template.empty()) {
     // Templates are small; 1 MiB is far above any real one (Llama 3.1's is ~10 KiB).
     auto text = tessera::ReadRegularFile(c.chat_template, 1 << 20);

@@ -140,8 +140,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
     case wv1::GenerateRequest::kChat: {
       nlohmann::ordered_json messages = nlohmann::ordered_json::array();
       for (const auto& m : wire.chat().messages()) messages.push_back({{"role", m.role()}, {"content", m.content()}});
-      TESSERA_ASSIGN_OR_RETURN(std::string text, bundle.RenderChat(messages, wire.chat().add_generation_prompt()));
-      req.prompt = tok.Encode(text, {.add_special = true, .parse_special = true});
+      TESSERA_ASSIGN_OR_RETURN(req.prompt, bundle.EncodeChat(messages, wire.chat().add_generation_prompt()));
       break;
     }
     case wv1::GenerateRequest::kTokenIds:

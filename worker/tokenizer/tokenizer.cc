@@ -265,8 +265,21 @@ int32_t Tokenizer::Lookup(std::string_view text) const {
   return it == ids_.end() ? -1 : it->second;
 }
 
-std::vector<Tokenizer::Fragment> Tokenizer::Split(std::string_view text, bool parse_special,
-                                                  bool normalized_tokens) const {
+namespace {
+
+// Whether [begin, end) overlaps one of the sorted, disjoint `ranges`.
+bool Overlaps(const std::vector<std::pair<size_t, size_t>>* ranges, size_t begin, size_t end) {
+  if (ranges == nullptr || begin >= end) return false;
+  // The first range that ends after `begin`.
+  auto it = std::upper_bound(ranges->begin(), ranges->end(), begin,
+                             [](size_t b, const std::pair<size_t, size_t>& r) { return b < r.second; });
+  return it != ranges->end() && it->first < end;
+}
+
+}  // namespace
+
+std::vector<Tokenizer::Fragment> Tokenizer::Split(std::string_view text, bool parse_special, bool normalized_tokens,
+                                                  const std::vector<std::pair<size_t, size_t>>* untrusted) const {
   std::vector<Fragment> frags;
   if (spec_.added_match == TokenizerSpec::AddedTokenMatch::kLongestFirst) {
     // llama.cpp: each added token in turn, longest first, splits every text
@@ -280,13 +293,18 @@ std::vector<Tokenizer::Fragment> Tokenizer::Split(std::string_view text, bool pa
       next.reserve(frags.size());
       for (const Fragment& fr : frags) {
         if (fr.token >= 0) { next.push_back(fr); continue; }
-        size_t pos = fr.begin;
-        while (pos < fr.end) {
-          const size_t hit = text.substr(0, fr.end).find(a.content, pos);
+        size_t pos = fr.begin;   // start of the text not yet emitted
+        size_t from = fr.begin;  // where the next search starts
+        while (from < fr.end) {
+          const size_t hit = text.substr(0, fr.end).find(a.content, from);
           if (hit == std::string_view::npos) break;
+          if (a.special && Overlaps(untrusted, hit, hit + a.content.size())) {
+            from = hit + 1;  // request text: not a control token
+            continue;
+          }
           if (hit > pos) next.push_back({-1, pos, hit});
           next.push_back({a.id, hit, hit + a.content.size()});
-          pos = hit + a.content.size();
+          pos = from = hit + a.content.size();
         }
         if (pos < fr.end) next.push_back({-1, pos, fr.end});
       }
@@ -304,6 +322,7 @@ std::vector<Tokenizer::Fragment> Tokenizer::Split(std::string_view text, bool pa
       const AddedToken& a = spec_.added[ai];
       if ((a.special && !parse_special) || a.normalized != normalized_tokens) continue;
       if (text.compare(i, a.content.size(), a.content) != 0) continue;
+      if (a.special && Overlaps(untrusted, i, i + a.content.size())) continue;  // request text
       if (a.single_word && ((i > 0 && IsWordChar(CodePointBefore(text, i))) ||
                             IsWordChar(CodePointAt(text, i + a.content.size())))) {
         continue;
@@ -340,7 +359,8 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
   std::vector<int32_t> out;
   if (options.add_special) out.insert(out.end(), spec_.prefix_ids.begin(), spec_.prefix_ids.end());
   bool after_added = true;  // the start of text counts, for SPM's space prefix
-  for (const Fragment& fr : Split(text, options.parse_special, /*normalized_tokens=*/false)) {
+  const auto* untrusted = options.parse_special ? options.untrusted : nullptr;
+  for (const Fragment& fr : Split(text, options.parse_special, /*normalized_tokens=*/false, untrusted)) {
     if (fr.token >= 0) {
       out.push_back(fr.token);
       after_added = true;
@@ -357,7 +377,10 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
     // tokens, match the normalized added tokens in it, then pre-tokenize
     // and run the model on what is left.
     const std::string norm = Normalize(raw);
-    for (const Fragment& sub : Split(norm, options.parse_special, /*normalized_tokens=*/true)) {
+    // Normalizing moves offsets: a fragment holding any request text
+    // matches no normalized special token at all.
+    const bool special_here = options.parse_special && !Overlaps(untrusted, fr.begin, fr.end);
+    for (const Fragment& sub : Split(norm, special_here, /*normalized_tokens=*/true)) {
       if (sub.token >= 0) {
         out.push_back(sub.token);
       } else if (sub.end > sub.begin) {

@@ -33,6 +33,13 @@ struct EncodeOptions {
   // Match special tokens written in the text (template output). User content
   // must be encoded with false so that "<|im_end|>" typed by a user is text.
   bool parse_special = false;
+  // With parse_special: byte ranges [begin, end) of the text, sorted and
+  // disjoint, that came from a request (chat content rendered into the
+  // template). A special (control) token is matched only where it lies
+  // wholly outside them; inside, the text is encoded as with parse_special
+  // off, so a user who types "<|im_end|>" gets the characters, not the turn
+  // boundary. Null: no such ranges.
+  const std::vector<std::pair<size_t, size_t>>* untrusted = nullptr;
 };
 
 class Tokenizer {
@@ -72,7 +79,8 @@ class Tokenizer {
   Tokenizer() = default;
   // Splits on added tokens: those matched in raw text, or (normalized_tokens)
   // those matched in normalized text.
-  std::vector<Fragment> Split(std::string_view text, bool parse_special, bool normalized_tokens) const;
+  std::vector<Fragment> Split(std::string_view text, bool parse_special, bool normalized_tokens,
+                              const std::vector<std::pair<size_t, size_t>>* untrusted = nullptr) const;
   std::string Normalize(std::string_view text) const;
   void EncodeSpmText(std::string_view text, bool after_added, std::vector<int32_t>& out) const;
   void PreTokenizeAndEncode(std::string_view text, bool at_offset_zero, std::vector<int32_t>& out) const;
