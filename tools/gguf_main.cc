@@ -1,5 +1,7 @@
 // tessera-gguf: inspect a GGUF file with Tessera's own (bounds-checked)
-// reader.
+// reader. Everything taken from the file (keys, tensor names, string values)
+// goes to the terminal escaped: a file must not be able to send control
+// sequences or invalid UTF-8 to the user's terminal.
 //
 //   tessera-gguf info FILE              metadata (arrays summarized) and tensors
 //   tessera-gguf dequant FILE TENSOR    the tensor as raw little-endian f32 on stdout
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include "common/command_line.h"
+#include "common/escape.h"
 #include "common/gguf/gguf_file.h"
 #include "kernels/cpu/quant_kernels.h"
 
@@ -15,7 +18,7 @@ namespace {
 
 std::string Describe(const tessera::GgufValue& v) {
   switch (v.type()) {
-    case tessera::GgufType::kString: return "\"" + v.as_string().substr(0, 80) + (v.as_string().size() > 80 ? "...\"" : "\"");
+    case tessera::GgufType::kString: return "\"" + tessera::EscapeForMessage(v.as_string(), 80) + "\"";
     case tessera::GgufType::kArray:
       return "[" + std::to_string(v.as_array().items.size()) + " x " +
              std::string(tessera::GgufTypeName(v.as_array().element_type)) + "]";
@@ -48,9 +51,11 @@ int main(int argc, char** argv) {
   }
   if (std::string(argv[1]) == "info") {
     std::printf("GGUF v%u, %zu metadata keys, %zu tensors\n", (*f)->version(), (*f)->metadata().size(), (*f)->tensors().size());
-    for (const auto& [k, v] : (*f)->metadata()) std::printf("  %s = %s\n", k.c_str(), Describe(v).c_str());
+    for (const auto& [k, v] : (*f)->metadata()) {
+      std::printf("  %s = %s\n", tessera::EscapeForMessage(k).c_str(), Describe(v).c_str());
+    }
     for (const auto& t : (*f)->tensors()) {
-      std::printf("  %-40s %-5s [%lld, %lld, %lld, %lld]\n", t.name.c_str(), std::string(tessera::TypeName(t.type)).c_str(),
+      std::printf("  %-40s %-5s [%lld, %lld, %lld, %lld]\n", tessera::EscapeForMessage(t.name).c_str(), std::string(tessera::TypeName(t.type)).c_str(),
                   static_cast<long long>(t.ne[0]), static_cast<long long>(t.ne[1]), static_cast<long long>(t.ne[2]),
                   static_cast<long long>(t.ne[3]));
     }
@@ -58,7 +63,7 @@ int main(int argc, char** argv) {
   }
   const tessera::GgufTensor* t = (*f)->FindTensor(argv[3]);
   if (t == nullptr) {
-    std::fprintf(stderr, "tessera-gguf: no tensor '%s'\n", argv[3]);
+    std::fprintf(stderr, "tessera-gguf: no tensor '%s'\n", tessera::EscapeForMessage(argv[3]).c_str());
     return 1;
   }
   const tessera::cpu::WeightKernels* k = tessera::cpu::ReferenceKernelsFor(t->type);

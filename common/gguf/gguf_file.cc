@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/escape.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 
 namespace tessera {
 namespace {
@@ -48,6 +49,21 @@ class Cursor {
   absl::Status Truncated(std::string_view what, uint64_t need) const {
     return absl::InvalidArgumentError(absl::StrCat("GGUF: truncated file: ", std::string(what), " at byte ",
                                                    pos_, " needs ", need, " bytes, ",
+                                                   remaining(), " left"));
+  }
+
+  // `count` items of at least `item_bytes` each do not fit in what is left.
+  // The product is computed checked: a hostile count can make it wrap (2^61
+  // x 8 is 0 in 64 bits), and the message then names the operands instead.
+  absl::Status TruncatedItems(std::string_view what, uint64_t count, uint64_t item_bytes, bool at_least) const {
+    uint64_t need = 0;
+    if (__builtin_mul_overflow(count, item_bytes, &need)) {
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: truncated file: ", std::string(what), " at byte ", pos_,
+                                                     " needs ", at_least ? "at least " : "", count, " x ", item_bytes,
+                                                     " bytes, which overflows 64 bits"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("GGUF: truncated file: ", std::string(what), " at byte ", pos_,
+                                                   " needs ", at_least ? "at least " : "", need, " bytes, ",
                                                    remaining(), " left"));
   }
 
@@ -119,7 +135,8 @@ class Parser {
     // Every element occupies at least ScalarSize bytes, so a count that
     // cannot fit in what is left is rejected before anything is allocated.
     if (count > c_.remaining() / ScalarSize(et)) {
-      return c_.Truncated(absl::StrCat("array of ", count, " ", std::string(GgufTypeName(et))), count * ScalarSize(et));
+      return c_.TruncatedItems(absl::StrCat("array of ", count, " ", std::string(GgufTypeName(et))), count,
+                               ScalarSize(et), /*at_least=*/et == GgufType::kString || et == GgufType::kArray);
     }
     if (count > *budget) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF: array of ", count,
@@ -142,6 +159,42 @@ class Parser {
 };
 
 bool MulOverflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+// llama.cpp's gguf reader (ggml/src/gguf.cpp) refuses a tensor name of
+// GGML_MAX_NAME (64) bytes or more: ggml_tensor::name holds 63 bytes and the
+// terminator. A file it cannot load is refused here too.
+constexpr size_t kGgufMaxTensorNameBytes = 63;
+
+// Keys and tensor names. llama.cpp refuses empty keys and duplicate keys and
+// tensor names (the callers check duplicates). Stricter than llama.cpp:
+// empty tensor names, NULs and invalid UTF-8 are refused too. llama.cpp
+// copies tensor names as C strings and compares keys with strcmp, so after
+// a NUL the name it sees differs from the bytes in the file; and the GGUF
+// spec makes strings UTF-8. `what` names the entry ("metadata key 3",
+// "tensor 0 name"); the offending bytes appear escaped.
+absl::Status CheckName(const std::string& what, const std::string& name) {
+  if (name.empty()) return absl::InvalidArgumentError(absl::StrCat("GGUF: ", what, " is empty"));
+  if (name.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GGUF: ", what, " '", EscapeForMessage(name), "' contains a NUL byte"));
+  }
+  for (size_t i = 0; i < name.size();) {
+    const int n = Utf8SequenceLength(name, i);
+    if (n == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GGUF: ", what, " '", EscapeForMessage(name), "' is not valid UTF-8 (byte ", i, ")"));
+    }
+    i += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+std::string JoinDims(const std::array<int64_t, kGgufMaxDims>& ne, uint32_t n, uint64_t last) {
+  std::string out = "[";
+  for (uint32_t d = 0; d < n; ++d) absl::StrAppend(&out, ne[d], ", ");
+  absl::StrAppend(&out, last, "]");
+  return out;
+}
 
 }  // namespace
 
@@ -214,6 +267,7 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
   uint64_t element_budget = limits.max_array_elements;
   for (uint64_t i = 0; i < n_kv; ++i) {
     TESSERA_ASSIGN_OR_RETURN(std::string key, c.ReadString("metadata key", limits.max_key_bytes));
+    TESSERA_RETURN_IF_ERROR(CheckName(absl::StrCat("metadata key ", i), key));
     TESSERA_ASSIGN_OR_RETURN(uint32_t type, c.Read<uint32_t>("metadata type"));
     if (!KnownType(type)) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF: metadata key '", EscapeForMessage(key),
@@ -242,20 +296,36 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensor t;
     TESSERA_ASSIGN_OR_RETURN(t.name, c.ReadString("tensor name", limits.max_key_bytes));
+    if (t.name.size() > kGgufMaxTensorNameBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor ", i, " name is ", t.name.size(),
+                                                     " bytes; llama.cpp's limit is ", kGgufMaxTensorNameBytes, ": '",
+                                                     EscapeForMessage(t.name), "'"));
+    }
+    TESSERA_RETURN_IF_ERROR(CheckName(absl::StrCat("tensor ", i, " name"), t.name));
     TESSERA_ASSIGN_OR_RETURN(uint32_t n_dims, c.Read<uint32_t>("tensor dimension count"));
     if (n_dims < 1 || n_dims > kGgufMaxDims) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' has ", n_dims,
                                                      " dimensions; expected 1 to ", kGgufMaxDims));
     }
     t.n_dims = static_cast<int>(n_dims);
+    // Dimensions and their product stay within int64 (GgufTensor's ne and
+    // elements()); each failure says which bound, with the values read.
+    constexpr uint64_t kInt64Max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
     uint64_t elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       TESSERA_ASSIGN_OR_RETURN(uint64_t ne, c.Read<uint64_t>("tensor dimension"));
-      if (ne == 0 || ne > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          MulOverflows(elements, ne, &elements) ||
-          elements > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      if (ne == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' dimension ", d, " is zero"));
+      }
+      if (ne > kInt64Max) {
         return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' dimension ", d,
-                                                       " = ", ne, " is zero or overflows"));
+                                                       " is ", ne, ", above the int64 maximum ", kInt64Max));
+      }
+      if (MulOverflows(elements, ne, &elements) || elements > kInt64Max) {
+        return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name),
+                                                       "' has dimensions ", JoinDims(t.ne, d, ne),
+                                                       ": their product overflows int64"));
       }
       t.ne[d] = static_cast<int64_t>(ne);
     }
@@ -272,9 +342,15 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
                                                      ", not a multiple of its block size ",
                                                      traits->block_elems));
     }
+    // Whole blocks (ne[0] is a multiple of block_elems, so elements is too).
+    static_assert(sizeof(size_t) >= sizeof(uint64_t), "tensor sizes are 64-bit");
+    const uint64_t blocks = elements / traits->block_elems;
     uint64_t nbytes = 0;
-    if (MulOverflows(elements / traits->block_elems, traits->block_bytes, &nbytes)) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' size overflows"));
+    if (MulOverflows(blocks, traits->block_bytes, &nbytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' of type ",
+                                                     std::string(traits->name), " has ", elements, " elements: ",
+                                                     blocks, " blocks x ", traits->block_bytes,
+                                                     " bytes overflows 64 bits"));
     }
     t.nbytes = nbytes;
     TESSERA_ASSIGN_OR_RETURN(t.offset, c.Read<uint64_t>("tensor offset"));
@@ -288,7 +364,16 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
     tensors_.push_back(std::move(t));
   }
 
-  const uint64_t data_start = (c.pos() + alignment_ - 1) / alignment_ * alignment_;
+  // The data section starts at the next multiple of the alignment. pos() is
+  // within the image and the alignment at most 1 MiB, so this cannot wrap
+  // for any image that fits in memory; it is checked all the same.
+  uint64_t padded = 0;
+  if (__builtin_add_overflow(static_cast<uint64_t>(c.pos()), alignment_ - 1, &padded)) {
+    return absl::InvalidArgumentError(absl::StrCat("GGUF: data section start: byte ", c.pos(),
+                                                   " rounded up to the alignment ", alignment_,
+                                                   " overflows 64 bits"));
+  }
+  const uint64_t data_start = padded / alignment_ * alignment_;
   if (data_start > bytes_.size() && !tensors_.empty()) {
     return absl::InvalidArgumentError("GGUF: truncated file: no tensor data section");
   }
@@ -298,10 +383,18 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
   std::vector<GgufTensor*> by_offset;
   by_offset.reserve(tensors_.size());
   for (auto& t : tensors_) {
-    if (t.offset > data_bytes || t.nbytes > data_bytes - t.offset) {
+    // offset + nbytes is computed checked: a hostile offset near 2^64 would
+    // otherwise wrap to a small end and a message naming a nonsense range.
+    uint64_t end = 0;
+    if (__builtin_add_overflow(t.offset, static_cast<uint64_t>(t.nbytes), &end)) {
+      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensor '", EscapeForMessage(t.name), "' at offset ",
+                                                     t.offset, " with ", t.nbytes,
+                                                     " bytes: offset + size overflows 64 bits"));
+    }
+    if (end > data_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           "GGUF: truncated file: tensor '", EscapeForMessage(t.name), "' needs bytes [", t.offset, ", ",
-          t.offset + t.nbytes, ") of a data section of ", data_bytes, " bytes"));
+          end, ") of a data section of ", data_bytes, " bytes"));
     }
     t.data = bytes_.data() + data_start + t.offset;
     by_offset.push_back(&t);
@@ -310,9 +403,13 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
             [](const GgufTensor* a, const GgufTensor* b) { return a->offset < b->offset; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     const GgufTensor* prev = by_offset[i - 1];
-    if (prev->offset + prev->nbytes > by_offset[i]->offset) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF: tensors '", prev->name, "' and '",
-                                                     by_offset[i]->name, "' overlap"));
+    const GgufTensor* next = by_offset[i];
+    // Both ends are within data_bytes (checked above), so neither sum wraps.
+    if (prev->offset + prev->nbytes > next->offset) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "GGUF: tensors '", EscapeForMessage(prev->name), "' (bytes [", prev->offset, ", ",
+          prev->offset + prev->nbytes, ")) and '", EscapeForMessage(next->name), "' (bytes [", next->offset, ", ",
+          next->offset + next->nbytes, ")) overlap"));
     }
   }
   return absl::OkStatus();
@@ -330,11 +427,11 @@ const GgufTensor* GgufFile::FindTensor(const std::string& name) const {
 
 namespace {
 absl::Status WrongType(const std::string& key, std::string_view want, GgufType got) {
-  return absl::InvalidArgumentError(absl::StrCat("GGUF metadata '", key, "' must be ", std::string(want),
+  return absl::InvalidArgumentError(absl::StrCat("GGUF metadata '", EscapeForMessage(key), "' must be ", std::string(want),
                                                  ", got ", std::string(GgufTypeName(got))));
 }
 absl::Status Missing(const std::string& key) {
-  return absl::NotFoundError(absl::StrCat("GGUF metadata '", key, "' is missing"));
+  return absl::NotFoundError(absl::StrCat("GGUF metadata '", EscapeForMessage(key), "' is missing"));
 }
 }  // namespace
 
@@ -352,7 +449,7 @@ absl::StatusOr<uint64_t> GgufFile::GetUint(const std::string& key) const {
   if (v->type() == GgufType::kInt8 || v->type() == GgufType::kInt16 ||
       v->type() == GgufType::kInt32 || v->type() == GgufType::kInt64) {
     if (v->as_signed() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("GGUF metadata '", key,
+      return absl::InvalidArgumentError(absl::StrCat("GGUF metadata '", EscapeForMessage(key),
                                                      "' must be non-negative, got ", v->as_signed()));
     }
     return static_cast<uint64_t>(v->as_signed());
@@ -387,7 +484,7 @@ absl::StatusOr<const GgufArray*> GgufFile::GetArray(const std::string& key,
   if (!v->is_array()) return WrongType(key, "an array", v->type());
   const GgufArray& a = v->as_array();
   if (a.element_type != element_type) {
-    return absl::InvalidArgumentError(absl::StrCat("GGUF metadata '", key, "' must be an array of ",
+    return absl::InvalidArgumentError(absl::StrCat("GGUF metadata '", EscapeForMessage(key), "' must be an array of ",
                                                    std::string(GgufTypeName(element_type)), ", got an array of ",
                                                    std::string(GgufTypeName(a.element_type))));
   }

@@ -3,8 +3,14 @@
 // The parser treats every byte as hostile: each count, length, dimension,
 // offset and type is checked before use, so a truncated, oversized or crafted
 // file yields an absl::Status naming the problem and never an out-of-bounds
-// read. Tensor data is not copied: GgufTensor::data points into the mapping
-// (or the caller's buffer for FromBuffer) and lives as long as the GgufFile.
+// read. Size arithmetic on file values is checked: an overflow is reported
+// as such, with its operands, never as a wrapped number. Keys and tensor
+// names are non-empty, unique, valid UTF-8 without NUL, and tensor names are
+// at most 63 bytes (llama.cpp's limit; see gguf_file.cc for which rules are
+// llama.cpp's and which are stricter); messages show offending bytes
+// escaped. Tensor data is not copied: GgufTensor::data points into the
+// mapping (or the caller's buffer for FromBuffer) and lives as long as the
+// GgufFile.
 //
 // Thread-safety: immutable after Open/FromBuffer; safe for concurrent reads.
 #ifndef TESSERA_COMMON_GGUF_GGUF_FILE_H_

@@ -72,9 +72,27 @@ absl::Status GgufWriter::AddTensor(const std::string& name, std::vector<int64_t>
     return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": rows of ", dims.empty() ? 0 : dims[0],
                                                    " elements are not whole blocks of ", std::string(TypeName(type))));
   }
-  size_t bytes = static_cast<size_t>(dims[0] / traits->block_elems) * traits->block_bytes;
-  for (size_t i = 1; i < dims.size(); ++i) bytes *= static_cast<size_t>(dims[i]);
-  tensors_.push_back({name, std::move(dims), type, bytes, std::move(fill)});
+  // Sizes are computed checked, so a shape too large for memory is an error
+  // naming its operands rather than a wrapped (small) size and a short fill.
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": dimension ", i, " is ", dims[i]));
+    }
+  }
+  uint64_t bytes = 0;
+  const uint64_t blocks = static_cast<uint64_t>(dims[0] / traits->block_elems);
+  if (__builtin_mul_overflow(blocks, static_cast<uint64_t>(traits->block_bytes), &bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": ", blocks, " blocks x ", traits->block_bytes,
+                                                   " bytes overflows 64 bits"));
+  }
+  for (size_t i = 1; i < dims.size(); ++i) {
+    const uint64_t row_bytes = bytes;
+    if (__builtin_mul_overflow(row_bytes, static_cast<uint64_t>(dims[i]), &bytes)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", name, ": ", row_bytes, " bytes x dimension ", i, " (",
+                                                     dims[i], ") overflows 64 bits"));
+    }
+  }
+  tensors_.push_back({name, std::move(dims), type, static_cast<size_t>(bytes), std::move(fill)});
   return absl::OkStatus();
 }
 
@@ -94,7 +112,13 @@ absl::StatusOr<std::vector<uint8_t>> GgufWriter::Build() const {
     Put<uint32_t>(out, static_cast<uint32_t>(t.type));
     Put<uint64_t>(out, offset);
     offsets.push_back(offset);
-    offset += (t.bytes + kAlignment - 1) / kAlignment * kAlignment;
+    // Each tensor starts aligned: its size rounded up, then added, checked.
+    uint64_t padded = 0;
+    if (__builtin_add_overflow(static_cast<uint64_t>(t.bytes), kAlignment - 1, &padded) ||
+        __builtin_add_overflow(offset, padded / kAlignment * kAlignment, &offset)) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", t.name, ": its ", t.bytes, " bytes at data offset ",
+                                                     offsets.back(), " overflow 64 bits"));
+    }
   }
   const size_t data_start = (out.size() + kAlignment - 1) / kAlignment * kAlignment;
   out.resize(data_start + offset, 0);

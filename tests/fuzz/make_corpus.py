@@ -1,9 +1,13 @@
-"""Writes the GGUF fuzzing seed corpus (small, valid files of several shapes).
+"""Writes the GGUF fuzzing seed corpus: small, valid files of several shapes,
+and hostile ones written field by field (names and sizes the parser must
+refuse with a message, never wrap or print raw).
 
 Run from the repository root with the project's virtualenv:
     .venv/bin/python tests/fuzz/make_corpus.py
 """
 import os
+import struct
+
 import numpy as np
 import gguf
 
@@ -48,6 +52,35 @@ def tensors(w):
     w.add_tensor("q4", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
 
 
+def raw_gguf(kv=(), tensors=(), data=b""):
+    """GGUF v3 bytes field by field. kv: (key bytes, type id, value bytes);
+    tensors: (name bytes, dims, ggml type, offset)."""
+    def string(b):
+        return struct.pack("<Q", len(b)) + b
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
+    for key, type_id, value in kv:
+        out += string(key) + struct.pack("<I", type_id) + value
+    for name, dims, ggml_type, offset in tensors:
+        out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", ggml_type, offset)
+    out += b"\0" * (-len(out) % 32)
+    return out + data
+
+
+ONE = struct.pack("<I", 1)
+HOSTILE = {
+    "hostile_empty_key.gguf": raw_gguf(kv=[(b"", 4, ONE)]),
+    "hostile_nul_key.gguf": raw_gguf(kv=[(b"gen\0\x1b[2Jeral", 4, ONE)]),
+    "hostile_invalid_utf8_key.gguf": raw_gguf(kv=[(b"k\xff\xc0\xaf\xed\xa0\x80", 4, ONE)]),
+    "hostile_long_tensor_name.gguf": raw_gguf(tensors=[(b"n" * 64, [8], 0, 0)], data=bytes(32)),
+    "hostile_nul_tensor_name.gguf": raw_gguf(tensors=[(b"a\0\x1b]0;x\x07", [8], 0, 0)], data=bytes(32)),
+    "hostile_wrapping_offset.gguf": raw_gguf(tensors=[(b"t", [32], 0, 2**64 - 32)], data=bytes(128)),
+    "hostile_wrapping_array.gguf": raw_gguf(kv=[(b"a", 9, struct.pack("<IQ", 10, 2**61))]),
+    "hostile_wrapping_tensor_bytes.gguf": raw_gguf(tensors=[(b"t", [2**31, 2**31], 0, 0)], data=bytes(32)),
+    "hostile_wrapping_elements.gguf": raw_gguf(tensors=[(b"t", [2**40, 2**40], 0, 0)], data=bytes(32)),
+}
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     write("metadata_only.gguf", metadata)
@@ -59,4 +92,7 @@ if __name__ == "__main__":
         f.write(data[: len(data) // 2])
     with open(os.path.join(OUT, "header_only.gguf"), "wb") as f:
         f.write(data[:24])
+    for name, data in HOSTILE.items():
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(data)
     print("wrote", sorted(os.listdir(OUT)))

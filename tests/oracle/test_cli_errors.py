@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+import struct
 import subprocess
 
 import gguf
@@ -90,6 +91,90 @@ def test_unknown_tensor_type(tmp_path):
     out = _patched(tmp_path, "type.gguf", b"blk.0.attn_q.weight",
                    lambda d, p: (p + 4 + 16, np.uint32(16).tobytes()))
     expect_clean_error(run_tool("tessera-generate", "--model", out, "--prompt", "x"), "unsupported type id 16")
+
+
+def hostile_gguf(kv=(), tensors=(), data=b"", n_tensors=None):
+    """GGUF v3 bytes written field by field, so that any key, name, count or
+    offset can be what no writer library would produce. kv: (key bytes, type
+    id, value bytes); tensors: (name bytes, dims, ggml type, offset)."""
+    def string(b):
+        return struct.pack("<Q", len(b)) + b
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors) if n_tensors is None else n_tensors, len(kv))
+    for key, type_id, value in kv:
+        out += string(key) + struct.pack("<I", type_id) + value
+    for name, dims, ggml_type, offset in tensors:
+        out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", ggml_type, offset)
+    out += b"\0" * (-len(out) % 32)
+    return out + data
+
+
+U32 = 4
+HOSTILE_GGUF = {
+    # file bytes, the one stderr line tessera-gguf must print (a regex)
+    "nul_key": (hostile_gguf(kv=[(b"gen\0\x1b[2Jeral", U32, struct.pack("<I", 1))]),
+                r"metadata key 0 'gen\\x00\\x1B\[2Jeral' contains a NUL byte"),
+    "invalid_utf8_key": (hostile_gguf(kv=[(b"k\xff\xfe", U32, struct.pack("<I", 1))]),
+                         r"metadata key 0 'k\\xFF\\xFE' is not valid UTF-8"),
+    "empty_key": (hostile_gguf(kv=[(b"", U32, struct.pack("<I", 1))]), r"metadata key 0 is empty"),
+    "long_tensor_name": (hostile_gguf(tensors=[(b"n" * 64, [8], 0, 0)], data=b"\0" * 32),
+                         r"tensor 0 name is 64 bytes; llama.cpp's limit is 63"),
+    "nul_tensor_name": (hostile_gguf(tensors=[(b"a\0\x1b]0;x\x07", [8], 0, 0)], data=b"\0" * 32),
+                        r"tensor 0 name 'a\\x00\\x1B\]0;x\\x07' contains a NUL byte"),
+    # 2^64 - 32 + 128 wraps to 96: the message must name the overflow
+    "wrapping_tensor_offset": (hostile_gguf(tensors=[(b"t", [32], 0, 2**64 - 32)], data=b"\0" * 128),
+                               r"tensor 't' at offset 18446744073709551584 with 128 bytes: "
+                               r"offset \+ size overflows 64 bits"),
+    # 2^61 uint64 elements: 2^61 * 8 wraps to 0 ("needs 0 bytes")
+    "wrapping_array_size": (hostile_gguf(kv=[(b"a", 9, struct.pack("<IQ", 10, 2**61))]),
+                            r"array of 2305843009213693952 uint64 at byte 49 needs 2305843009213693952 x 8 bytes, "
+                            r"which overflows 64 bits"),
+    "wrapping_tensor_bytes": (hostile_gguf(tensors=[(b"t", [2**31, 2**31], 0, 0)], data=b"\0" * 32),
+                              r"4611686018427387904 blocks x 4 bytes overflows 64 bits"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_GGUF))
+def test_gguf_tool_refuses_hostile_names_and_sizes_escaped(tmp_path, case):
+    data, pattern = HOSTILE_GGUF[case]
+    p = tmp_path / f"{case}.gguf"
+    p.write_bytes(data)
+    r = subprocess.run([tool("tessera-gguf"), "info", str(p)], capture_output=True, timeout=30)
+    assert r.returncode == 1, r
+    assert r.stdout == b"", r.stdout
+    # Nothing from the file reaches the terminal raw: no control bytes but
+    # the newline, and valid UTF-8.
+    assert not re.search(rb"[\x00-\x09\x0b-\x1f\x7f]", r.stderr), r.stderr
+    expect_clean_error(subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode("utf-8")),
+                       pattern)
+    assert "needs 0 bytes" not in r.stderr.decode() and "18446744073709551584, 96)" not in r.stderr.decode()
+    # The same file as a model: the same refusal, one line.
+    expect_clean_error(run_tool("tessera-generate", "--model", str(p), "--prompt", "x"), pattern)
+
+
+def test_gguf_tool_prints_file_strings_escaped(tmp_path):
+    """Keys, tensor names and string values that are valid but hold control
+    characters are listed escaped, never sent to the terminal raw."""
+    p = tmp_path / "controls.gguf"
+    value = b"v\x1b]0;pwned\x07\\"
+    p.write_bytes(hostile_gguf(kv=[(b"x\x1b[31m", 8, struct.pack("<Q", len(value)) + value)],
+                               tensors=[(b"t\x1b[1m", [8], 0, 0)], data=b"\0" * 32))
+    r = subprocess.run([tool("tessera-gguf"), "info", str(p)], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert not re.search(rb"[\x00-\x09\x0b-\x1f\x7f]", r.stdout), r.stdout
+    out = r.stdout.decode("utf-8")
+    assert '  x\\x1B[31m = "v\\x1B]0;pwned\\x07\\x5C"' in out, out
+    assert "  t\\x1B[1m " in out, out
+
+
+def test_malformed_byte_token_is_refused_at_load(tmp_path):
+    # tokenizer.ggml.token_type: array type u32, element type u32, count u64,
+    # then one i32 per token; token 2 ("\u0100", GPT-2's spelling of byte 0)
+    # is made BYTE (6), which only a <0xNN> token may be.
+    out = _patched(tmp_path, "bytetok.gguf", b"tokenizer.ggml.token_type",
+                   lambda d, p: (p + 4 + 4 + 8 + 2 * 4, np.int32(6).tobytes()))
+    expect_clean_error(run_tool("tessera-generate", "--model", out, "--prompt", "x"),
+                       "token 2 '\u0100' has type BYTE but is not <0xNN>")
 
 
 def test_prompt_longer_than_context(tmp_path):

@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <vector>
+
+#include "common/gguf/gguf_file.h"
+#include "common/gguf/gguf_writer.h"
 #include "worker/tokenizer/pre_tokenizer.h"
 #include "worker/tokenizer/tokenizer.h"
 #include "worker/tokenizer/unicode.h"
@@ -117,6 +121,84 @@ TEST_P(UntrustedRangesTest, ControlTokensMatchOnlyOutsideRequestText) {
 INSTANTIATE_TEST_SUITE_P(BothMatchRules, UntrustedRangesTest,
                          testing::Values(TokenizerSpec::AddedTokenMatch::kLongestFirst,
                                          TokenizerSpec::AddedTokenMatch::kLeftmostLongest));
+
+// A SentencePiece ("llama") vocabulary in a GGUF image whose token 4 has
+// type BYTE (6) and the given text; token 3 is the well-formed <0x41>.
+std::vector<uint8_t> SpmVocabWithByteToken(const std::string& text) {
+  GgufWriter w;
+  w.AddString("tokenizer.ggml.model", "llama");
+  w.AddStringArray("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "<0x41>", text, "\xE2\x96\x81" "a"});
+  w.AddI32Array("tokenizer.ggml.token_type", {2, 3, 3, 6, 6, 1});
+  w.AddF32Array("tokenizer.ggml.scores", {0, 0, 0, 0, 0, -1});
+  w.AddU32("tokenizer.ggml.bos_token_id", 1);
+  w.AddU32("tokenizer.ggml.eos_token_id", 2);
+  w.AddU32("tokenizer.ggml.unknown_token_id", 0);
+  auto image = w.Build();
+  EXPECT_TRUE(image.ok()) << image.status();
+  return *image;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocab(const std::vector<uint8_t>& image) {
+  auto f = GgufFile::FromBuffer(image);
+  if (!f.ok()) return f.status();
+  return Tokenizer::FromGguf(**f);
+}
+
+TEST(GgufByteTokenTest, WellFormedByteTokensLoadAndDecode) {
+  for (const std::string text : {"<0x42>", "<0x0a>", "<0xFF>"}) {
+    auto image = SpmVocabWithByteToken(text);
+    auto t = LoadVocab(image);
+    ASSERT_TRUE(t.ok()) << text << ": " << t.status();
+    EXPECT_EQ((*t)->TokenBytes(3), "A");
+  }
+  auto image = SpmVocabWithByteToken("<0x42>");
+  auto t = LoadVocab(image);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)->TokenBytes(4), "B");
+}
+
+// A BYTE-typed token must be exactly "<0x", two hex digits, ">": anything
+// else was silently given no bytes (decoding dropped it) and is now refused
+// at load, naming the token id and showing its text escaped.
+TEST(GgufByteTokenTest, MalformedByteTokensAreRefusedWithIdAndEscapedText) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"<0xZZ>", "'<0xZZ>'"},
+      {"<0x-1>", "'<0x-1>'"},
+      {"<0x4>", "'<0x4>'"},
+      {"<0x041>", "'<0x041>'"},
+      {"<0x41", "'<0x41'"},
+      {"0x41>", "'0x41>'"},
+      {"<0X41>", "'<0X41>'"},
+      {"abc", "'abc'"},
+      {"", "''"},
+      {"<0x\xFF\xFE>", "'<0x\\xFF\\xFE>'"},
+      {std::string("<0x4\0>", 6), "'<0x4\\x00>'"},
+      {"<0x\x1B[>", "'<0x\\x1B[>'"},
+  };
+  for (const auto& [text, shown] : cases) {
+    auto image = SpmVocabWithByteToken(text);
+    auto t = LoadVocab(image);
+    ASSERT_FALSE(t.ok()) << "accepted BYTE token " << shown;
+    const std::string msg(t.status().message());
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << msg;
+    EXPECT_NE(msg.find("token 4 " + shown + " has type BYTE but is not <0xNN>"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\x1B'), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\0'), std::string::npos) << msg;
+  }
+}
+
+// The same rule holds whatever built the spec (tokenizer.json readers mark
+// only well-formed byte tokens BYTE, but Create is the one gate).
+TEST(GgufByteTokenTest, CreateRefusesMalformedByteTokenInAnySpec) {
+  TokenizerSpec spec;
+  spec.model = TokenizerSpec::Model::kSpmBpe;
+  spec.tokens = {"<unk>", "<0xG0>"};
+  spec.types = {TokenType::kUnknown, TokenType::kByte};
+  auto t = Tokenizer::Create(spec);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("token 1 '<0xG0>' has type BYTE but is not <0xNN>"), std::string::npos)
+      << t.status();
+}
 
 }  // namespace
 }  // namespace tessera

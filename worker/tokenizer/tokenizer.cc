@@ -52,7 +52,8 @@ std::string ReplaceAll(std::string_view s, std::string_view from, std::string_vi
   return out;
 }
 
-// Parses "<0xAB>" into the byte 0xAB.
+// Parses "<0xAB>" into the byte 0xAB: exactly "<0x", two hex digits (either
+// case, as llama.cpp's strtol reads them) and ">".
 bool ParseByteToken(std::string_view t, uint8_t* b) {
   if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return false;
   auto hex = [](char c) -> int {
@@ -179,11 +180,17 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(TokenizerSpec spec)
         t->pieces_[i] = "\xE2\x96\x85";
         break;
       case TokenType::kByte: {
+        // A BYTE token stands for exactly one byte, spelled <0xNN> (as
+        // SentencePiece writes them and llama.cpp reads them). Any other
+        // text would give it no bytes: decoding would drop it while the
+        // text could still be matched as a token. Refused, not skipped.
         uint8_t b;
-        if (ParseByteToken(text, &b)) {
-          t->pieces_[i] = std::string(1, static_cast<char>(b));
-          if (t->byte_tokens_[b] < 0) t->byte_tokens_[b] = static_cast<int32_t>(i);
+        if (!ParseByteToken(text, &b)) {
+          return absl::InvalidArgumentError(absl::StrCat("token ", i, " '", EscapeForMessage(text),
+                                                         "' has type BYTE but is not <0xNN> (two hex digits)"));
         }
+        t->pieces_[i] = std::string(1, static_cast<char>(b));
+        if (t->byte_tokens_[b] < 0) t->byte_tokens_[b] = static_cast<int32_t>(i);
         break;
       }
       case TokenType::kNormal:
