@@ -40,13 +40,14 @@ bench: build
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_hf_formats.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_cuda.py
 
-# libFuzzer + ASan/UBSan build of the file-format parsers, run briefly.
+# libFuzzer + ASan/UBSan build of the parsers (model files, requests, chat
+# templates, the tokenizer), run briefly.
 FUZZ_SECONDS ?= 30
 fuzz: setup
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTESSERA_FUZZ=ON \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
 	ninja -C $(BUILD)-fuzz
-	for f in gguf safetensors hf_json; do \
+	for f in gguf safetensors hf_json openai_request jinja tokenizer; do \
 	  mkdir -p $(BUILD)-fuzz/fuzz-corpus-$$f && \
 	  $(BUILD)-fuzz/bin/$${f}_fuzzer -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=2048 \
 	    $(BUILD)-fuzz/fuzz-corpus-$$f tests/fuzz/corpus/$$f || exit 1; \

@@ -124,12 +124,28 @@ TEST(JinjaTest, TheBudgetCountsLiveValuesNotEverythingEverMade) {
   EXPECT_EQ(Render("{{ s|length }}", {{"s", std::string(2 << 20, 'z')}}, small), "2097152");
 }
 
-TEST(JinjaTest, AContainerHoldingItselfPrintsAndComparesWithoutRecursingForever) {
-  const std::string out = Render("{% set l = [1] %}{% set _ = l.append(l) %}{{ l }}|{{ l == l }}");
-  EXPECT_EQ(out.substr(0, 7), "[1, [1,") << out;
-  EXPECT_NE(out.find("[...]"), std::string::npos) << out;
-  EXPECT_EQ(out.substr(out.size() - 5), "|True") << out;
-  EXPECT_NE(Render("{% set l = [] %}{% set _ = l.append(l) %}{{ l|tojson }}").find("nested too deeply"), std::string::npos);
+// Reference-counted values: a container that reaches itself would never be
+// freed (a leak per render, found by the jinja fuzzer), so storing one in
+// itself is refused, however indirect the path.
+TEST(JinjaTest, AContainerCannotContainItself) {
+  for (const char* src : {
+           "{% set l = [1] %}{% set _ = l.append(l) %}",
+           "{% set ns = namespace() %}{% set ns.me = ns %}",
+           "{% set ns = namespace(l=[]) %}{% set _ = ns.l.append({'up': [ns]}) %}",
+           "{% set ns = namespace() %}{% set ns.f = ns.items %}",
+           "{% set l = [] %}{% set _ = l.append(l.append) %}",
+       }) {
+    EXPECT_NE(Render(src).find("cannot contain itself"), std::string::npos) << src << " -> " << Render(src);
+  }
+  // Sharing without a cycle is fine.
+  EXPECT_EQ(Render("{% set a = [1] %}{% set l = [] %}{% set _ = l.append(a) %}{% set _ = l.append(a) %}{{ l }}"),
+            "[[1], [1]]");
+  EXPECT_EQ(Render("{% set ns = namespace(x=[]) %}{% set ns.y = ns.x %}{{ ns.y == ns.x }}"), "True");
+  // Deep nesting made without cycles still prints and compares within bounds.
+  const std::string deep = Render(
+      "{% set ns = namespace(l=[]) %}{% for i in range(100) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l }}|{{ ns.l == ns.l }}");
+  EXPECT_NE(deep.find("[...]"), std::string::npos) << deep;
+  EXPECT_EQ(deep.substr(deep.size() - 5), "|True") << deep;
 }
 
 TEST(JinjaTest, UniqueCountsItsComparisonsAsSteps) {

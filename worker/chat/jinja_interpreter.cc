@@ -4,6 +4,7 @@
 #include <cmath>
 #include <ctime>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -112,6 +113,41 @@ class Renderer {
     return absl::OkStatus();
   }
 
+  // Values are reference counted: a list or dict that reaches itself would
+  // never be freed, a leak on every request that renders the template.
+  // Python allows it, no chat template needs it: storing `v` in `container`
+  // is refused if `v` reaches `container` (through elements, values or the
+  // receiver of a bound method). Each container visited is a step.
+  absl::Status RefuseCycle(const Value& container, const Value& v, int line) {
+    auto identity = [](const Value& x) -> const void* {
+      if (x.is_list()) return &x.list();
+      if (x.is_dict()) return &x.dict();
+      return nullptr;
+    };
+    const void* target = identity(container);
+    std::vector<const Value*> stack{&v};
+    absl::flat_hash_set<const void*> seen;
+    while (!stack.empty()) {
+      const Value* x = stack.back();
+      stack.pop_back();
+      if (x->is_function()) {
+        if (x->receiver() != nullptr) stack.push_back(x->receiver());
+        continue;
+      }
+      const void* id = identity(*x);
+      if (id == nullptr) continue;
+      if (id == target) return RenderError(line, "a list or dict cannot contain itself");
+      if (!seen.insert(id).second) continue;
+      TESSERA_RETURN_IF_ERROR(Step(line));
+      if (x->is_list()) {
+        for (const Value& e : x->list()) stack.push_back(&e);
+      } else {
+        for (const auto& [k, e] : x->dict()) stack.push_back(&e);
+      }
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status MemoryError(int line) const {
     return absl::ResourceExhaustedError(absl::StrCat("chat template line ", line, ": template exceeded its memory limit (",
                                                      budget_.limit(), " bytes of values)"));
@@ -178,6 +214,7 @@ class Renderer {
     if (!n.attr.empty()) {
       Value target = Lookup(n.targets[0]);
       if (!target.is_dict()) return RenderError(n.line, absl::StrCat("cannot set attribute on '", n.targets[0], "'"));
+      TESSERA_RETURN_IF_ERROR(RefuseCycle(target, v, n.line));
       target.Set(n.attr, std::move(v));
       return absl::OkStatus();
     }
@@ -419,7 +456,7 @@ class Renderer {
 
   Value DictMethod(const Value& d, const std::string& name) {
     if (name == "items") {
-      return Value::Func([d](CallArgs&) -> absl::StatusOr<Value> {
+      return Value::BoundMethod(d, [d](CallArgs&) -> absl::StatusOr<Value> {
         ValueList l;
         for (const auto& [k, v] : d.dict()) l.push_back(Value::List({d.Key(k), v}));
         return Value::List(std::move(l));
@@ -427,14 +464,14 @@ class Renderer {
     }
     if (name == "keys" || name == "values") {
       const bool keys = name == "keys";
-      return Value::Func([d, keys](CallArgs&) -> absl::StatusOr<Value> {
+      return Value::BoundMethod(d, [d, keys](CallArgs&) -> absl::StatusOr<Value> {
         ValueList l;
         for (const auto& [k, v] : d.dict()) l.push_back(keys ? d.Key(k) : v);
         return Value::List(std::move(l));
       });
     }
     if (name == "get") {
-      return Value::Func([d](CallArgs& a) -> absl::StatusOr<Value> {
+      return Value::BoundMethod(d, [d](CallArgs& a) -> absl::StatusOr<Value> {
         if (a.positional.empty() || !a.positional[0].is_string()) return Value::None();
         const Value* v = d.Find(a.positional[0].as_string());
         if (v) return *v;
@@ -446,8 +483,11 @@ class Renderer {
 
   Value ListMethod(const Value& l, const std::string& name) {
     if (name == "append") {
-      return Value::Func([l](CallArgs& a) -> absl::StatusOr<Value> {
-        for (auto& v : a.positional) l.Append(v);
+      return Value::BoundMethod(l, [this, l](CallArgs& a) -> absl::StatusOr<Value> {
+        for (auto& v : a.positional) {
+          TESSERA_RETURN_IF_ERROR(RefuseCycle(l, v, 0));
+          l.Append(v);
+        }
         return Value::None();
       });
     }

@@ -81,6 +81,13 @@ class Value {
   static Value List(ValueList l) { Value v; v.kind_ = Kind::kList; v.list_ = MakeList(std::move(l)); return v; }
   static Value Dict(ValueDict d) { Value v; v.kind_ = Kind::kDict; v.dict_ = MakeDict(std::move(d)); return v; }
   static Value Func(Function f) { Value v; v.kind_ = Kind::kFunction; v.fn_ = std::make_shared<Function>(std::move(f)); return v; }
+  // A method bound to `receiver` (which `f` holds a reference to): kept so
+  // that a check for reference cycles can see through it.
+  static Value BoundMethod(const Value& receiver, Function f) {
+    Value v = Func(std::move(f));
+    v.receiver_ = std::make_shared<Value>(receiver);
+    return v;
+  }
   // `untrusted`: every string and dict key in `j` is marked as outside text.
   static Value FromJson(const nlohmann::ordered_json& j, bool untrusted = false);
   // A string whose every byte is outside text.
@@ -108,6 +115,7 @@ class Value {
   ValueList& list() const { return *list_; }
   ValueDict& dict() const { return *dict_; }
   const Function& function() const { return *fn_; }
+  const Value* receiver() const { return receiver_.get(); }
 
   // nullptr when absent. REQUIRES: is_dict().
   const Value* Find(std::string_view key) const;
@@ -150,6 +158,7 @@ class Value {
   std::shared_ptr<ValueList> list_;
   std::shared_ptr<ValueDict> dict_;
   std::shared_ptr<Function> fn_;
+  std::shared_ptr<const Value> receiver_;  // functions: see BoundMethod
   // Strings: their provenance (see provenance()); dicts: set when the keys
   // are outside text.
   std::shared_ptr<const Provenance> untrusted_;
