@@ -274,10 +274,15 @@ int main(int argc, char** argv) {
   }
 
   const auto load_start = std::chrono::steady_clock::now();
+  // Logit rows per step: one per sequence, plus rows that prompt-logprob
+  // prefills (OpenAI echo + logprobs) share, so such a prompt advances up
+  // to 1 + kPromptLogitRows tokens per step. The cost is memory only:
+  // kPromptLogitRows x vocabulary floats on the device and on the host.
+  constexpr int kPromptLogitRows = 32;
   const tessera::ModelBundleOptions bundle_options{.device = c.device,
                                                    .threads = c.threads,
                                                    .max_batch_tokens = c.max_num_batched_tokens,
-                                                   .max_logit_rows = c.max_num_seqs};
+                                                   .max_logit_rows = c.max_num_seqs + kPromptLogitRows};
   auto bundle = c.synthetic.empty()
                     ? tessera::LoadModelBundle(c.model, bundle_options)
                     : tessera::LoadSyntheticModelBundle(c.synthetic, c.synthetic_type, bundle_options);
