@@ -55,6 +55,24 @@ class ChoiceStream final : public grpc::ClientReadReactor<wv1::GenerateResponse>
   wv1::GenerateResponse response_;
 };
 
+// OpenAI's echo (text completions only): a choice's text starts with its
+// prompt.
+bool Echoes(const CompletionRequest& r) { return r.kind == CompletionRequest::Kind::kText && r.echo; }
+
+// Echo with logprobs: the prompt's tokens lead the logprobs.
+bool WantsPromptLogprobs(const CompletionRequest& r) { return Echoes(r) && r.logprobs; }
+
+// A prompt given as token ids is echoed as the worker decodes it.
+bool WantsPromptText(const CompletionRequest& r) { return Echoes(r) && r.prompts.empty(); }
+
+TokenLogprobs FromWire(const wv1::TokenLogprob& lp) {
+  TokenLogprobs t;
+  t.token = lp.token();
+  t.logprob = lp.logprob();
+  for (const auto& top : lp.top_logprobs()) t.top.emplace_back(top.token(), top.logprob());
+  return t;
+}
+
 bool Retryable(grpc::StatusCode code) {
   // The worker is unreachable, shutting down or crashed (UNAVAILABLE), or
   // its queue is full (RESOURCE_EXHAUSTED): another worker may well serve it.
@@ -78,7 +96,16 @@ wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& 
   } else {
     for (int32_t id : r.prompt_ids[prompt_index]) w.mutable_token_ids()->add_ids(id);
   }
-  w.set_max_new_tokens(static_cast<uint32_t>(r.max_tokens));
+  if (r.kind == CompletionRequest::Kind::kText && r.max_tokens == 0) {
+    // The echoed prompt alone. max_new_tokens 1 bounds a worker that
+    // predates prompt_only (it would take 0 as "up to the context").
+    w.set_prompt_only(true);
+    w.set_max_new_tokens(1);
+  } else {
+    w.set_max_new_tokens(static_cast<uint32_t>(r.max_tokens));
+  }
+  if (WantsPromptLogprobs(r)) w.set_prompt_logprobs(static_cast<uint32_t>(r.top_logprobs));
+  w.set_return_prompt_text(WantsPromptText(r));
   auto* s = w.mutable_sampling();
   s->set_temperature(r.temperature);
   s->set_top_p(r.top_p);
@@ -135,6 +162,7 @@ std::shared_ptr<CompletionCall> CompletionCall::Start(WorkerPool& pool, const Co
   {
     absl::MutexLock lock(&call->mu_);
     call->prompt_tokens_per_prompt_.assign(request.prompt_count(), 0);
+    call->choice_started_.assign(static_cast<size_t>(call->choices_), false);
     if (pool.Draining()) {
       call->FinishLocked(absl::UnavailableError("the gateway is shutting down"));
     } else {
@@ -232,20 +260,42 @@ void CompletionCall::OnAcceptTimeout(int attempt) {
 void CompletionCall::OnResponse(int attempt, int choice, const wv1::GenerateResponse& r) {
   absl::MutexLock lock(&mu_);
   if (done_ || attempts_[attempt]->failed) return;  // a superseded attempt
+  const bool first_of_choice = !choice_started_[choice];
+  choice_started_[choice] = true;
+  // A worker that predates a field this request relies on ignores it: the
+  // answer would lack the prompt or hold tokens nobody asked for. That is an
+  // error, not a short or long answer.
+  const char* ignored = nullptr;
+  if (first_of_choice && WantsPromptLogprobs(request_) && r.prompt_logprobs_size() == 0) {
+    ignored = "the prompt's logprobs (echo with logprobs)";
+  } else if (first_of_choice && WantsPromptText(request_) && !r.has_prompt_text()) {
+    ignored = "the prompt's text (echo of a token-id prompt)";
+  } else if (request_.kind == CompletionRequest::Kind::kText && request_.max_tokens == 0 && r.token_ids_size() > 0) {
+    ignored = "prompt_only (max_tokens 0): it generated tokens";
+  }
+  if (ignored != nullptr) {
+    FinishLocked(absl::UnimplementedError(
+        absl::StrCat("worker ", attempts_[attempt]->worker->address, " does not support ", ignored)));
+    for (auto& ctx : attempts_[attempt]->contexts) ctx->TryCancel();
+    return;
+  }
   if (!first_output_sent_) {
     first_output_sent_ = true;
     first_output_at_ = std::chrono::steady_clock::now();
     sink_->OnFirstOutput();
   }
+  if (first_of_choice && Echoes(request_)) {
+    std::vector<TokenLogprobs> prompt;
+    if (WantsPromptLogprobs(request_)) {
+      prompt.reserve(static_cast<size_t>(r.prompt_logprobs_size()));
+      for (const auto& lp : r.prompt_logprobs()) prompt.push_back(FromWire(lp));
+    }
+    sink_->OnEcho(choice, WantsPromptText(request_) ? r.prompt_text() : request_.prompts[choice / request_.n],
+                  prompt);
+  }
   if (!r.text().empty() || r.logprobs_size() > 0) {
     std::vector<TokenLogprobs> lps;
-    for (const auto& lp : r.logprobs()) {
-      TokenLogprobs t;
-      t.token = lp.token();
-      t.logprob = lp.logprob();
-      for (const auto& top : lp.top_logprobs()) t.top.emplace_back(top.token(), top.logprob());
-      lps.push_back(std::move(t));
-    }
+    for (const auto& lp : r.logprobs()) lps.push_back(FromWire(lp));
     sink_->OnDelta(choice, r.text(), lps);
   }
   if (r.finish_reason() != wv1::FINISH_REASON_UNSPECIFIED) {
@@ -328,6 +378,7 @@ CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grp
   first_output_sent_ = false;
   first_output_at_.reset();
   finished_choices_ = 0;
+  choice_started_.assign(choice_started_.size(), false);
   completion_tokens_ = 0;
   prompt_tokens_per_prompt_.assign(prompt_tokens_per_prompt_.size(), 0);
   Attempt* next = NextAttemptLocked(error);

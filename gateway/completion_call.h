@@ -34,6 +34,12 @@ class CompletionSink {
   virtual ~CompletionSink() = default;
   // The first output of the call has arrived (send headers now).
   virtual void OnFirstOutput() = 0;
+  // A text completion with echo: the choice's prompt as text and, with
+  // logprobs, its tokens (else empty); once per choice, before its first
+  // OnDelta or OnChoiceFinished. Entry 0 of `prompt_logprobs` has nothing
+  // before it: its logprob and top are meaningless (OpenAI: null).
+  virtual void OnEcho(int choice, const std::string& prompt_text,
+                      const std::vector<TokenLogprobs>& prompt_logprobs) = 0;
   virtual void OnDelta(int choice, const std::string& text, const std::vector<TokenLogprobs>& logprobs) = 0;
   virtual void OnChoiceFinished(int choice, const std::string& finish_reason) = 0;
   // Last event: OK when every choice finished, else the error. Usage totals
@@ -113,6 +119,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   std::string served_model_ ABSL_GUARDED_BY(mu_) = "-";  // for metrics: a name a worker serves
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<int> prompt_tokens_per_prompt_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> choice_started_ ABSL_GUARDED_BY(mu_);  // a response of the choice has arrived
   int completion_tokens_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -40,8 +40,30 @@ absl::StatusOr<std::string> RequestJson(const google::protobuf::Message& m, bool
   return j.dump();
 }
 
+// Proto repeated fields hold no nulls. A text completion's echoed first
+// prompt token has a null logprob and null alternatives (REST); here it is
+// NaN and an empty Struct (api/v1/completions.proto).
+void NullsForProto(Json& j) {
+  if (!j.contains("choices") || !j["choices"].is_array()) return;
+  for (Json& c : j["choices"]) {
+    if (!c.is_object() || !c.contains("logprobs") || !c["logprobs"].is_object()) continue;
+    Json& lp = c["logprobs"];
+    if (lp.contains("token_logprobs") && lp["token_logprobs"].is_array()) {
+      for (Json& x : lp["token_logprobs"]) {
+        if (x.is_null()) x = "NaN";
+      }
+    }
+    if (lp.contains("top_logprobs") && lp["top_logprobs"].is_array()) {
+      for (Json& x : lp["top_logprobs"]) {
+        if (x.is_null()) x = Json::object();
+      }
+    }
+  }
+}
+
 template <typename Proto>
-absl::Status FromJson(const Json& j, Proto* out) {
+absl::Status FromJson(Json j, Proto* out) {
+  NullsForProto(j);
   google::protobuf::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = true;
   auto s = google::protobuf::util::JsonStringToMessage(j.dump(-1, ' ', false, Json::error_handler_t::replace), out, opts);

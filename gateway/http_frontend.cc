@@ -190,9 +190,6 @@ void HttpFrontend::HandleCompletion(std::shared_ptr<HttpExchange> ex, bool chat,
   if (req->adapter.size() > 128) {
     return reject(WithCode(absl::InvalidArgumentError("X-Lora-Adapter is longer than 128 bytes"), "invalid_request_error"));
   }
-  if (!req->prompt_ids.empty() && req->echo) {
-    return reject(ParamError("echo", "'echo' is supported for text prompts only"));
-  }
   auto renderer = std::make_shared<CompletionRenderer>(std::make_shared<HttpOutput>(ex, request_id), *req, request_id);
   CompletionOptions options = config_.CallOptions();
   auto call = CompletionCall::Start(pool_, *req, renderer, options);

@@ -1,5 +1,6 @@
 #include "gateway/openai/renderer.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 
@@ -24,7 +25,22 @@ Json BytesOf(const std::string& s) {
   return a;
 }
 
+bool IsContinuationByte(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+int64_t CharactersBegun(const std::string& bytes) {
+  int64_t n = 0;
+  for (unsigned char c : bytes) n += !IsContinuationByte(c);
+  return n;
+}
+
 }  // namespace
+
+int64_t TextOffset(const std::string& token, int64_t& chars_before) {
+  const bool inside = !token.empty() && IsContinuationByte(static_cast<unsigned char>(token[0]));
+  const int64_t offset = std::max<int64_t>(0, chars_before - (inside ? 1 : 0));
+  chars_before += CharactersBegun(token);
+  return offset;
+}
 
 std::string NewRequestId() {
   thread_local std::mt19937_64 rng(std::random_device{}());
@@ -39,26 +55,42 @@ CompletionRenderer::CompletionRenderer(std::shared_ptr<ResponseOutput> out, Comp
   created_ = UnixSeconds();
   const size_t choices = req_.prompt_count() * static_cast<size_t>(req_.n);
   texts_.resize(choices);
-  finish_.resize(choices);
-  chat_logprobs_.assign(choices, Json::array());
-  text_lp_.resize(choices);
-  if (req_.echo && !req_.prompts.empty()) {
-    for (size_t c = 0; c < choices; ++c) text_lp_[c].offset = req_.prompts[c / req_.n].size();
-  }
+  ResetChoices();
 }
 
-bool CompletionRenderer::Restart() {
-  if (req_.stream && first_output_.has_value()) return false;  // the client has seen chunks
-  first_output_.reset();
+void CompletionRenderer::ResetChoices() {
   const size_t choices = texts_.size();
   texts_.assign(choices, "");
   finish_.assign(choices, "");
   chat_logprobs_.assign(choices, Json::array());
   text_lp_.assign(choices, TextLp{});
-  if (req_.echo && !req_.prompts.empty()) {
-    for (size_t c = 0; c < choices; ++c) text_lp_[c].offset = req_.prompts[c / req_.n].size();
-  }
+}
+
+bool CompletionRenderer::Restart() {
+  if (req_.stream && first_output_.has_value()) return false;  // the client has seen chunks
+  first_output_.reset();
+  ResetChoices();
   return true;
+}
+
+void CompletionRenderer::OnEcho(int choice, const std::string& prompt_text,
+                                const std::vector<TokenLogprobs>& prompt_logprobs) {
+  if (req_.kind != CompletionRequest::Kind::kText || !req_.echo) return;
+  // Generated tokens' offsets count on from the end of the echoed prompt.
+  text_lp_[choice].generated_chars = CharactersBegun(prompt_text);
+  Json lp = req_.logprobs ? TextLogprobs(choice, prompt_logprobs, /*prompt=*/true) : Json(nullptr);
+  if (!req_.stream) {
+    texts_[choice] = prompt_text;  // before the choice's first OnDelta
+    return;
+  }
+  // Streamed, the echoed prompt is the choice's first chunk (as vLLM sends
+  // it), with the prompt's logprobs when asked.
+  Json c;
+  c["index"] = choice;
+  c["text"] = prompt_text;
+  c["logprobs"] = std::move(lp);
+  c["finish_reason"] = nullptr;
+  SendChunk(Json::array({c}));
 }
 
 void CompletionRenderer::OnFirstOutput() {
@@ -76,7 +108,9 @@ void CompletionRenderer::OnFirstOutput() {
 void CompletionRenderer::OnDelta(int choice, const std::string& text, const std::vector<TokenLogprobs>& logprobs) {
   const bool chat = req_.kind == CompletionRequest::Kind::kChat;
   Json lp = nullptr;
-  if (req_.logprobs && !logprobs.empty()) lp = chat ? ChatLogprobs(logprobs) : TextLogprobs(choice, logprobs);
+  if (req_.logprobs && !logprobs.empty()) {
+    lp = chat ? ChatLogprobs(logprobs) : TextLogprobs(choice, logprobs, /*prompt=*/false);
+  }
   if (!req_.stream) {
     texts_[choice] += text;
     if (chat && lp.is_object()) {
@@ -167,17 +201,26 @@ Json CompletionRenderer::ChatLogprobs(const std::vector<TokenLogprobs>& lps) con
   return Json{{"content", content}};
 }
 
-Json CompletionRenderer::TextLogprobs(int choice, const std::vector<TokenLogprobs>& lps) {
+Json CompletionRenderer::TextLogprobs(int choice, const std::vector<TokenLogprobs>& lps, bool prompt) {
   TextLp& acc = text_lp_[choice];
   Json tokens = Json::array(), token_logprobs = Json::array(), top = Json::array(), offsets = Json::array();
-  for (const auto& t : lps) {
+  for (size_t i = 0; i < lps.size(); ++i) {
+    const TokenLogprobs& t = lps[i];
     tokens.push_back(t.token);
+    offsets.push_back(TextOffset(t.token, prompt ? acc.prompt_chars : acc.generated_chars));
+    if (prompt && i == 0) {
+      // Nothing precedes the first prompt token: OpenAI reports null.
+      token_logprobs.push_back(nullptr);
+      top.push_back(nullptr);
+      continue;
+    }
     token_logprobs.push_back(t.logprob);
+    // The N most likely tokens, and always the chosen one (OpenAI: "up to
+    // logprobs+1 elements").
     Json alt = Json::object();
     for (const auto& [tok, lp] : t.top) alt[tok] = lp;
+    if (!alt.contains(t.token)) alt[t.token] = t.logprob;
     top.push_back(alt);
-    offsets.push_back(acc.offset);
-    acc.offset += t.token.size();
   }
   for (auto& x : tokens) acc.tokens.push_back(x);
   for (auto& x : token_logprobs) acc.token_logprobs.push_back(x);
@@ -197,8 +240,7 @@ Json CompletionRenderer::WholeResponse(const Json& usage) {
       choice["message"] = Json{{"role", "assistant"}, {"content", texts_[c]}};
       choice["logprobs"] = req_.logprobs ? Json{{"content", chat_logprobs_[c]}} : Json(nullptr);
     } else {
-      const std::string prefix = req_.echo && !req_.prompts.empty() ? req_.prompts[c / req_.n] : "";
-      choice["text"] = prefix + texts_[c];
+      choice["text"] = texts_[c];  // with echo, OnEcho put the prompt first
       if (req_.logprobs) {
         const TextLp& t = text_lp_[c];
         choice["logprobs"] = Json{{"tokens", t.tokens}, {"token_logprobs", t.token_logprobs},

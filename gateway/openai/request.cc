@@ -284,16 +284,21 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
   if (r.prompt_count() * static_cast<size_t>(r.n) > static_cast<size_t>(limits.max_n) * 4) {
     return ParamError("n", "too many choices: prompts x n exceeds the limit");
   }
+  TESSERA_RETURN_IF_ERROR(GetBool(j, "echo", &r.echo));
   int64_t max_tokens = 16;
-  TESSERA_RETURN_IF_ERROR(GetInt(j, "max_tokens", 1, limits.max_tokens_cap, &max_tokens));
+  bool has_mt = false;
+  // max_tokens 0 asks for the echoed prompt alone (with logprobs: scoring a
+  // text), as OpenAI and vLLM allow; without echo there is nothing to return.
+  TESSERA_RETURN_IF_ERROR(GetInt(j, "max_tokens", 0, limits.max_tokens_cap, &max_tokens, &has_mt));
+  if (has_mt && max_tokens == 0 && !r.echo) {
+    return ParamError("max_tokens", "'max_tokens' must be at least 1 unless 'echo' is true; got 0");
+  }
   r.max_tokens = static_cast<int>(max_tokens);
   int64_t lp = 0;
   bool has_lp = false;
   TESSERA_RETURN_IF_ERROR(GetInt(j, "logprobs", 0, 5, &lp, &has_lp));
   r.logprobs = has_lp;
   r.top_logprobs = static_cast<int>(lp);
-  TESSERA_RETURN_IF_ERROR(GetBool(j, "echo", &r.echo));
-  if (r.echo && r.stream) return ParamError("echo", "'echo' is not supported together with 'stream'");
   if (const Json* suffix = Field(j, "suffix")) {
     return ParamError("suffix", "'suffix' is not supported");
   }

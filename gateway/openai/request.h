@@ -30,7 +30,7 @@ struct CompletionRequest {
   std::vector<ChatTurn> messages;                   // chat
   std::vector<std::string> prompts;                 // text: one choice set per prompt
   std::vector<std::vector<int32_t>> prompt_ids;     // text prompts given as token ids
-  int max_tokens = 0;                               // 0: unset
+  int max_tokens = 0;                               // chat: 0 is unset; text: 0 only with echo (the prompt alone)
   float temperature = 1.f;
   float top_p = 1.f;
   int n = 1;
@@ -41,6 +41,8 @@ struct CompletionRequest {
   std::vector<std::pair<int32_t, float>> logit_bias;
   bool logprobs = false;   // chat: logprobs; text: logprobs != null
   int top_logprobs = 0;    // chat: top_logprobs; text: the logprobs integer
+  // Text: the choice's text starts with the prompt; with logprobs, the
+  // prompt's tokens lead the logprobs too (the first with a null logprob).
   bool echo = false;
   bool stream = false;
   bool include_usage = false;

@@ -1,5 +1,6 @@
 """The gateway's public gRPC API (tessera.api.v1.Completions) with a real
 gRPC client: same results and errors as the REST API."""
+import math
 import sys
 import tempfile
 
@@ -75,3 +76,24 @@ def test_completions_and_errors(api):
     with pytest.raises(grpc.RpcError) as e:
         list(stub.StreamChatCompletion(pb.ChatCompletionRequest(model=MODEL_ID, messages=[]), metadata=AUTH))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_completion_echo_with_logprobs(api):
+    # The REST API's null logprob of the first echoed prompt token is NaN
+    # here (repeated doubles hold no nulls), its alternatives an empty Struct.
+    pb, stub, _ = api
+    prompt = "The capital of France is"
+    r = stub.CreateCompletion(pb.CompletionRequest(model=MODEL_ID, prompt=[prompt], max_tokens=2, temperature=0,
+                                                   logprobs=2, echo=True), metadata=AUTH)
+    c = r.choices[0]
+    assert c.text.startswith(prompt + " Paris")
+    n = r.usage.prompt_tokens
+    assert len(c.logprobs.tokens) == n + r.usage.completion_tokens
+    assert "".join(c.logprobs.tokens[:n]) == prompt
+    assert math.isnan(c.logprobs.token_logprobs[0]) and len(c.logprobs.top_logprobs[0].fields) == 0
+    assert all(x <= 0 for x in c.logprobs.token_logprobs[1:])
+    assert all(2 <= len(t.fields) <= 3 for t in c.logprobs.top_logprobs[1:])
+    streamed = list(stub.StreamCompletion(pb.CompletionRequest(model=MODEL_ID, prompt=[prompt], max_tokens=2,
+                                                               temperature=0, logprobs=2, echo=True), metadata=AUTH))
+    assert streamed[0].choices[0].text == prompt
+    assert "".join(ch.text for s in streamed for ch in s.choices) == c.text

@@ -77,6 +77,24 @@ TEST(CompletionRequestTest, PromptForms) {
   EXPECT_FALSE(ParseCompletionRequest(R"({"model": "m", "prompt": ["a", [1]]})", {}).ok());
 }
 
+TEST(CompletionRequestTest, EchoAllowsMaxTokensZeroAndStreaming) {
+  auto score = ParseCompletionRequest(R"({"model": "m", "prompt": "hi", "echo": true, "max_tokens": 0, "logprobs": 0})", {});
+  ASSERT_TRUE(score.ok()) << score.status();
+  EXPECT_EQ(score->max_tokens, 0);
+  EXPECT_TRUE(score->echo);
+  EXPECT_TRUE(score->logprobs);
+  EXPECT_EQ(score->top_logprobs, 0);
+  auto streamed = ParseCompletionRequest(R"({"model": "m", "prompt": "hi", "echo": true, "stream": true, "logprobs": 2})", {});
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_TRUE(streamed->stream);
+  auto zero = ParseCompletionRequest(R"({"model": "m", "prompt": "hi", "max_tokens": 0})", {});
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(ParamOf(zero.status()), "max_tokens");
+  auto too_many = ParseCompletionRequest(R"({"model": "m", "prompt": "hi", "echo": true, "logprobs": 6})", {});
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(ParamOf(too_many.status()), "logprobs");
+}
+
 TEST(ErrorsTest, StatusMapsToHttpAndOpenAiShape) {
   EXPECT_EQ(MapStatus(absl::StatusCode::kInvalidArgument).http_status, 400);
   EXPECT_EQ(MapStatus(absl::StatusCode::kUnauthenticated).http_status, 401);

@@ -114,6 +114,38 @@ TEST(SamplerTest, LogprobsAreFromTheModelDistribution) {
   EXPECT_NEAR(t.top[1].second, 2.9f - std::log(z), 1e-5);
 }
 
+TEST(SamplerTest, ScoreTokenReportsWhatSampleReports) {
+  // Prompt logprobs and generated ones must agree for the same row.
+  SamplingParams p;
+  p.temperature = 0;
+  p.logprobs = true;
+  p.top_logprobs = 3;
+  const SampledToken sampled = SampleOnce(p);
+  const std::vector<float> logits = Logits();
+  const SampledToken scored = ScoreToken(logits, sampled.id, 3);
+  EXPECT_EQ(scored.id, sampled.id);
+  EXPECT_EQ(scored.logprob, sampled.logprob);
+  EXPECT_EQ(scored.top, sampled.top);
+  // Any token, not only the best: here the least likely.
+  double z = 0;
+  for (float v : logits) z += std::exp(v);
+  EXPECT_NEAR(ScoreToken(logits, 5, 0).logprob, -1.f - std::log(z), 1e-5);
+  EXPECT_TRUE(ScoreToken(logits, 5, 0).top.empty());
+  EXPECT_EQ(ScoreToken(logits, 5, 50).top.size(), logits.size());  // clamped to the vocabulary
+}
+
+TEST(SamplerTest, ScoreTokenBreaksTiesByLowerId) {
+  const std::vector<float> tied = {0.f, 2.f, 1.f, 2.f, 2.f};
+  const SampledToken t = ScoreToken(tied, 0, 2);
+  ASSERT_EQ(t.top.size(), 2u);
+  EXPECT_EQ(t.top[0].first, 1);
+  EXPECT_EQ(t.top[1].first, 3);
+  SamplingParams p;
+  p.temperature = 0;
+  p.top_logprobs = 2;
+  EXPECT_EQ(SampleOnce(p, tied).top, t.top);
+}
+
 TEST(SamplerTest, ValidateNamesFieldAndValue) {
   SamplingParams p;
   p.top_p = 1.7f;

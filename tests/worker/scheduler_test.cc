@@ -79,6 +79,55 @@ TEST(SchedulerTest, PreemptsTheNewestWhenMemoryRunsOut) {
   EXPECT_EQ(Step(s), (Plan{{2, 5, true}}));
 }
 
+TEST(SchedulerTest, PromptLogitsBoundChunksByLogitRowsAndLeaveDecodesAlone) {
+  BlockManager blocks(64, 4, false);
+  // Two sequences a step, four logit rows: a prompt-logprob prefill may use
+  // its own row plus the two nobody else can claim.
+  Scheduler s({.max_num_seqs = 2, .max_num_batched_tokens = 64, .max_logit_rows = 4}, blocks);
+  auto a = Seq(1, 2), b = Seq(2, 9);
+  b.all_logits_until = 8;  // rows 0..7 score prompt tokens 1..8; row 8 is sampled
+  s.AddWaiting(&a);
+  s.AddWaiting(&b);
+  auto plan = s.Schedule();
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_EQ(plan[1].num_tokens, 3);  // 1 + (4 - 2) rows, though the token budget allows 9
+  EXPECT_EQ(LogitRows(*plan[0].seq, plan[0].num_tokens), 1);
+  EXPECT_EQ(LogitRows(*plan[1].seq, plan[1].num_tokens), 3);
+  s.Commit(plan);
+  a.tokens.push_back(999);
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 3, false}}));  // a keeps decoding every step
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 3, true}}));   // rows 6, 7 and the sampled row 8
+  b.all_logits_until = 0;  // consumed (the engine clears it)
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));
+  // Without spare rows it still advances, one row a step.
+  BlockManager blocks2(64, 4, false);
+  Scheduler tight({.max_num_seqs = 2, .max_num_batched_tokens = 64, .max_logit_rows = 2}, blocks2);
+  auto c = Seq(3, 5);
+  c.all_logits_until = 4;
+  tight.AddWaiting(&c);
+  EXPECT_EQ(Step(tight), (Plan{{3, 1, false}}));
+  EXPECT_EQ(Step(tight), (Plan{{3, 1, false}}));
+}
+
+TEST(SchedulerTest, APromptLogitsSequenceTakesNoPrefixCacheHits) {
+  BlockManager blocks(64, 4, true);
+  Scheduler s({.max_num_seqs = 4, .max_num_batched_tokens = 64, .max_logit_rows = 64}, blocks);
+  auto a = Seq(1, 10);
+  s.AddWaiting(&a);
+  EXPECT_EQ(Step(s), (Plan{{1, 10, true}}));  // blocks 0 and 1 now cached
+  auto hit = Seq(2, 10), scored = Seq(3, 10);
+  scored.all_logits_until = 9;
+  s.AddWaiting(&hit);
+  s.AddWaiting(&scored);
+  auto plan = s.Schedule();
+  ASSERT_EQ(plan.size(), 3u);
+  EXPECT_EQ(plan[1].seq->id, 2u);
+  EXPECT_EQ(plan[1].num_tokens, 2);  // 8 tokens from the cache
+  EXPECT_EQ(plan[2].seq->id, 3u);
+  EXPECT_EQ(plan[2].num_tokens, 10);  // the whole prompt, for its logits
+  EXPECT_EQ(LogitRows(*plan[2].seq, plan[2].num_tokens), 10);
+}
+
 TEST(BlockManagerTest, PrefixCacheSharesFullBlocksAndKeysBySalt) {
   BlockManager blocks(16, 4, true);
   std::vector<int32_t> tokens(10);

@@ -21,6 +21,12 @@ struct Engine::Sequence : SchedSequence {
   std::unique_ptr<OutputProcessor> output;
   bool started = false;
   uint64_t admitted_ns = 0;
+  // Prompt logprobs (request.prompt_logprobs): entry p scores prompt token
+  // p, filled as prefill chunks compute row p - 1; handed to the sink, and
+  // released, when the prompt is done. Bounded: top-N per row, never a
+  // row's logits.
+  std::vector<SampledToken> prompt_lp;
+  bool prompt_lp_pending = false;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, const EngineOptions& options) {
@@ -52,8 +58,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
   kv.num_blocks = num_blocks;
   TESSERA_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(*bundle.backend, c.n_layers, c.kv_dim(), kv));
   e->blocks_ = std::make_unique<BlockManager>(num_blocks, options.block_size, options.prefix_caching);
-  e->scheduler_ = std::make_unique<Scheduler>(options.scheduler, *e->blocks_, options.adapters);
-  e->logits_.resize(static_cast<size_t>(s.max_num_seqs) * c.n_vocab);
+  SchedulerOptions so = options.scheduler;
+  // Unset: every logit row the model can return; those beyond max_num_seqs
+  // let prompt-logprob prefills advance more than a token a step.
+  if (so.max_logit_rows == 0) so.max_logit_rows = bundle.model->max_logit_rows();
+  if (so.max_logit_rows < so.max_num_seqs || so.max_logit_rows > bundle.model->max_logit_rows()) {
+    return absl::InvalidArgumentError(absl::StrCat("max_logit_rows must be in [max_num_seqs, ",
+                                                   bundle.model->max_logit_rows(), "]; got ", so.max_logit_rows));
+  }
+  e->scheduler_ = std::make_unique<Scheduler>(so, *e->blocks_, options.adapters);
+  // One row per logit row a step may need: the sampled rows and, for
+  // prompt-logprob prefills, their prompt rows (max_logit_rows bounds both).
+  e->logits_.resize(static_cast<size_t>(so.max_logit_rows) * c.n_vocab);
   {
     absl::MutexLock lock(&e->mu_);
     e->stats_.kv_blocks_total = num_blocks;
@@ -155,6 +171,14 @@ void Engine::Admit(std::shared_ptr<EngineJob> job) {
   seq->sampler = std::make_unique<Sampler>(job->request.sampling, bundle_.model->config().n_vocab, job->request.prompt);
   seq->output = std::make_unique<OutputProcessor>(*bundle_.tokenizer, job->request);
   seq->admitted_ns = MonotonicNanos();
+  if (job->request.prompt_logprobs.has_value()) {
+    const std::vector<int32_t>& prompt = job->request.prompt;
+    seq->prompt_lp.resize(prompt.size());
+    for (size_t p = 0; p < prompt.size(); ++p) seq->prompt_lp[p].id = prompt[p];
+    seq->prompt_lp_pending = true;
+    // Rows 0 .. n-2 score tokens 1 .. n-1; row n-1 is the sampled row.
+    seq->all_logits_until = static_cast<int64_t>(prompt.size()) - 1;
+  }
   seq->job = std::move(job);
   scheduler_->AddWaiting(seq.get());
   sequences_.push_back(std::move(seq));
@@ -216,6 +240,16 @@ bool Engine::Step() {
 
   std::vector<int32_t> tokens, positions, row_seq, logit_rows;
   std::vector<std::span<const int32_t>> tables;
+  // Where each wanted row's logits land in logits_: the sampled row of plan
+  // entry k (-1: none this step), and prompt rows that score the prompt
+  // token after them.
+  std::vector<int32_t> sample_row(plan.size(), -1);
+  struct PromptRow {
+    Sequence* seq;
+    int64_t position;
+    int32_t row;
+  };
+  std::vector<PromptRow> prompt_rows;
   row_adapters_.clear();
   bool any_adapter = false;
   for (size_t k = 0; k < plan.size(); ++k) {
@@ -229,8 +263,15 @@ bool Engine::Step() {
       positions.push_back(static_cast<int32_t>(p));
       row_seq.push_back(static_cast<int32_t>(k));
       row_adapters_.push_back(view);
+      if (!RowNeedsLogits(*s.seq, s.num_tokens, p)) continue;
+      const auto row = static_cast<int32_t>(logit_rows.size());
+      logit_rows.push_back(static_cast<int32_t>(tokens.size() - 1));
+      if (p < s.seq->all_logits_until) {
+        prompt_rows.push_back({static_cast<Sequence*>(s.seq), p, row});
+      } else {
+        sample_row[k] = row;
+      }
     }
-    if (s.needs_logits) logit_rows.push_back(static_cast<int32_t>(tokens.size() - 1));
   }
   BatchLayout layout{positions, row_seq, tables};
   absl::Status status =
@@ -243,26 +284,56 @@ bool Engine::Step() {
   }
   scheduler_->Commit(plan);
 
-  // Sampling is independent per sequence (each has its own generator), so it
-  // runs in parallel; outputs are then applied in batch order.
   const int n_vocab = bundle_.model->config().n_vocab;
+  auto logits_row = [&](int32_t row) { return logits_.data() + static_cast<size_t>(row) * n_vocab; };
+  // Prompt logprobs: row p scores prompt token p + 1 (a full-vocabulary
+  // log-softmax and a top-N per row; rows are independent).
+#pragma omp parallel for schedule(static) if (prompt_rows.size() > 1)
+  for (size_t i = 0; i < prompt_rows.size(); ++i) {
+    const PromptRow& r = prompt_rows[i];
+    Sequence& seq = *r.seq;
+    seq.prompt_lp[r.position + 1] =
+        ScoreToken({logits_row(r.row), static_cast<size_t>(n_vocab)}, seq.tokens[r.position + 1],
+                   *seq.job->request.prompt_logprobs);
+  }
+
+  // Sequences whose prompt is done hear so (timing, prompt logprobs) before
+  // their first token. A prompt-only one (max_tokens 0) ends here.
   std::vector<Sequence*> sampled_seqs;
-  for (const ScheduledSequence& s : plan) {
-    if (s.needs_logits) sampled_seqs.push_back(static_cast<Sequence*>(s.seq));
-  }
-  std::vector<SampledToken> picks(sampled_seqs.size());
-#pragma omp parallel for schedule(dynamic, 1) if (sampled_seqs.size() > 1)
-  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
-    picks[k] = sampled_seqs[k]->sampler->Sample(logits_.data() + k * static_cast<size_t>(n_vocab));
-  }
-  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
-    Sequence* seq = sampled_seqs[k];
-    const SampledToken& t = picks[k];
+  std::vector<int32_t> sampled_rows;
+  std::vector<Sequence*> prompt_only;
+  for (size_t k = 0; k < plan.size(); ++k) {
+    if (!plan[k].needs_logits) continue;
+    auto* seq = static_cast<Sequence*>(plan[k].seq);
     const uint64_t now = MonotonicNanos();
     if (!seq->started) {
       seq->started = true;
       seq->job->sink->OnStarted(seq->admitted_ns - seq->job->enqueued_ns, now - seq->admitted_ns);
     }
+    if (seq->prompt_lp_pending) {
+      seq->prompt_lp_pending = false;
+      seq->all_logits_until = 0;  // consumed: a recompute after preemption needs no prompt logits
+      seq->job->sink->OnPromptLogprobs(std::exchange(seq->prompt_lp, {}));
+    }
+    if (seq->job->request.max_tokens == 0) {
+      prompt_only.push_back(seq);
+    } else {
+      sampled_seqs.push_back(seq);
+      sampled_rows.push_back(sample_row[k]);
+    }
+  }
+  for (Sequence* seq : prompt_only) FinishSequence(seq, GenerateResult{});
+
+  // Sampling is independent per sequence (each has its own generator), so it
+  // runs in parallel; outputs are then applied in batch order.
+  std::vector<SampledToken> picks(sampled_seqs.size());
+#pragma omp parallel for schedule(dynamic, 1) if (sampled_seqs.size() > 1)
+  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
+    picks[k] = sampled_seqs[k]->sampler->Sample(logits_row(sampled_rows[k]));
+  }
+  for (size_t k = 0; k < sampled_seqs.size(); ++k) {
+    Sequence* seq = sampled_seqs[k];
+    const SampledToken& t = picks[k];
     OutputProcessor::Step step = seq->output->Accept(t);
     if (step.accepted) {
       seq->sampler->Accept(t.id);

@@ -7,6 +7,14 @@
 // next step. The KV cache is paged and prefix-cached (BlockManager); the
 // Scheduler picks each step's rows.
 //
+// A request may ask for its prompt's logprobs (GenerateRequest::
+// prompt_logprobs): its prompt rows then get logits too, scored to top-N as
+// each prefill chunk runs, and it takes no prefix-cache hits (recomputing
+// the prompt) since cached blocks carry no logits. Its chunks are bounded by
+// the logit rows a step may compute, so the transient cost is at most
+// max_logit_rows x vocabulary floats whatever the prompt's length. A
+// request with max_tokens 0 ends after its prompt.
+//
 // Thread-safety: Submit, Stop, CanEverFit and stats() are thread-safe; sinks
 // are called on the engine thread.
 #ifndef TESSERA_WORKER_ENGINE_ENGINE_H_
@@ -35,6 +43,11 @@ class JobSink {
   virtual ~JobSink() = default;
   // Prefill is done; generation starts.
   virtual void OnStarted(uint64_t queue_ns, uint64_t prefill_ns) {}
+  // With GenerateRequest::prompt_logprobs: once, right after OnStarted and
+  // before any OnEvent or OnFinished. Entry p is prompt token p (id) with
+  // its logprob and alternatives under the model's distribution after
+  // tokens [0, p); entry 0 has nothing before it (logprob 0, no top).
+  virtual void OnPromptLogprobs(std::vector<SampledToken> prompt) {}
   // A generated token (or the final flush). Return false to cancel.
   virtual bool OnEvent(const StreamEvent& event) = 0;
   // Exactly once, last: the result, or the error that ended the job.

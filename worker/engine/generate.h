@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,9 +24,12 @@ enum class FinishReason { kLength, kStop, kCancelled };
 struct GenerateRequest {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
-  int max_tokens = 16;
+  int max_tokens = 16;  // 0: run the prompt only (the engine; for prompt_logprobs)
   std::vector<std::string> stop;
   bool ignore_eos = false;
+  // Engine only: report every prompt token's logprob with this many
+  // alternatives (JobSink::OnPromptLogprobs); unset: none.
+  std::optional<int> prompt_logprobs;
 };
 
 struct GenerateResult {

@@ -4,6 +4,28 @@
 
 namespace tessera {
 
+int64_t LogitRows(const SchedSequence& seq, int64_t n) {
+  const int64_t nc = seq.num_computed;
+  int64_t rows = std::max<int64_t>(0, std::min(nc + n, seq.all_logits_until) - nc);
+  const int64_t last = nc + n - 1;
+  if (n > 0 && last + 1 == static_cast<int64_t>(seq.tokens.size()) && last >= seq.all_logits_until) ++rows;
+  return rows;
+}
+
+namespace {
+
+// The tokens of `seq` a step may run, at most `n`, so that its logit rows
+// fit in its own one plus `extra` shared ones. Only a prompt-logprob prefill
+// is ever cut: any other sequence needs at most one row.
+int64_t FitLogits(const SchedSequence& seq, int64_t n, int64_t extra) {
+  const int64_t allowed = 1 + extra;
+  // Rows needing logits are distinct rows, so n tokens need at most n: a cut
+  // to `allowed` tokens always fits.
+  return LogitRows(seq, n) > allowed ? allowed : n;
+}
+
+}  // namespace
+
 void Scheduler::Unpin(SchedSequence* seq) {
   if (seq->adapter != 0 && adapters_ != nullptr) adapters_->Unpin(seq->adapter);
 }
@@ -31,12 +53,21 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
   std::vector<ScheduledSequence> out;
   int64_t budget = options_.max_num_batched_tokens;
   bool preempted = false;
+  // Logit rows beyond the one each sequence of the step may need (a step
+  // holds at most max_num_seqs sequences).
+  const int max_logit_rows = options_.max_logit_rows > 0 ? options_.max_logit_rows : options_.max_num_seqs;
+  int64_t extra_logits = std::max(0, max_logit_rows - options_.max_num_seqs);
+  auto take = [&](SchedSequence* seq, int64_t n) {
+    out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
+    budget -= n;
+    extra_logits -= std::max<int64_t>(0, LogitRows(*seq, n) - 1);
+  };
 
   // Running sequences, oldest first.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     SchedSequence* seq = running_[i];
     const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
-    const int64_t n = std::min(remaining, budget);
+    const int64_t n = FitLogits(*seq, std::min(remaining, budget), extra_logits);
     bool self_preempted = false;
     while (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
       SchedSequence* victim = running_.back();
@@ -51,8 +82,7 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
       Preempt(victim);
     }
     if (self_preempted) continue;  // running_[i] is now the next sequence
-    out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
-    budget -= n;
+    take(seq, n);
     ++i;
   }
 
@@ -79,11 +109,13 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
         continue;
       }
     }
-    if (seq->block_table.empty()) {
+    // A sequence that needs its prompt's logits computes the whole prompt:
+    // a cached block would come without them.
+    if (seq->block_table.empty() && seq->all_logits_until == 0) {
       seq->num_computed = blocks_.MatchPrefix(seq->tokens, seq->salt, seq->block_table, seq->block_chain);
     }
     const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
-    const int64_t n = std::min(remaining, budget);
+    const int64_t n = FitLogits(*seq, std::min(remaining, budget), extra_logits);
     if (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
       blocks_.Free(seq->block_table, seq->block_chain);  // give back the prefix hits too
       seq->num_computed = 0;
@@ -92,8 +124,7 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
     }
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     running_.push_back(seq);
-    out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
-    budget -= n;
+    take(seq, n);
   }
   return out;
 }

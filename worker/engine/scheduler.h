@@ -53,6 +53,11 @@ class AdapterGate {
 struct SchedulerOptions {
   int max_num_seqs = 32;             // sequences in one step
   int max_num_batched_tokens = 512;  // tokens (rows) in one step
+  // Rows whose logits one step may need; 0: max_num_seqs (the Engine sets
+  // it to what its model's forward pass can return). Each sequence of a
+  // step may need one (its last row); only prompt-logprob prefills need
+  // more, and they share the max_logit_rows - max_num_seqs rows beyond that.
+  int max_logit_rows = 0;
 };
 
 // What the scheduler needs to know of a sequence.
@@ -65,6 +70,13 @@ struct SchedSequence {
   std::vector<int32_t> block_table;
   BlockManager::Chain block_chain;  // the prefix cache's view of the full blocks
   int preemptions = 0;
+  // Rows at positions below this need their logits too, not only the last
+  // one (prompt logprobs: every prompt position but the last). While it is
+  // set the sequence takes no prefix-cache hits (cached blocks come without
+  // logits), and its prefill chunks are bounded by the step's logit rows.
+  // The owner clears it once those logits are consumed, so a later
+  // recompute (after preemption) is an ordinary one.
+  int64_t all_logits_until = 0;
 };
 
 struct ScheduledSequence {
@@ -72,6 +84,16 @@ struct ScheduledSequence {
   int64_t num_tokens;   // rows this step: tokens [num_computed, num_computed + num_tokens)
   bool needs_logits;    // the last row is the sequence's last known token
 };
+
+// Whether the row at `position` of a step that runs `n` tokens of `seq`
+// (from seq.num_computed) needs its logits: below seq.all_logits_until, or
+// the sequence's last known token.
+inline bool RowNeedsLogits(const SchedSequence& seq, int64_t n, int64_t position) {
+  return position < seq.all_logits_until ||
+         (position == seq.num_computed + n - 1 && position + 1 == static_cast<int64_t>(seq.tokens.size()));
+}
+// How many rows of such a step need logits.
+int64_t LogitRows(const SchedSequence& seq, int64_t n);
 
 class Scheduler {
  public:

@@ -24,6 +24,30 @@ float LogSumExp(const float* x, int n) {
 
 }  // namespace
 
+SampledToken ScoreToken(std::span<const float> logits, int32_t token, int top) {
+  const int n = static_cast<int>(logits.size());
+  const float lse = LogSumExp(logits.data(), n);
+  SampledToken out;
+  out.id = token;
+  out.logprob = logits[token] - lse;
+  top = std::clamp(top, 0, n);
+  if (top == 0) return out;
+  // A sorted window of the best `top` so far (k <= 20: insertion is cheap);
+  // ids arrive in increasing order and only a strictly larger logit moves
+  // ahead, so ties keep the lower id first, as in Sample.
+  std::vector<std::pair<float, int32_t>> best;
+  best.reserve(static_cast<size_t>(top) + 1);
+  for (int i = 0; i < n; ++i) {
+    const float x = logits[i];
+    if (static_cast<int>(best.size()) == top && !(x > best.back().first)) continue;
+    auto at = std::find_if(best.begin(), best.end(), [x](const auto& b) { return x > b.first; });
+    best.insert(at, {x, i});
+    if (static_cast<int>(best.size()) > top) best.pop_back();
+  }
+  for (const auto& [x, id] : best) out.top.emplace_back(id, x - lse);
+  return out;
+}
+
 absl::Status SamplingParams::Validate(int vocab_size) const {
   if (!(temperature >= 0 && temperature <= 100)) return Bad("temperature", "in [0, 100]", temperature);
   if (top_k < 0) return Bad("top_k", ">= 0", top_k);

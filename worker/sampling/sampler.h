@@ -46,6 +46,13 @@ struct SampledToken {
   std::vector<std::pair<int32_t, float>> top;  // best first
 };
 
+// The log-probability of `token` under the model's distribution `logits`
+// (vocab_size raw logits, not modified) and the `top` most likely tokens,
+// best first (ties: the lower id), computed exactly as Sample reports them.
+// For prompt logprobs: one call per prompt row, with no per-vocabulary
+// allocation, so rows can run in parallel.
+SampledToken ScoreToken(std::span<const float> logits, int32_t token, int top);
+
 class Sampler {
  public:
   // REQUIRES: params.Validate(vocab_size).ok().

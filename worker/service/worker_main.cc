@@ -287,10 +287,15 @@ int main(int argc, char** argv) {
   }
 
   const auto load_start = std::chrono::steady_clock::now();
+  // Logit rows per step: one per sequence, plus rows that prompt-logprob
+  // prefills (OpenAI echo + logprobs) share, so such a prompt advances up
+  // to 1 + kPromptLogitRows tokens per step. The cost is memory only:
+  // kPromptLogitRows x vocabulary floats on the device and on the host.
+  constexpr int kPromptLogitRows = 32;
   tessera::ModelBundleOptions bundle_options{.device = c.device,
                                              .threads = c.threads,
                                              .max_batch_tokens = c.max_num_batched_tokens,
-                                             .max_logit_rows = c.max_num_seqs};
+                                             .max_logit_rows = c.max_num_seqs + kPromptLogitRows};
   bundle_options.chat_content_special_tokens = c.chat_content_special_tokens;
   if (!c.chat_template.empty()) {
     // Templates are small; 1 MiB is far above any real one (Llama 3.1's is ~10 KiB).

@@ -46,10 +46,13 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
     job_ = std::move(job);
   }
 
-  void Configure(const Tokenizer* tokenizer, bool want_logprobs, uint32_t prompt_tokens) {
+  // Before the job is submitted (Submit orders it before the engine thread).
+  void Configure(const Tokenizer* tokenizer, bool want_logprobs, uint32_t prompt_tokens,
+                 std::optional<std::string> prompt_text) {
     tokenizer_ = tokenizer;
     want_logprobs_ = want_logprobs;
     prompt_tokens_ = prompt_tokens;
+    prompt_text_ = std::move(prompt_text);
   }
 
   // JobSink (engine thread).
@@ -59,28 +62,23 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
     have_first_timing_ = true;
   }
 
+  // Held until the next response goes out (the first token's, or the last
+  // one when nothing is generated), so it rides with the first timing.
+  void OnPromptLogprobs(std::vector<SampledToken> prompt) override {
+    prompt_logprobs_.Clear();
+    for (size_t p = 0; p < prompt.size(); ++p) {
+      // Entry 0 has no logprob: only its token goes out.
+      FillLogprob(p == 0 ? SampledToken{prompt[p].id, 0.f, {}} : prompt[p], prompt_logprobs_.Add());
+    }
+  }
+
   bool OnEvent(const StreamEvent& e) override {
     wv1::GenerateResponse r;
-    if (have_first_timing_) {
-      r.set_queue_ns(queue_ns_);
-      r.set_prefill_ns(prefill_ns_);
-      have_first_timing_ = false;
-    }
+    AddFirstResponseParts(r);
     r.set_text(std::string(e.text));
     if (e.token != nullptr) {
       r.add_token_ids(e.token->id);
-      if (want_logprobs_) {
-        wv1::TokenLogprob* lp = r.add_logprobs();
-        lp->set_token_id(e.token->id);
-        lp->set_token(std::string(tokenizer_->TokenBytes(e.token->id)));
-        lp->set_logprob(e.token->logprob);
-        for (const auto& [id, logprob] : e.token->top) {
-          wv1::TopLogprob* t = lp->add_top_logprobs();
-          t->set_token_id(id);
-          t->set_token(std::string(tokenizer_->TokenBytes(id)));
-          t->set_logprob(logprob);
-        }
-      }
+      if (want_logprobs_) FillLogprob(*e.token, r.add_logprobs());
     }
     return Write(std::move(r));
   }
@@ -89,6 +87,7 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
     if (!result.ok()) return Finish(ToGrpcStatus(result.status()));
     if (result->finish == FinishReason::kCancelled) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
     wv1::GenerateResponse last;
+    AddFirstResponseParts(last);
     last.set_finish_reason(result->finish == FinishReason::kStop ? wv1::FINISH_REASON_STOP
                                                                  : wv1::FINISH_REASON_LENGTH);
     last.mutable_usage()->set_prompt_tokens(prompt_tokens_);
@@ -105,6 +104,33 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
     if (job_) job_->cancelled.store(true);
   }
 
+  void FillLogprob(const SampledToken& t, wv1::TokenLogprob* lp) const {
+    lp->set_token_id(t.id);
+    lp->set_token(std::string(tokenizer_->TokenBytes(t.id)));
+    lp->set_logprob(t.logprob);
+    for (const auto& [id, logprob] : t.top) {
+      wv1::TopLogprob* top = lp->add_top_logprobs();
+      top->set_token_id(id);
+      top->set_token(std::string(tokenizer_->TokenBytes(id)));
+      top->set_logprob(logprob);
+    }
+  }
+
+  // Timing, prompt logprobs and prompt text go out once, on the first
+  // response.
+  void AddFirstResponseParts(wv1::GenerateResponse& r) {
+    if (have_first_timing_) {
+      r.set_queue_ns(queue_ns_);
+      r.set_prefill_ns(prefill_ns_);
+      have_first_timing_ = false;
+    }
+    if (!prompt_logprobs_.empty()) r.mutable_prompt_logprobs()->Swap(&prompt_logprobs_);
+    if (prompt_text_.has_value()) {
+      r.set_prompt_text(std::move(*prompt_text_));
+      prompt_text_.reset();
+    }
+  }
+
   WorkerService* service_ = nullptr;
   absl::Mutex job_mu_;
   std::shared_ptr<EngineJob> job_ ABSL_GUARDED_BY(job_mu_);
@@ -114,6 +140,8 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
   uint32_t prompt_tokens_ = 0;
   uint64_t queue_ns_ = 0, prefill_ns_ = 0;
   bool have_first_timing_ = false;
+  google::protobuf::RepeatedPtrField<wv1::TokenLogprob> prompt_logprobs_;
+  std::optional<std::string> prompt_text_;  // GenerateRequest.return_prompt_text
 };
 
 namespace {
@@ -166,7 +194,10 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
                               prompt_param),
                     "context_length_exceeded");
   }
-  const int64_t max_new = wire.max_new_tokens() == 0 ? ctx - prompt : wire.max_new_tokens();
+  // prompt_only: nothing is generated, whatever max_new_tokens says.
+  const int64_t max_new = wire.prompt_only()              ? 0
+                          : wire.max_new_tokens() == 0 ? ctx - prompt
+                                                       : wire.max_new_tokens();
   if (prompt + max_new > ctx) {
     return WithCode(WithParam(absl::InvalidArgumentError(absl::StrCat("prompt (", prompt, " tokens) plus max_tokens (",
                                                                       max_new, ") exceeds the model's context of ",
@@ -189,6 +220,10 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
   p.logprobs = s.logprobs();
   if (s.top_logprobs() > 20) return Invalid("top_logprobs", "in [0, 20]", s.top_logprobs());
   p.top_logprobs = static_cast<int>(s.top_logprobs());
+  if (wire.has_prompt_logprobs()) {
+    if (wire.prompt_logprobs() > 20) return Invalid("prompt_logprobs", "in [0, 20]", wire.prompt_logprobs());
+    req.prompt_logprobs = static_cast<int>(wire.prompt_logprobs());
+  }
   if (absl::Status v = p.Validate(tok.vocab_size()); !v.ok()) {
     // Name the parameter where the message does (out-of-vocabulary bias).
     return absl::StrContains(v.message(), "logit_bias") ? WithParam(v, "logit_bias") : v;
@@ -279,8 +314,21 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
     job->adapter = *id;
     job->prefix_salt = *id;  // adapters never share KV blocks with each other or the base
   }
+  std::optional<std::string> prompt_text;
+  if (request->return_prompt_text()) prompt_text = bundle_.tokenizer->Decode(req->prompt);
+  if (req->max_tokens == 0 && !req->prompt_logprobs.has_value()) {
+    // Nothing to compute: the prompt (its length, and its text if asked) is
+    // all the answer holds, so the engine never sees it.
+    wv1::GenerateResponse last;
+    if (prompt_text.has_value()) last.set_prompt_text(std::move(*prompt_text));
+    last.set_finish_reason(wv1::FINISH_REASON_LENGTH);
+    last.mutable_usage()->set_prompt_tokens(static_cast<uint32_t>(req->prompt.size()));
+    stream->Write(std::move(last));
+    stream->Finish(grpc::Status::OK);
+    return stream.get();
+  }
   stream->Configure(bundle_.tokenizer.get(), req->sampling.logprobs || req->sampling.top_logprobs > 0,
-                    static_cast<uint32_t>(req->prompt.size()));
+                    static_cast<uint32_t>(req->prompt.size()), std::move(prompt_text));
   job->request = std::move(*req);
   job->sink = stream;
   stream->set_job(job);

@@ -99,10 +99,17 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* SimWorker::Generate(grpc::Callb
   auto seq = std::make_shared<Seq>();
   seq->stream = stream;
   seq->prompt_tokens = PromptTokens(*request);
-  seq->max_tokens = request->max_new_tokens() == 0 ? 16 : request->max_new_tokens();
+  seq->max_tokens = request->prompt_only() ? 0 : request->max_new_tokens() == 0 ? 16 : request->max_new_tokens();
   seq->adapter = request->adapter();
   if (seq->prompt_tokens == 0) {
     stream->Finish(Err(grpc::StatusCode::INVALID_ARGUMENT, "the request has no prompt"));
+    return stream.get();
+  }
+  if (request->has_prompt_logprobs() || request->return_prompt_text()) {
+    // No model and no tokenizer here: made-up logprobs or text would pass
+    // for real ones.
+    stream->Finish(Err(grpc::StatusCode::UNIMPLEMENTED,
+                       "the simulated worker cannot score or decode a prompt (prompt_logprobs, return_prompt_text)"));
     return stream.get();
   }
   if (seq->prompt_tokens + seq->max_tokens > options_.context_length) {
@@ -240,9 +247,11 @@ void SimWorker::Loop() {
           r.set_queue_ns(static_cast<uint64_t>((s.stream->admitted_ms - s.stream->enqueued_ms) * 1e6));
           r.set_prefill_ns(static_cast<uint64_t>((done - s.stream->admitted_ms) * 1e6));
         }
-        r.set_text(" tok");
-        r.add_token_ids(1);
-        ++s.produced;
+        if (s.produced < s.max_tokens) {  // a prompt-only request generates nothing
+          r.set_text(" tok");
+          r.add_token_ids(1);
+          ++s.produced;
+        }
         s.stream->Write(std::move(r));
         if (s.produced >= s.max_tokens) {
           wv1::GenerateResponse last;
