@@ -4,6 +4,8 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -128,6 +130,39 @@ TEST_F(LoraAdapterTest, RefusesUnsupportedOrMismatchedAdapters) {
          std::vector<std::pair<std::string, std::vector<int64_t>>>{{Name(0, "self_attn", "q_proj", "A"), {4, 8}}},
          "only one of");
   EXPECT_FALSE(LoraAdapter::Load("../evil", (root_ / "dora").string(), TinyBase(), 8).ok());
+}
+
+// adapter_config.json is checked before a byte is read: a 400 MB file
+// (sparse: it costs no disk) is refused by its size, /dev/zero and a FIFO
+// as not regular files (neither grows the process nor blocks it), and deep
+// nesting before parsing. The old reader took 834 MB for the first and grew
+// until killed on the second.
+TEST_F(LoraAdapterTest, HostileConfigFilesAreRefusedBeforeReading) {
+  const auto good = std::vector<std::pair<std::string, std::vector<int64_t>>>{
+      {Name(0, "self_attn", "q_proj", "A"), {4, 8}}, {Name(0, "self_attn", "q_proj", "B"), {8, 4}}};
+  auto refused_with = [&](const std::string& name, const std::string& text) {
+    auto a = LoraAdapter::Load(name, (root_ / name).string(), TinyBase(), 8);
+    ASSERT_FALSE(a.ok()) << name;
+    EXPECT_NE(a.status().message().find(text), std::string::npos) << name << ": " << a.status();
+  };
+  auto replace_config = [&](const std::string& name) {
+    Write(name, Config(4, {"q_proj"}), good);
+    const fs::path config = root_ / name / "adapter_config.json";
+    fs::remove(config);
+    return config;
+  };
+  {
+    const fs::path config = replace_config("huge");
+    std::ofstream(config) << " ";
+    fs::resize_file(config, 400ull << 20);
+    refused_with("huge", "bytes");
+  }
+  ASSERT_EQ(::symlink("/dev/zero", replace_config("zero").c_str()), 0);
+  refused_with("zero", "is not a regular file");
+  ASSERT_EQ(::mkfifo(replace_config("fifo").c_str(), 0600), 0);
+  refused_with("fifo", "is not a regular file");
+  std::ofstream(replace_config("deep")) << std::string(10000, '[') << std::string(10000, ']');
+  refused_with("deep", "nests more than 32 levels");
 }
 
 TEST_F(LoraAdapterTest, PickleIsRefusedUnopened) {
