@@ -76,7 +76,12 @@ TokenLogprobs FromWire(const wv1::TokenLogprob& lp) {
 bool Retryable(grpc::StatusCode code) {
   // The worker is unreachable, shutting down or crashed (UNAVAILABLE), or
   // its queue is full (RESOURCE_EXHAUSTED): another worker may well serve it.
-  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+  // gRPC also reports a stream its transport dropped, e.g. when the worker
+  // process dies mid-call, as UNKNOWN "Stream removed" (grpc/grpc#34076);
+  // the worker never sends UNKNOWN itself (ToGrpcStatus), so it is a
+  // connection failure like UNAVAILABLE. Callers retry only before output.
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+         code == grpc::StatusCode::UNKNOWN;
 }
 
 wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& adapter, size_t prompt_index,

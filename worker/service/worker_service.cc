@@ -154,8 +154,12 @@ absl::Status Invalid(std::string_view field, std::string_view bound, double valu
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), std::string(s.message()),
-                      FieldsToDetails(s));
+  // UNKNOWN on the wire is left to the transport (a stream it dropped, see
+  // the gateway's Retryable): the worker's own unknown errors are INTERNAL.
+  const grpc::StatusCode code = s.code() == absl::StatusCode::kUnknown
+                                    ? grpc::StatusCode::INTERNAL
+                                    : static_cast<grpc::StatusCode>(static_cast<int>(s.code()));
+  return grpc::Status(code, std::string(s.message()), FieldsToDetails(s));
 }
 
 absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const wv1::GenerateRequest& wire) {
