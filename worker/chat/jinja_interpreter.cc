@@ -49,21 +49,24 @@ Value Strip(const Value& v, const std::string* chars, bool left, bool right) {
 // the operation's inputs held outside text, so does every new string in the
 // result (and every string a new list holds). Conservative by design: an
 // operation added later is safe before anyone thinks of provenance.
-Value Inherit(Value result, bool inputs_untrusted) {
-  if (!inputs_untrusted) return result;
-  if (result.is_string() && result.provenance() == nullptr) return Value::Untrusted(result.as_string());
-  if (result.is_list()) {
-    bool any = false;
-    for (const Value& x : result.list()) any |= x.is_string() && x.provenance() == nullptr;
-    if (!any) return result;
-    ValueList l;
-    l.reserve(result.list().size());
-    for (const Value& x : result.list()) {
-      l.push_back(x.is_string() && x.provenance() == nullptr ? Value::Untrusted(x.as_string()) : x);
-    }
-    return Value::List(std::move(l));
+// `inputs_untrusted` is asked only when the result holds such a string, so
+// the common results (numbers, booleans, values passed through) never pay
+// for a walk over the inputs (e.g. `messages|length` inside a loop).
+template <typename InputsUntrusted>
+Value Inherit(Value result, InputsUntrusted inputs_untrusted) {
+  auto fresh = [](const Value& x) { return x.is_string() && x.provenance() == nullptr; };
+  if (fresh(result)) return inputs_untrusted() ? Value::Untrusted(result.as_string()) : result;
+  if (!result.is_list() || std::none_of(result.list().begin(), result.list().end(), fresh) || !inputs_untrusted()) {
+    return result;
   }
-  return result;
+  ValueList l;
+  l.reserve(result.list().size());
+  for (const Value& x : result.list()) l.push_back(fresh(x) ? Value::Untrusted(x.as_string()) : x);
+  return Value::List(std::move(l));
+}
+
+Value Inherit(Value result, bool inputs_untrusted) {
+  return Inherit(std::move(result), [inputs_untrusted] { return inputs_untrusted; });
 }
 
 bool AnyUntrusted(const CallArgs& args) {
@@ -368,9 +371,8 @@ class Renderer {
           return RenderError(e.line, absl::StrCat("'", fn.TypeName(), "' object is not callable"));
         }
         TESSERA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e));
-        const bool untrusted = AnyUntrusted(args);
-        TESSERA_ASSIGN_OR_RETURN(Value r, fn.function()(args));
-        return Inherit(std::move(r), untrusted);
+        TESSERA_ASSIGN_OR_RETURN(Value r, fn.function()(args));  // callees read args, never move from them
+        return Inherit(std::move(r), [&args] { return AnyUntrusted(args); });
       }
       case Expr::Kind::kFilter: return EvalFilter(e);
       case Expr::Kind::kTest: {
@@ -789,9 +791,8 @@ class Renderer {
   absl::StatusOr<Value> EvalFilter(const Expr& e) {
     TESSERA_ASSIGN_OR_RETURN(Value v, Eval(*e.a));
     TESSERA_ASSIGN_OR_RETURN(CallArgs args, EvalArgs(e));
-    const bool untrusted = v.AnyUntrusted() || AnyUntrusted(args);
     TESSERA_ASSIGN_OR_RETURN(Value r, ApplyFilter(e, v, args));
-    return Inherit(std::move(r), untrusted);
+    return Inherit(std::move(r), [&] { return v.AnyUntrusted() || AnyUntrusted(args); });
   }
 
   absl::StatusOr<Value> ApplyFilter(const Expr& e, const Value& v, CallArgs& args) {
