@@ -6,10 +6,14 @@ Run from the repository root with the project's virtualenv:
     .venv/bin/python tests/fuzz/make_corpus.py
 """
 import os
+import sys
 import struct
 
 import numpy as np
 import gguf
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+from gguf_bytes import raw_gguf  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "corpus", "gguf")
 
@@ -50,21 +54,6 @@ def tensors(w):
     w.add_tensor("q8", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     q = gguf.quants.quantize(rng.standard_normal((1, 32)).astype(np.float32), gguf.GGMLQuantizationType.Q4_0)
     w.add_tensor("q4", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
-
-
-def raw_gguf(kv=(), tensors=(), data=b""):
-    """GGUF v3 bytes field by field. kv: (key bytes, type id, value bytes);
-    tensors: (name bytes, dims, ggml type, offset)."""
-    def string(b):
-        return struct.pack("<Q", len(b)) + b
-    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
-    for key, type_id, value in kv:
-        out += string(key) + struct.pack("<I", type_id) + value
-    for name, dims, ggml_type, offset in tensors:
-        out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-        out += struct.pack("<IQ", ggml_type, offset)
-    out += b"\0" * (-len(out) % 32)
-    return out + data
 
 
 ONE = struct.pack("<I", 1)

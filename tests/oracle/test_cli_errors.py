@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import run_tool, tool
+from gguf_bytes import raw_gguf as hostile_gguf
 from test_quant_formats import write_model
 
 
@@ -91,22 +92,6 @@ def test_unknown_tensor_type(tmp_path):
     out = _patched(tmp_path, "type.gguf", b"blk.0.attn_q.weight",
                    lambda d, p: (p + 4 + 16, np.uint32(16).tobytes()))
     expect_clean_error(run_tool("tessera-generate", "--model", out, "--prompt", "x"), "unsupported type id 16")
-
-
-def hostile_gguf(kv=(), tensors=(), data=b"", n_tensors=None):
-    """GGUF v3 bytes written field by field, so that any key, name, count or
-    offset can be what no writer library would produce. kv: (key bytes, type
-    id, value bytes); tensors: (name bytes, dims, ggml type, offset)."""
-    def string(b):
-        return struct.pack("<Q", len(b)) + b
-    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors) if n_tensors is None else n_tensors, len(kv))
-    for key, type_id, value in kv:
-        out += string(key) + struct.pack("<I", type_id) + value
-    for name, dims, ggml_type, offset in tensors:
-        out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-        out += struct.pack("<IQ", ggml_type, offset)
-    out += b"\0" * (-len(out) % 32)
-    return out + data
 
 
 U32 = 4
