@@ -5,7 +5,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 PY := .venv/bin/python
 
-.PHONY: all setup setup-extra configure build test run bench fuzz clean
+.PHONY: all setup setup-extra configure build test run bench compare fuzz clean
 
 all: build
 
@@ -39,6 +39,12 @@ bench: build
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_routing.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_hf_formats.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_cuda.py
+
+# Quantizes the dense baseline into every served format and writes the
+# comparison table (size, speed, perplexity, KL, top-1) into the README.
+COMPARE_ARGS ?=
+compare: build
+	$(PY) tests/bench/compare_formats.py --tessera-bin $(BUILD)/bin --readme README.md $(COMPARE_ARGS)
 
 # libFuzzer + ASan/UBSan build of the parsers (model files, requests, chat
 # templates, the tokenizer), run briefly.

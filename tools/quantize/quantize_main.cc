@@ -98,11 +98,14 @@ int main(int argc, char** argv) {
                              "': use gguf:TYPE (for example gguf:Q4_K_M), awq, gptq or rtn"), 2);
   }
 
+  std::error_code ec;
+  if (!fs::exists(o.input, ec)) {
+    return Fail(absl::StrCat("--input '", tessera::EscapeForMessage(o.input, 512), "': no such file or directory"));
+  }
   // The output's directory must exist; the output must not, unless --force.
   const fs::path out = fs::absolute(fs::path(o.output)).lexically_normal();
   const fs::path parent = out.has_filename() ? out.parent_path() : out.parent_path().parent_path();
   const fs::path target = out.has_filename() ? out : out.parent_path();
-  std::error_code ec;
   if (!fs::is_directory(parent, ec)) {
     return Fail(absl::StrCat("--output: the directory '", tessera::EscapeForMessage(parent.string(), 512),
                              "' does not exist"));
