@@ -235,3 +235,42 @@ TEST_F(EnginePromptLogprobsTest, PreemptedMidPromptRecomputesWithoutCachedBlocks
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST(StepCostTest, BudgetIsTheRowsThatFitTheTargetWithinBounds) {
+  const StepCost cpu{.fixed_seconds = 0.002, .per_row_seconds = 0.003};
+  EXPECT_EQ(cpu.RowsWithin(0.150), 49);  // (150 - 2) / 3
+  EXPECT_EQ(cpu.RowsWithin(0.001), 0);
+  EXPECT_EQ(BudgetForTarget(cpu, 0.150, 48, 512), 49);
+  EXPECT_EQ(BudgetForTarget(cpu, 0.010, 48, 512), 48);    // a full decode batch + 16 always fits
+  EXPECT_EQ(BudgetForTarget(cpu, 60.0, 48, 512), 512);    // the model's scratch caps it
+  const StepCost flat{.fixed_seconds = 0.010, .per_row_seconds = 0};  // no per-row cost measured
+  EXPECT_EQ(BudgetForTarget(flat, 0.020, 48, 2048), 2048);
+  EXPECT_EQ(BudgetForTarget(cpu, 0.150, 600, 512), 512);  // bounds that cross: the scratch wins
+}
+
+TEST(StepCostTest, AnAutomaticBudgetIsMeasuredAndPlacedWithinTheModelsBatch) {
+  auto b = LoadSyntheticModelBundle("tiny", "q8_0", {.max_batch_tokens = 128, .max_logit_rows = 16});
+  ASSERT_TRUE(b.ok()) << b.status();
+  EngineOptions o;
+  o.scheduler = {.max_num_seqs = 8, .max_num_batched_tokens = 0};
+  auto e = Engine::Create(**b, o);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_TRUE((*e)->step_cost().has_value());
+  EXPECT_GE((*e)->step_cost()->per_row_seconds, 0);
+  EXPECT_GE((*e)->options().step_target_seconds, 0.020);
+  const int budget = (*e)->options().scheduler.max_num_batched_tokens;
+  EXPECT_GE(budget, 8 + 16);
+  EXPECT_LE(budget, 128);
+  // An explicit budget is kept and nothing is measured.
+  o.scheduler.max_num_batched_tokens = 32;
+  auto fixed = Engine::Create(**b, o);
+  ASSERT_TRUE(fixed.ok()) << fixed.status();
+  EXPECT_FALSE((*fixed)->step_cost().has_value());
+  EXPECT_EQ((*fixed)->options().scheduler.max_num_batched_tokens, 32);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -36,10 +36,15 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
     return absl::InvalidArgumentError(absl::StrCat("max_num_seqs must be in [1, ", bundle.model->max_logit_rows(),
                                                    "]; got ", s.max_num_seqs));
   }
-  if (s.max_num_batched_tokens < 1 || s.max_num_batched_tokens > bundle.model->max_batch_tokens()) {
+  if (s.max_num_batched_tokens != 0 &&
+      (s.max_num_batched_tokens < 1 || s.max_num_batched_tokens > bundle.model->max_batch_tokens())) {
     return absl::InvalidArgumentError(absl::StrCat("max_num_batched_tokens must be in [1, ",
                                                    bundle.model->max_batch_tokens(), "]; got ",
                                                    s.max_num_batched_tokens));
+  }
+  if (options.step_target_seconds < 0 || options.step_target_seconds > 60) {
+    return absl::InvalidArgumentError(absl::StrCat("step target must be in [0, 60] seconds; got ",
+                                                   options.step_target_seconds));
   }
   if (options.max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
   if (options.block_size < 1 || options.block_size > 256) {
@@ -59,6 +64,23 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
   TESSERA_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(*bundle.backend, c.n_layers, c.kv_dim(), kv));
   e->blocks_ = std::make_unique<BlockManager>(num_blocks, options.block_size, options.prefix_caching);
   SchedulerOptions so = options.scheduler;
+  if (so.max_num_batched_tokens == 0) {
+    // Stall-free batching: measure what a row costs here, then give a step
+    // the rows that fit in the target. The cache is still empty, so the
+    // measurement's K/V writes land in blocks nobody holds.
+    const int large = std::min(64, bundle.model->max_batch_tokens());
+    const int small = std::max(1, std::min(8, large / 2));
+    if (small >= large) return absl::InvalidArgumentError("the model's batch is too small to measure a step");
+    TESSERA_ASSIGN_OR_RETURN(StepCost cost, MeasureStepCost(*bundle.model, *e->cache_, options.block_size, small, large));
+    if (e->options_.step_target_seconds == 0) {
+      e->options_.step_target_seconds = std::max(0.020, 1.5 * cost.Seconds(so.max_num_seqs));
+    }
+    so.max_num_batched_tokens = static_cast<int>(BudgetForTarget(
+        cost, e->options_.step_target_seconds, std::min<int64_t>(so.max_num_seqs + 16, bundle.model->max_batch_tokens()),
+        bundle.model->max_batch_tokens()));
+    e->step_cost_ = cost;
+  }
+  e->options_.scheduler.max_num_batched_tokens = so.max_num_batched_tokens;
   // Unset: every logit row the model can return; those beyond max_num_seqs
   // let prompt-logprob prefills advance more than a token a step.
   if (so.max_logit_rows == 0) so.max_logit_rows = bundle.model->max_logit_rows();

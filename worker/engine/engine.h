@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
@@ -33,6 +34,7 @@
 #include "worker/engine/generate.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/scheduler.h"
+#include "worker/engine/step_cost.h"
 #include "worker/model/model_bundle.h"
 
 namespace tessera {
@@ -82,7 +84,13 @@ struct EngineJob {
 };
 
 struct EngineOptions {
+  // scheduler.max_num_batched_tokens 0: chosen at Create from the measured
+  // step cost so that a step takes about step_target_seconds (stall-free
+  // batching: a running stream waits at most one such step for someone
+  // else's prompt).
   SchedulerOptions scheduler;
+  // 0: auto, 1.5x a full decode step (max_num_seqs rows), at least 20 ms.
+  double step_target_seconds = 0;
   int max_waiting = 256;            // queued jobs beyond which Submit refuses
   int64_t kv_cache_bytes = 0;       // 0: enough for max_num_seqs full contexts, capped at 1 GiB
   int block_size = 16;
@@ -118,7 +126,11 @@ class Engine {
   void Stop();
 
   EngineStats stats() const;
+  // The options in effect: a 0 max_num_batched_tokens or step target
+  // replaced by what Create chose.
   const EngineOptions& options() const { return options_; }
+  // The measured step cost, if Create measured it (auto budget).
+  const std::optional<StepCost>& step_cost() const { return step_cost_; }
 
  private:
   struct Sequence;
@@ -131,6 +143,7 @@ class Engine {
 
   ModelBundle& bundle_;
   EngineOptions options_;
+  std::optional<StepCost> step_cost_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<BlockManager> blocks_;
   std::unique_ptr<Scheduler> scheduler_;

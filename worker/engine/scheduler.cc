@@ -63,27 +63,36 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
     extra_logits -= std::max<int64_t>(0, LogitRows(*seq, n) - 1);
   };
 
-  // Running sequences, oldest first.
-  for (size_t i = 0; i < running_.size() && budget > 0;) {
-    SchedSequence* seq = running_[i];
-    const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
-    const int64_t n = FitLogits(*seq, std::min(remaining, budget), extra_logits);
-    bool self_preempted = false;
-    while (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
-      SchedSequence* victim = running_.back();
-      preempted = true;
-      // Never preempt a sequence already scheduled in this step.
-      const bool scheduled = std::any_of(out.begin(), out.end(), [&](const auto& s) { return s.seq == victim; });
-      if (victim == seq || scheduled) {
-        Preempt(seq);
-        self_preempted = true;
-        break;
+  // Running sequences, oldest first: every decode (one token each) before
+  // any prompt chunk, so a running stream never waits on someone else's
+  // prefill (Sarathi-Serve's stall-free batching); prompts still being
+  // prefilled share what the budget leaves.
+  for (const bool decode_pass : {true, false}) {
+    for (size_t i = 0; i < running_.size() && budget > 0;) {
+      SchedSequence* seq = running_[i];
+      const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
+      if ((remaining <= 1) != decode_pass) {
+        ++i;
+        continue;
       }
-      Preempt(victim);
+      const int64_t n = FitLogits(*seq, std::min(remaining, budget), extra_logits);
+      bool self_preempted = false;
+      while (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
+        SchedSequence* victim = running_.back();
+        preempted = true;
+        // Never preempt a sequence already scheduled in this step.
+        const bool scheduled = std::any_of(out.begin(), out.end(), [&](const auto& s) { return s.seq == victim; });
+        if (victim == seq || scheduled) {
+          Preempt(seq);
+          self_preempted = true;
+          break;
+        }
+        Preempt(victim);
+      }
+      if (self_preempted) continue;  // running_[i] is now the next sequence
+      take(seq, n);
+      ++i;
     }
-    if (self_preempted) continue;  // running_[i] is now the next sequence
-    take(seq, n);
-    ++i;
   }
 
   // Waiting sequences in arrival order, unless memory was short this step.

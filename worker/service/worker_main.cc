@@ -48,7 +48,10 @@ ABSL_FLAG(std::string, model_name, "",
 ABSL_FLAG(int, threads, -1, "CPU threads (0 = all; default 0)");
 ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refused with 429 (default 256)");
 ABSL_FLAG(int, max_num_seqs, -1, "sequences batched in one step (default 32)");
-ABSL_FLAG(int, max_num_batched_tokens, -1, "tokens in one step; longer prompts are prefilled in chunks (default 256)");
+ABSL_FLAG(int, max_num_batched_tokens, -1,
+          "tokens in one step; longer prompts are prefilled in chunks (default 0: the tokens that fit in --step-target-ms, from a step cost measured at start)");
+ABSL_FLAG(double, step_target_ms, -1,
+          "with an automatic max_num_batched_tokens: the time one step should take, so a running stream waits at most about that long for another request's prompt (default 0: 1.5x a full decode step, at least 20 ms)");
 ABSL_FLAG(int, kv_cache_memory, -1, "KV cache size in MiB (default 256)");
 ABSL_FLAG(std::vector<std::string>, adapter_dir, {}, "directories holding LoRA adapters, comma-separated; adapters are served by their directory name, and runtime loads must lie inside one");
 ABSL_FLAG(int, max_loras, -1, "LoRA adapters resident on the device at once (default 8)");
@@ -89,7 +92,8 @@ struct WorkerConfig {
   int threads = 0;
   int max_waiting = 256;
   int max_num_seqs = 32;
-  int max_num_batched_tokens = 256;
+  int max_num_batched_tokens = 0;  // 0: from the measured step cost and step_target_ms
+  double step_target_ms = 0;       // 0: auto
   int kv_cache_memory_mib = 256;
   bool enable_prefix_caching = true;
   std::vector<std::string> adapter_dirs;
@@ -119,6 +123,7 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "max_waiting") c.max_waiting = kv.second.as<int>();
       else if (key == "max_num_seqs") c.max_num_seqs = kv.second.as<int>();
       else if (key == "max_num_batched_tokens") c.max_num_batched_tokens = kv.second.as<int>();
+      else if (key == "step_target_ms") c.step_target_ms = kv.second.as<double>();
       else if (key == "kv_cache_memory") c.kv_cache_memory_mib = kv.second.as<int>();
       else if (key == "enable_prefix_caching") c.enable_prefix_caching = kv.second.as<bool>();
       else if (key == "adapter_dirs") c.adapter_dirs = kv.second.as<std::vector<std::string>>();
@@ -213,6 +218,7 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_max_waiting) >= 0) c.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   if (absl::GetFlag(FLAGS_max_num_seqs) >= 0) c.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   if (absl::GetFlag(FLAGS_max_num_batched_tokens) >= 0) c.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  if (absl::GetFlag(FLAGS_step_target_ms) >= 0) c.step_target_ms = absl::GetFlag(FLAGS_step_target_ms);
   if (absl::GetFlag(FLAGS_kv_cache_memory) >= 0) c.kv_cache_memory_mib = absl::GetFlag(FLAGS_kv_cache_memory);
   if (auto p = absl::GetFlag(FLAGS_enable_prefix_caching)) c.enable_prefix_caching = *p;
   if (!absl::GetFlag(FLAGS_adapter_dir).empty()) c.adapter_dirs = absl::GetFlag(FLAGS_adapter_dir);
@@ -223,8 +229,9 @@ int main(int argc, char** argv) {
   if (c.max_cpu_loras < c.max_loras || c.max_cpu_loras > 65536) return fail("max_cpu_loras must be in [max_loras, 65536]");
   if (c.max_lora_rank < 1 || c.max_lora_rank > 1024) return fail("max_lora_rank must be in [1, 1024]");
   if (c.max_num_seqs < 1 || c.max_num_seqs > 1024) return fail("max_num_seqs must be in [1, 1024]");
-  if (c.max_num_batched_tokens < 1 || c.max_num_batched_tokens > 65536) return fail("max_num_batched_tokens must be in [1, 65536]");
-  if (c.max_num_batched_tokens < c.max_num_seqs) return fail("max_num_batched_tokens must be >= max_num_seqs");
+  if (c.max_num_batched_tokens < 0 || c.max_num_batched_tokens > 65536) return fail("max_num_batched_tokens must be in [0, 65536] (0: automatic)");
+  if (c.max_num_batched_tokens != 0 && c.max_num_batched_tokens < c.max_num_seqs) return fail("max_num_batched_tokens must be >= max_num_seqs");
+  if (!(c.step_target_ms >= 0 && c.step_target_ms <= 60000)) return fail("step_target_ms must be in [0, 60000]");
   if (c.kv_cache_memory_mib < 1 || c.kv_cache_memory_mib > (1 << 20)) return fail("kv_cache_memory must be in [1, 1048576] MiB");
   if (c.model.empty()) c.model = tessera::DefaultModelPath();
   if (c.model_name.empty()) {
@@ -240,7 +247,7 @@ int main(int argc, char** argv) {
       << "chat_content_special_tokens" << YAML::Value << c.chat_content_special_tokens << YAML::Key << "threads"
       << YAML::Value << c.threads << YAML::Key << "max_waiting" << YAML::Value << c.max_waiting << YAML::Key
       << "max_num_seqs" << YAML::Value << c.max_num_seqs << YAML::Key << "max_num_batched_tokens" << YAML::Value
-      << c.max_num_batched_tokens << YAML::Key << "kv_cache_memory" << YAML::Value << c.kv_cache_memory_mib
+      << c.max_num_batched_tokens << YAML::Key << "step_target_ms" << YAML::Value << c.step_target_ms << YAML::Key << "kv_cache_memory" << YAML::Value << c.kv_cache_memory_mib
       << YAML::Key << "enable_prefix_caching" << YAML::Value << c.enable_prefix_caching << YAML::Key
       << "adapter_dirs" << YAML::Value << YAML::Flow << c.adapter_dirs << YAML::Key << "max_loras" << YAML::Value
       << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
@@ -292,9 +299,12 @@ int main(int argc, char** argv) {
   // to 1 + kPromptLogitRows tokens per step. The cost is memory only:
   // kPromptLogitRows x vocabulary floats on the device and on the host.
   constexpr int kPromptLogitRows = 32;
+  // An automatic step budget is chosen within the scratch sized for this.
+  const int kAutoBatchTokensCap = std::max(c.max_num_seqs + 16, c.device.starts_with("cuda") ? 2048 : 512);
   tessera::ModelBundleOptions bundle_options{.device = c.device,
                                              .threads = c.threads,
-                                             .max_batch_tokens = c.max_num_batched_tokens,
+                                             .max_batch_tokens = c.max_num_batched_tokens != 0 ? c.max_num_batched_tokens
+                                                                 : kAutoBatchTokensCap,
                                              .max_logit_rows = c.max_num_seqs + kPromptLogitRows};
   bundle_options.chat_content_special_tokens = c.chat_content_special_tokens;
   if (!c.chat_template.empty()) {
@@ -318,6 +328,7 @@ int main(int argc, char** argv) {
   eo.observer = &metrics;
   eo.scheduler.max_num_seqs = c.max_num_seqs;
   eo.scheduler.max_num_batched_tokens = c.max_num_batched_tokens;
+  eo.step_target_seconds = c.step_target_ms / 1000;
   eo.max_waiting = c.max_waiting;
   eo.kv_cache_bytes = static_cast<int64_t>(c.kv_cache_memory_mib) << 20;
   eo.prefix_caching = c.enable_prefix_caching;
@@ -330,6 +341,16 @@ int main(int argc, char** argv) {
   eo.adapters = adapters->get();
   auto engine = tessera::Engine::Create(**bundle, eo);
   if (!engine.ok()) return fail(std::string(engine.status().message()));
+  if (const auto& cost = (*engine)->step_cost()) {
+    std::fprintf(stderr,
+                 "tessera-worker: max_num_batched_tokens %d (measured step cost %.2f ms + %.3f ms per row; "
+                 "step target %.1f ms)\n",
+                 (*engine)->options().scheduler.max_num_batched_tokens, cost->fixed_seconds * 1e3,
+                 cost->per_row_seconds * 1e3, (*engine)->options().step_target_seconds * 1e3);
+  } else {
+    std::fprintf(stderr, "tessera-worker: max_num_batched_tokens %d (configured)\n",
+                 (*engine)->options().scheduler.max_num_batched_tokens);
+  }
   tessera::WorkerService service(**bundle, **engine, **adapters, {.model_id = c.model_name});
   live_engine.store(engine->get());
   live_adapters.store(adapters->get());

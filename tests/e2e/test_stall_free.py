@@ -1,0 +1,104 @@
+"""Stall-free batching through the real gateway: a 2,000-token prompt that
+arrives while 8 streams are generating is prefilled in chunks that share
+steps with their decodes, so no running stream waits for it longer than the
+worker's step target plus 50%.
+
+The worker chooses its step budget from a step cost it measures at start and
+prints it; the test reads the budget and target from that line, so it holds
+whatever this machine's speed. Timing-sensitive: it runs alone (RUN_SERIAL)."""
+import json
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import MODEL_ID, Stack
+
+TARGET_MS = 150
+STREAMS = 8
+
+
+def stream(port, body, on_token):
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+    buf = b""
+    usage = None
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        now = time.perf_counter()
+        buf += chunk
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            i = event.find(b"data: ")
+            if i < 0 or event[i + 6:] == b"[DONE]":
+                continue
+            j = json.loads(event[i + 6:])
+            if j.get("usage"):
+                usage = j["usage"]
+            if any(c.get("text") for c in j.get("choices", [])):
+                on_token(now)
+    s.close()
+    return usage
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack(extra_worker_args=["--step-target-ms", str(TARGET_MS)])
+    yield s
+    s.stop()
+
+
+def worker_budget(stack):
+    stack.logs[0].flush()
+    with open(stack.logs[0].name) as f:
+        log = f.read()
+    m = re.search(r"max_num_batched_tokens (\d+) \(measured step cost ([\d.]+) ms \+ ([\d.]+) ms per row; "
+                  r"step target ([\d.]+) ms\)", log)
+    assert m, log
+    return int(m.group(1)), float(m.group(4))
+
+
+def test_a_long_prompt_never_stalls_running_streams(stack):
+    budget, target_ms = worker_budget(stack)
+    assert target_ms == TARGET_MS
+    port = stack.http_port
+    times = [[] for _ in range(STREAMS)]
+    threads = []
+    for k in range(STREAMS):
+        body = {"model": MODEL_ID, "prompt": f"Story number {k}:", "max_tokens": 400, "temperature": 0.8,
+                "ignore_eos": True, "stream": True, "seed": k}
+        t = threading.Thread(target=stream, args=(port, body, times[k].append))
+        t.start()
+        threads.append(t)
+    deadline = time.time() + 60
+    while min(len(t) for t in times) < 5:
+        assert time.time() < deadline, "the streams did not start"
+        time.sleep(0.05)
+
+    long_prompt = " ".join(f"w{i}" for i in range(520))  # ~2,000 tokens
+    t_send = time.perf_counter()
+    usage = stream(port, {"model": MODEL_ID, "prompt": long_prompt, "max_tokens": 1, "stream": True,
+                          "stream_options": {"include_usage": True}}, lambda now: None)
+    t_done = time.perf_counter()
+    for t in threads:
+        t.join(timeout=120)
+    assert usage and usage["prompt_tokens"] >= 1900, usage
+    prefill_s = t_done - t_send
+    # The prompt was chunked over many steps, each shared with the 8 decodes.
+    assert prefill_s > 3 * target_ms / 1000, (prefill_s, budget)
+
+    worst = 0.0
+    for k, ts in enumerate(times):
+        during = [b - a for a, b in zip(ts, ts[1:]) if b >= t_send and a <= t_done]
+        assert during, f"stream {k} produced nothing while the prompt was prefilled"
+        worst = max(worst, max(during))
+    print(f"budget {budget} tokens/step, target {target_ms} ms, prefill of {usage['prompt_tokens']} tokens "
+          f"took {prefill_s:.2f} s, worst gap of a running stream {worst * 1000:.0f} ms")
+    assert worst * 1000 <= 1.5 * target_ms, f"a running stream waited {worst * 1000:.0f} ms (target {target_ms} ms)"
