@@ -277,6 +277,7 @@ absl::Status GgufFile::Parse(const GgufLimits& limits) {
     if (!metadata_.emplace(key, std::move(v)).second) {
       return absl::InvalidArgumentError(absl::StrCat("GGUF: duplicate metadata key '", EscapeForMessage(key), "'"));
     }
+    key_order_.push_back(key);
   }
 
   if (const GgufValue* a = Find("general.alignment")) {

@@ -69,6 +69,9 @@ class GgufFile {
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  // The metadata keys in file order (a rewriter that must reproduce a file's
+  // key order, such as tessera-quantize, needs it; metadata() is sorted).
+  const std::vector<std::string>& key_order() const { return key_order_; }
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
   size_t file_bytes() const { return bytes_.size(); }
 
@@ -92,6 +95,7 @@ class GgufFile {
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;
   std::map<std::string, GgufValue> metadata_;
+  std::vector<std::string> key_order_;
   std::vector<GgufTensor> tensors_;
   absl::flat_hash_map<std::string, size_t> tensor_index_;
 };

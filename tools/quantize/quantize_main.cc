@@ -136,6 +136,8 @@ int main(int argc, char** argv) {
   if (status.ok() && g_interrupted.load()) status = absl::CancelledError("interrupted");
   if (status.ok()) {
     // Replacing a directory takes two renames; the old one is removed last.
+    // (ec may still hold the ENOENT of the existence check above.)
+    ec.clear();
     fs::path old;
     if (exists && !gguf) {
       old = parent / absl::StrCat(".", target.filename().string(), ".old-", ::getpid());
