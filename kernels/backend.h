@@ -91,14 +91,26 @@ struct AttentionShape {
   float scale = 1.f;
 };
 
+// The element type of LoRA weights in backend and host memory (vLLM's
+// --lora-dtype). Shrink and expand always accumulate in float32; 16-bit
+// storage halves the bytes each adapter row read costs and the memory an
+// adapter holds.
+enum class LoraDtype : uint8_t { kF32, kF16, kBF16 };
+inline std::string_view LoraDtypeName(LoraDtype d) {
+  return d == LoraDtype::kF32 ? "float32" : d == LoraDtype::kF16 ? "float16" : "bfloat16";
+}
+inline size_t LoraDtypeBytes(LoraDtype d) { return d == LoraDtype::kF32 ? 4 : 2; }
+
 // One projection of a LoRA adapter in backend memory: delta(x) = scale *
 // B (A x). A is stored transposed, [in][rank], and B transposed, [rank][out],
-// so that shrink and expand are both row-wise multiply-adds.
+// so that shrink and expand are both row-wise multiply-adds; elements are of
+// `dtype` (float, or IEEE half / bfloat16 bits as uint16_t).
 struct LoraPair {
-  const float* a_t = nullptr;
-  const float* b_t = nullptr;
+  const void* a_t = nullptr;
+  const void* b_t = nullptr;
   int rank = 0;
   float scale = 0;
+  LoraDtype dtype = LoraDtype::kF32;
 };
 
 // The rows of a batch that use one adapter's pair for a projection.
@@ -151,9 +163,12 @@ class Backend {
   // Adapter memory. Unlike the rest of the interface these three are
   // thread-safe: adapters are uploaded by a loader thread while the engine
   // thread runs steps, so a cold adapter never stalls the batch.
-  virtual absl::StatusOr<float*> AllocateAdapterBuffer(int64_t floats) = 0;
-  virtual void FreeAdapterBuffer(float* buffer) = 0;
-  virtual void CopyToAdapterBuffer(const float* src, int64_t floats, float* dst) = 0;
+  virtual absl::StatusOr<void*> AllocateAdapterBuffer(int64_t bytes) = 0;
+  virtual void FreeAdapterBuffer(void* buffer) = 0;
+  virtual void CopyToAdapterBuffer(const void* src, int64_t bytes, void* dst) = 0;
+  // Whether LoraApply reads pairs of `dtype`; checked when adapters are set
+  // up, never mid-step.
+  virtual bool SupportsLoraDtype(LoraDtype dtype) const { return true; }
   // y[r] += scale * B (A x[r]) for every row of every group: per group a
   // shrink to the adapter's rank, then an expand (the SGMV idea of Punica and
   // S-LoRA: grouped by adapter, never merged into the base weights). Each

@@ -38,6 +38,7 @@ ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, lora, "", "a PEFT LoRA adapter directory to apply (default: none)");
 ABSL_FLAG(int, max_lora_rank, 64, "largest adapter rank accepted");
+ABSL_FLAG(std::string, lora_dtype, "float32", "with --lora: storage type of the adapter weights (float32, float16, bfloat16)");
 ABSL_FLAG(std::string, format, "text", "output: 'text' (the generated text) or 'json' (text, token ids, finish reason)");
 
 namespace {
@@ -108,7 +109,9 @@ int main(int argc, char** argv) {
   if (!cache.ok()) return Fail(std::string(cache.status().message()));
   std::unique_ptr<tessera::DeviceLora> lora;
   if (const std::string dir = absl::GetFlag(FLAGS_lora); !dir.empty()) {
-    auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, absl::GetFlag(FLAGS_max_lora_rank));
+    auto dtype = tessera::ResolveLoraDtype(absl::GetFlag(FLAGS_lora_dtype), false, false);
+    if (!dtype.ok()) return Fail(std::string(dtype.status().message()));
+    auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, absl::GetFlag(FLAGS_max_lora_rank), *dtype);
     if (!adapter.ok()) return Fail(std::string(adapter.status().message()));
     auto device = tessera::DeviceLora::Upload(**adapter, *b.backend);
     if (!device.ok()) return Fail(std::string(device.status().message()));

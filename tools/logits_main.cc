@@ -32,6 +32,7 @@ ABSL_FLAG(int, top, 10, "how many top logits to print");
 ABSL_FLAG(bool, full, false, "print every logit");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, lora, "", "with --rows-out: a PEFT LoRA adapter directory to apply");
+ABSL_FLAG(std::string, lora_dtype, "float32", "with --lora: storage type of the adapter weights (float32, float16, bfloat16)");
 
 int main(int argc, char** argv) {
   tessera::ParseCommandLine(argc, argv,
@@ -71,7 +72,9 @@ int main(int argc, char** argv) {
   if (const std::string rows_out = absl::GetFlag(FLAGS_rows_out); !rows_out.empty()) {
     std::unique_ptr<tessera::DeviceLora> lora;
     if (const std::string dir = absl::GetFlag(FLAGS_lora); !dir.empty()) {
-      auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, 64);
+      auto dtype = tessera::ResolveLoraDtype(absl::GetFlag(FLAGS_lora_dtype), false, false);
+      if (!dtype.ok()) return fail(dtype.status().message());
+      auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, 64, *dtype);
       if (!adapter.ok()) return fail(adapter.status().message());
       auto device = tessera::DeviceLora::Upload(**adapter, *b.backend);
       if (!device.ok()) return fail(device.status().message());

@@ -12,6 +12,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/ggml_numerics.h"
+#include "kernels/cpu/lora_kernels.h"
 #include "kernels/cpu/quant_kernels.h"
 
 namespace tessera {
@@ -169,16 +170,15 @@ class CpuBackend final : public Backend {
     }
   }
 
-  absl::StatusOr<float*> AllocateAdapterBuffer(int64_t floats) override {
-    if (floats <= 0) return absl::InvalidArgumentError(absl::StrCat("bad adapter buffer size ", floats));
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, bytes);
+  absl::StatusOr<void*> AllocateAdapterBuffer(int64_t bytes) override {
+    if (bytes <= 0) return absl::InvalidArgumentError(absl::StrCat("bad adapter buffer size ", bytes));
+    void* p = std::aligned_alloc(64, (static_cast<size_t>(bytes) + 63) / 64 * 64);
     if (p == nullptr) return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
-    return static_cast<float*>(p);
+    return p;
   }
-  void FreeAdapterBuffer(float* buffer) override { std::free(buffer); }
-  void CopyToAdapterBuffer(const float* src, int64_t floats, float* dst) override {
-    std::memcpy(dst, src, static_cast<size_t>(floats) * sizeof(float));
+  void FreeAdapterBuffer(void* buffer) override { std::free(buffer); }
+  void CopyToAdapterBuffer(const void* src, int64_t bytes, void* dst) override {
+    std::memcpy(dst, src, static_cast<size_t>(bytes));
   }
 
   void LoraApply(const Mat& x, std::span<const LoraGroup> groups, Mat y) override {
@@ -197,7 +197,7 @@ class CpuBackend final : public Backend {
       for (int32_t i = 0; i < n; i += 4) items.push_back({static_cast<int32_t>(g), i, std::min(4, n - i)});
     }
     if (items.empty()) return;
-    const auto& vk = cpu::BestVectorKernels();
+    const cpu::LoraRowsFn lora_rows = cpu::BestLoraRows();
     const size_t scratch_floats = 4 * static_cast<size_t>(max_rank) + static_cast<size_t>(y.cols);
 #pragma omp parallel num_threads(threads_) if (items.size() > 1)
     {
@@ -212,8 +212,7 @@ class CpuBackend final : public Backend {
           xs[j] = x.row(r);
           ys[j] = y.row(r);
         }
-        vk.lora_rows(items[it].count, xs, x.cols, g.pair.a_t, g.pair.rank, g.pair.scale, g.pair.b_t, y.cols, ys,
-                     scratch.data());
+        lora_rows(items[it].count, xs, x.cols, g.pair, y.cols, ys, scratch.data());
       }
     }
   }

@@ -408,46 +408,6 @@ void SiluMul(const float* g, const float* u, float* out, int64_t n) {
 // side by side (each chain is latency-bound alone), then each row expands.
 // The reference's operations, 8 lanes at a time (fma is exactly rounded, so
 // lanes and scalar tails give the reference's bits). scratch: n * rank + out.
-void LoraRows(int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
-              int64_t out, float* const* y, float* scratch) {
-  const int rank8 = rank / 8 * 8;
-  float* t[4];
-  for (int j = 0; j < n; ++j) {
-    t[j] = scratch + j * rank;
-    std::fill(t[j], t[j] + rank, 0.f);
-  }
-  float* d = scratch + n * rank;
-  for (int64_t i = 0; i < in; ++i) {
-    const float* a = a_t + i * rank;
-    for (int j = 0; j < n; ++j) {
-      const __m256 xi = _mm256_set1_ps(x[j][i]);
-      int k = 0;
-      for (; k < rank8; k += 8) {
-        _mm256_storeu_ps(t[j] + k, _mm256_fmadd_ps(xi, _mm256_loadu_ps(a + k), _mm256_loadu_ps(t[j] + k)));
-      }
-      for (; k < rank; ++k) t[j][k] = std::fma(x[j][i], a[k], t[j][k]);
-    }
-  }
-  const int64_t out8 = out / 8 * 8;
-  for (int j = 0; j < n; ++j) {
-    for (int k = 0; k < rank; ++k) t[j][k] *= scale;
-    std::fill(d, d + out, 0.f);
-    for (int k = 0; k < rank; ++k) {
-      const __m256 tk = _mm256_set1_ps(t[j][k]);
-      const float* b = b_t + k * out;
-      int64_t o = 0;
-      for (; o < out8; o += 8) {
-        _mm256_storeu_ps(d + o, _mm256_fmadd_ps(tk, _mm256_loadu_ps(b + o), _mm256_loadu_ps(d + o)));
-      }
-      for (; o < out; ++o) d[o] = std::fma(t[j][k], b[o], d[o]);
-    }
-    float* yj = y[j];
-    int64_t o = 0;
-    for (; o < out8; o += 8) _mm256_storeu_ps(yj + o, _mm256_add_ps(_mm256_loadu_ps(yj + o), _mm256_loadu_ps(d + o)));
-    for (; o < out; ++o) yj[o] += d[o];
-  }
-}
-
 }  // namespace
 
 VectorKernels Avx2VectorKernels(GgmlOrder order) {
@@ -500,9 +460,6 @@ VectorKernels Avx2VectorKernels(GgmlOrder order) {
   };
   k.silu_mul = order == GgmlOrder::kAvx512 ? SiluMul<GgmlOrder::kAvx512> : SiluMul<GgmlOrder::kAvx2>;
   k.attend = order == GgmlOrder::kAvx512 ? AttendOneHeadAvx2<16> : AttendOneHeadAvx2<8>;
-  k.lora_row = [](const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
-                  int64_t out, float* y, float* scratch) { LoraRows(1, &x, in, a_t, rank, scale, b_t, out, &y, scratch); };
-  k.lora_rows = LoraRows;
   return k;
 }
 

@@ -83,17 +83,6 @@ struct VectorKernels {
   void (*from_float)(const float* x, uint16_t* y, int n) = nullptr;
   // out = silu(g) * u
   void (*silu_mul)(const float* g, const float* u, float* out, int64_t n) = nullptr;
-  // One row of a LoRA product: y[0..out) += scale * B (A x), with
-  // a_t [in][rank], b_t [rank][out]; scratch holds rank + out floats. The
-  // contract (every variant the same bits): t[k] = fma(x[i], a_t[i][k], t[k])
-  // for i ascending; t[k] *= scale; d[o] = fma(t[k], b_t[k][o], d[o]) for k
-  // ascending; y[o] += d[o].
-  void (*lora_row)(const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
-                   int64_t out, float* y, float* scratch) = nullptr;
-  // lora_row for n <= 4 rows sharing one adapter (x[j], y[j]); each row's
-  // result is lora_row's. scratch holds 4 * (rank + out) floats.
-  void (*lora_rows)(int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale,
-                    const float* b_t, int64_t out, float* const* y, float* scratch) = nullptr;
   // One query head against n_ctx cached positions (see attention.h).
   void (*attend)(const float* q, const KvLayer& kv, std::span<const int32_t> block_table, int64_t n_ctx,
                  int kv_head, const AttentionShape& shape, float* out, AttentionScratch& scratch) = nullptr;

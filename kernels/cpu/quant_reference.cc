@@ -408,27 +408,6 @@ VectorKernels ReferenceVectorKernels(GgmlOrder order) {
     };
     k.attend = AttendOneHeadReference<8>;
   }
-  k.lora_row = [](const float* x, int64_t in, const float* a_t, int rank, float scale, const float* b_t,
-                  int64_t out, float* y, float* scratch) {
-    float* t = scratch;
-    float* d = scratch + rank;
-    std::fill(t, t + rank, 0.f);
-    for (int64_t i = 0; i < in; ++i) {
-      for (int k = 0; k < rank; ++k) t[k] = std::fma(x[i], a_t[i * rank + k], t[k]);
-    }
-    for (int k = 0; k < rank; ++k) t[k] *= scale;
-    std::fill(d, d + out, 0.f);
-    for (int k = 0; k < rank; ++k) {
-      for (int64_t o = 0; o < out; ++o) d[o] = std::fma(t[k], b_t[k * out + o], d[o]);
-    }
-    for (int64_t o = 0; o < out; ++o) y[o] += d[o];
-  };
-  k.lora_rows = [](int n, const float* const* x, int64_t in, const float* a_t, int rank, float scale,
-                   const float* b_t, int64_t out, float* const* y, float* scratch) {
-    for (int j = 0; j < n; ++j) {
-      ReferenceVectorKernels(GgmlOrder::kAvx512).lora_row(x[j], in, a_t, rank, scale, b_t, out, y[j], scratch);
-    }
-  };
   return k;
 }
 

@@ -69,7 +69,7 @@ class CudaBackend final : public Backend {
     cudaFree(scratch_b_);
     {
       std::lock_guard<std::mutex> lock(adapter_mu_);
-      for (float* p : adapter_buffers_) cudaFree(p);
+      for (void* p : adapter_buffers_) cudaFree(p);
     }
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -218,19 +218,19 @@ class CudaBackend final : public Backend {
     cuda::LaunchAttention(stream_, q, kv, StageLayout(layout), shape, out);
   }
 
-  absl::StatusOr<float*> AllocateAdapterBuffer(int64_t floats) override {
-    if (floats <= 0) return absl::InvalidArgumentError(absl::StrCat("bad adapter buffer size ", floats));
+  absl::StatusOr<void*> AllocateAdapterBuffer(int64_t bytes) override {
+    if (bytes <= 0) return absl::InvalidArgumentError(absl::StrCat("bad adapter buffer size ", bytes));
     cudaSetDevice(device_);  // the loader thread has its own current device
     void* p = nullptr;
-    if (cudaMalloc(&p, static_cast<size_t>(floats) * sizeof(float)) != cudaSuccess) {
-      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", floats * 4, " bytes of adapter memory"));
+    if (cudaMalloc(&p, static_cast<size_t>(bytes)) != cudaSuccess) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes of adapter memory"));
     }
     std::lock_guard<std::mutex> lock(adapter_mu_);
-    adapter_buffers_.push_back(static_cast<float*>(p));
-    return static_cast<float*>(p);
+    adapter_buffers_.push_back(p);
+    return p;
   }
 
-  void FreeAdapterBuffer(float* buffer) override {
+  void FreeAdapterBuffer(void* buffer) override {
     cudaSetDevice(device_);
     {
       std::lock_guard<std::mutex> lock(adapter_mu_);
@@ -239,9 +239,9 @@ class CudaBackend final : public Backend {
     cudaFree(buffer);  // waits for work that may still read it
   }
 
-  void CopyToAdapterBuffer(const float* src, int64_t floats, float* dst) override {
+  void CopyToAdapterBuffer(const void* src, int64_t bytes, void* dst) override {
     cudaSetDevice(device_);
-    Check(cudaMemcpy(dst, src, static_cast<size_t>(floats) * sizeof(float), cudaMemcpyHostToDevice), "adapter upload");
+    Check(cudaMemcpy(dst, src, static_cast<size_t>(bytes), cudaMemcpyHostToDevice), "adapter upload");
   }
 
   void LoraApply(const Mat& x, std::span<const LoraGroup> groups, Mat y) override {
@@ -376,7 +376,7 @@ class CudaBackend final : public Backend {
   size_t scratch_a_bytes_ = 0, scratch_b_bytes_ = 0, scratch_perm_bytes_ = 0;
   std::vector<int32_t> flat_tables_, table_offsets_;
   std::mutex adapter_mu_;
-  std::vector<float*> adapter_buffers_;
+  std::vector<void*> adapter_buffers_;
 };
 
 }  // namespace

@@ -195,21 +195,35 @@ __global__ void AttentionKernel(const float* q, int64_t q_stride, const __half* 
 // consecutive floats across threads.
 constexpr int kMaxRank = 1024;
 
-__global__ void LoraKernel(const float* x, int64_t x_stride, const int32_t* rows, const float* a_t, const float* b_t,
+template <typename T>
+__device__ __forceinline__ float LoraElement(const T* p, int64_t i);
+template <>
+__device__ __forceinline__ float LoraElement<float>(const float* p, int64_t i) { return p[i]; }
+template <>
+__device__ __forceinline__ float LoraElement<__half>(const __half* p, int64_t i) { return __half2float(p[i]); }
+template <>
+__device__ __forceinline__ float LoraElement<uint16_t>(const uint16_t* p, int64_t i) {  // bfloat16 bits
+  return __uint_as_float(static_cast<uint32_t>(p[i]) << 16);
+}
+
+// One block per row: the shrink into shared memory, then the expand. Weights
+// of any LoraDtype; float32 accumulation.
+template <typename T>
+__global__ void LoraKernel(const float* x, int64_t x_stride, const int32_t* rows, const T* a_t, const T* b_t,
                            int rank, float scale, int64_t in_dim, int64_t out_dim, float* y, int64_t y_stride) {
   __shared__ float t_s[kMaxRank];
   const int64_t r = rows[blockIdx.x];
   const float* xr = x + r * x_stride;
   for (int k = threadIdx.x; k < rank; k += blockDim.x) {
     float sum = 0.f;
-    for (int64_t i = 0; i < in_dim; ++i) sum = fmaf(xr[i], a_t[i * rank + k], sum);
+    for (int64_t i = 0; i < in_dim; ++i) sum = fmaf(xr[i], LoraElement(a_t, i * rank + k), sum);
     t_s[k] = sum;
   }
   __syncthreads();
   float* yr = y + r * y_stride;
   for (int64_t j = threadIdx.x; j < out_dim; j += blockDim.x) {
     float sum = 0.f;
-    for (int k = 0; k < rank; ++k) sum = fmaf(t_s[k], b_t[static_cast<int64_t>(k) * out_dim + j], sum);
+    for (int k = 0; k < rank; ++k) sum = fmaf(t_s[k], LoraElement(b_t, static_cast<int64_t>(k) * out_dim + j), sum);
     yr[j] += scale * sum;
   }
 }
@@ -291,8 +305,23 @@ void LaunchAttention(cudaStream_t s, const Mat& q, const KvLayer& kv, const Devi
 }
 
 void LaunchLora(cudaStream_t s, const Mat& x, const int32_t* rows, int64_t n, const LoraPair& pair, Mat y) {
-  LoraKernel<<<n, kThreads, 0, s>>>(x.data, x.stride, rows, pair.a_t, pair.b_t, pair.rank, pair.scale, x.cols, y.cols,
-                                    y.data, y.stride);
+  switch (pair.dtype) {
+    case LoraDtype::kF32:
+      LoraKernel<<<n, kThreads, 0, s>>>(x.data, x.stride, rows, static_cast<const float*>(pair.a_t),
+                                        static_cast<const float*>(pair.b_t), pair.rank, pair.scale, x.cols, y.cols,
+                                        y.data, y.stride);
+      break;
+    case LoraDtype::kF16:
+      LoraKernel<<<n, kThreads, 0, s>>>(x.data, x.stride, rows, static_cast<const __half*>(pair.a_t),
+                                        static_cast<const __half*>(pair.b_t), pair.rank, pair.scale, x.cols, y.cols,
+                                        y.data, y.stride);
+      break;
+    case LoraDtype::kBF16:
+      LoraKernel<<<n, kThreads, 0, s>>>(x.data, x.stride, rows, static_cast<const uint16_t*>(pair.a_t),
+                                        static_cast<const uint16_t*>(pair.b_t), pair.rank, pair.scale, x.cols, y.cols,
+                                        y.data, y.stride);
+      break;
+  }
 }
 
 void LaunchToHalf(cudaStream_t s, const Mat& x, void* dst) {

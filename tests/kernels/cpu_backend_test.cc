@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "common/fp16.h"
 #include "kernels/backend.h"
 #include "tests/kernels/random_values.h"
+#include "kernels/cpu/lora_kernels.h"
 #include "kernels/cpu/quant_kernels.h"
 
 namespace tessera {
@@ -20,44 +22,93 @@ void Fill(Mat m, const std::vector<float>& v) {
     for (int64_t c = 0; c < m.cols; ++c) m.row(r)[c] = v[r * m.cols + c];
 }
 
-TEST(CpuBackendTest, LoraApplyGroupsRowsByAdapterAndEachRowEqualsItAlone) {
-  auto be = CreateCpuBackend({.threads = 2});
-  const int64_t in = 64, out = 48, n = 9;
-  // Three adapters of ranks 4, 8, 16 in adapter buffers.
-  std::vector<LoraPair> pairs;
-  for (int rank : {4, 8, 16}) {
-    auto a = Random(in * rank, 10 + rank), b = Random(rank * out, 20 + rank);
-    float* buf = *be->AllocateAdapterBuffer(static_cast<int64_t>(a.size() + b.size()));
-    be->CopyToAdapterBuffer(a.data(), static_cast<int64_t>(a.size()), buf);
-    be->CopyToAdapterBuffer(b.data(), static_cast<int64_t>(b.size()), buf + a.size());
-    pairs.push_back({buf, buf + a.size(), rank, 0.25f * rank});
+// A and B (transposed) of one adapter in `dtype`, in one adapter buffer.
+LoraPair UploadPair(Backend& be, const std::vector<float>& a, const std::vector<float>& b, int rank, float scale,
+                    LoraDtype dtype) {
+  const size_t elem = LoraDtypeBytes(dtype);
+  std::vector<uint8_t> bytes((a.size() + b.size()) * elem);
+  for (size_t i = 0; i < a.size() + b.size(); ++i) {
+    const float v = i < a.size() ? a[i] : b[i - a.size()];
+    if (dtype == LoraDtype::kF32) {
+      std::memcpy(bytes.data() + i * 4, &v, 4);
+    } else {
+      const uint16_t h = dtype == LoraDtype::kF16 ? Fp32ToFp16(v) : Fp32ToBf16(v);
+      std::memcpy(bytes.data() + i * 2, &h, 2);
+    }
   }
-  Mat x = *be->AllocateMat(n, in), y = *be->AllocateMat(n, out);
+  auto* buf = static_cast<uint8_t*>(*be.AllocateAdapterBuffer(static_cast<int64_t>(bytes.size())));
+  be.CopyToAdapterBuffer(bytes.data(), static_cast<int64_t>(bytes.size()), buf);
+  return {buf, buf + a.size() * elem, rank, scale, dtype};
+}
+
+// What a 16-bit type stores for each value, as float.
+std::vector<float> Rounded(const std::vector<float>& v, LoraDtype dtype) {
+  std::vector<float> out(v);
+  for (float& x : out) {
+    if (dtype == LoraDtype::kF16) x = Fp16ToFp32(Fp32ToFp16(x));
+    if (dtype == LoraDtype::kBF16) x = Bf16ToFp32(Fp32ToBf16(x));
+  }
+  return out;
+}
+
+class CpuLoraTest : public ::testing::TestWithParam<LoraDtype> {};
+
+TEST_P(CpuLoraTest, GroupsRowsByAdapterAndEachRowEqualsItAlone) {
+  auto be = CreateCpuBackend({.threads = 2});
+  const LoraDtype dtype = GetParam();
+  const int64_t in = 64, out = 48, n = 9;
+  // Three adapters of ranks 4, 8, 16 (and 12: not a multiple of the SIMD width).
+  std::vector<LoraPair> pairs, f32_pairs;
+  for (int rank : {4, 8, 12}) {
+    auto a = Random(in * rank, 10 + rank), b = Random(rank * out, 20 + rank);
+    pairs.push_back(UploadPair(*be, a, b, rank, 0.25f * rank, dtype));
+    // The same weights as float32 after the storage rounding: 16-bit storage
+    // must change nothing but that rounding (accumulation stays float32).
+    f32_pairs.push_back(UploadPair(*be, Rounded(a, dtype), Rounded(b, dtype), rank, 0.25f * rank, LoraDtype::kF32));
+  }
+  Mat x = *be->AllocateMat(n, in), y = *be->AllocateMat(n, out), y32 = *be->AllocateMat(n, out);
   const auto xv = Random(n * in, 3), yv = Random(n * out, 4);
   Fill(x, xv);
   Fill(y, yv);
+  Fill(y32, yv);
   // Rows 0,3,6 -> adapter 0; 1,4 -> adapter 1; 2,7,8 -> adapter 2; row 5 none.
   const std::vector<int32_t> g0 = {0, 3, 6}, g1 = {1, 4}, g2 = {2, 7, 8};
   const LoraGroup groups[] = {{g0, pairs[0]}, {g1, pairs[1]}, {g2, pairs[2]}};
   be->LoraApply(x, groups, y);
+  const LoraGroup groups32[] = {{g0, f32_pairs[0]}, {g1, f32_pairs[1]}, {g2, f32_pairs[2]}};
+  be->LoraApply(x, groups32, y32);
   auto adapter_of = [](int r) { return r == 5 ? -1 : r == 1 || r == 4 ? 1 : r == 2 || r == 7 || r == 8 ? 2 : 0; };
   for (int r = 0; r < n; ++r) {
-    Mat x1 = *be->AllocateMat(1, in), y1 = *be->AllocateMat(1, out);
+    Mat x1 = *be->AllocateMat(1, in), y1 = *be->AllocateMat(1, out), yr = *be->AllocateMat(1, out);
     Fill(x1, std::vector<float>(xv.begin() + r * in, xv.begin() + (r + 1) * in));
     Fill(y1, std::vector<float>(yv.begin() + r * out, yv.begin() + (r + 1) * out));
+    Fill(yr, std::vector<float>(yv.begin() + r * out, yv.begin() + (r + 1) * out));
     const int a = adapter_of(r);
     const std::vector<int32_t> only = {0};
     if (a >= 0) {
       const LoraGroup g[] = {{only, pairs[a]}};
       be->LoraApply(x1, g, y1);
+      // The portable reference kernel agrees with the SIMD one bit for bit.
+      std::vector<float> scratch(4 * 16 + out);
+      const float* xs[] = {x1.row(0)};
+      float* ys[] = {yr.row(0)};
+      cpu::LoraRowsReference()(1, xs, in, pairs[a], out, ys, scratch.data());
     }
-    for (int64_t o = 0; o < out; ++o) EXPECT_EQ(y.row(r)[o], y1.row(0)[o]) << r << "," << o;
+    for (int64_t o = 0; o < out; ++o) {
+      EXPECT_EQ(y.row(r)[o], y1.row(0)[o]) << r << "," << o;
+      EXPECT_EQ(y.row(r)[o], y32.row(r)[o]) << r << "," << o;
+      EXPECT_EQ(y.row(r)[o], yr.row(0)[o]) << r << "," << o;
+    }
     if (a < 0) {
       for (int64_t o = 0; o < out; ++o) EXPECT_EQ(y.row(r)[o], yv[r * out + o]);
     }
   }
-  for (auto& p : pairs) be->FreeAdapterBuffer(const_cast<float*>(p.a_t));
+  for (auto& p : pairs) be->FreeAdapterBuffer(const_cast<void*>(p.a_t));
+  for (auto& p : f32_pairs) be->FreeAdapterBuffer(const_cast<void*>(p.a_t));
 }
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CpuLoraTest, ::testing::Values(LoraDtype::kF32, LoraDtype::kF16, LoraDtype::kBF16),
+                         [](const auto& info) { return std::string(LoraDtypeName(info.param)); });
 
 TEST(CpuBackendTest, MatMulMatchesRowDotsForAnyBatch) {
   auto be = CreateCpuBackend({.threads = 2});

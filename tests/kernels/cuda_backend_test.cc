@@ -282,14 +282,15 @@ TEST_F(CudaVsCpu, LoraGroupsMatchTheCpu) {
   for (int a = 0; a < 2; ++a) {
     const int rank = a == 0 ? 8 : 16;
     const auto at = Random(in * rank, 30 + a), bt = Random(rank * out, 40 + a);
-    float* ga = *gpu_->AllocateAdapterBuffer(in * rank);
-    float* gb = *gpu_->AllocateAdapterBuffer(rank * out);
-    float* ca = *cpu_->AllocateAdapterBuffer(in * rank);
-    float* cb = *cpu_->AllocateAdapterBuffer(rank * out);
-    gpu_->CopyToAdapterBuffer(at.data(), in * rank, ga);
-    gpu_->CopyToAdapterBuffer(bt.data(), rank * out, gb);
-    cpu_->CopyToAdapterBuffer(at.data(), in * rank, ca);
-    cpu_->CopyToAdapterBuffer(bt.data(), rank * out, cb);
+    const int64_t ab = in * rank * 4, bb = rank * out * 4;
+    void* ga = *gpu_->AllocateAdapterBuffer(ab);
+    void* gb = *gpu_->AllocateAdapterBuffer(bb);
+    void* ca = *cpu_->AllocateAdapterBuffer(ab);
+    void* cb = *cpu_->AllocateAdapterBuffer(bb);
+    gpu_->CopyToAdapterBuffer(at.data(), ab, ga);
+    gpu_->CopyToAdapterBuffer(bt.data(), bb, gb);
+    cpu_->CopyToAdapterBuffer(at.data(), ab, ca);
+    cpu_->CopyToAdapterBuffer(bt.data(), bb, cb);
     gg.push_back({rows[a], LoraPair{ga, gb, rank, 0.5f}});
     gc.push_back({rows[a], LoraPair{ca, cb, rank, 0.5f}});
   }

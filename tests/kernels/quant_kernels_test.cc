@@ -13,6 +13,7 @@
 #include "common/fp16.h"
 #include "common/quant_blocks.h"
 #include "kernels/cpu/ggml_numerics.h"
+#include "kernels/cpu/lora_kernels.h"
 
 namespace tessera::cpu {
 namespace {
@@ -223,42 +224,59 @@ TEST(VectorKernelsTest, SiluAttentionAndQuantizersMatchReferenceBitForBit) {
   }
 }
 
-TEST(VectorKernelsTest, LoraRowMatchesReferenceAndMath) {
+// The LoRA rows kernel of every ISA gives the reference's bits for every
+// storage type, each row of a group of up to four equals the row alone, and
+// the result is y + scale * B (A x) computed in double on the stored values.
+TEST(LoraKernelsTest, RowsMatchReferenceAndMathForEveryDtype) {
   std::mt19937 rng(9);
   std::normal_distribution<float> d(0.f, 1.f);
-  const VectorKernels ref = ReferenceVectorKernels(HostGgmlOrder());
-  const VectorKernels& best = BestVectorKernels();
-  for (int rank : {1, 4, 8, 13, 16}) {
-    for (int64_t out : {5, 64, 192}) {
-      const int64_t in = 72;
-      std::vector<float> x(in), a_t(in * rank), b_t(rank * out);
-      for (auto* v : {&x, &a_t, &b_t})
-        for (auto& e : *v) e = d(rng);
-      std::vector<float> y1(out), y2(out), scratch(rank + out);
-      for (auto& e : y1) e = d(rng);
-      y2 = y1;
-      const std::vector<float> y0 = y1;
-      ref.lora_row(x.data(), in, a_t.data(), rank, 0.5f, b_t.data(), out, y1.data(), scratch.data());
-      best.lora_row(x.data(), in, a_t.data(), rank, 0.5f, b_t.data(), out, y2.data(), scratch.data());
-      EXPECT_EQ(y1, y2) << rank << " " << out;
-      // Rows in fours: each equals the row alone.
-      std::vector<std::vector<float>> xs4(3, std::vector<float>(in)), ys4(3, y0);
-      for (auto& v : xs4)
-        for (auto& e : v) e = d(rng);
-      xs4[1] = x;
-      const float* xp[3] = {xs4[0].data(), xs4[1].data(), xs4[2].data()};
-      float* yp[3] = {ys4[0].data(), ys4[1].data(), ys4[2].data()};
-      std::vector<float> scratch4(4 * (rank + out));
-      best.lora_rows(3, xp, in, a_t.data(), rank, 0.5f, b_t.data(), out, yp, scratch4.data());
-      EXPECT_EQ(ys4[1], y1) << rank << " " << out;
-      for (int64_t o = 0; o < out; ++o) {  // y0 + 0.5 * B (A x) in double
-        double delta = 0;
-        for (int k = 0; k < rank; ++k) {
-          double t = 0;
-          for (int64_t i = 0; i < in; ++i) t += double(x[i]) * a_t[i * rank + k];
-          delta += 0.5 * t * b_t[k * out + o];
+  for (LoraDtype dtype : {LoraDtype::kF32, LoraDtype::kF16, LoraDtype::kBF16}) {
+    for (int rank : {1, 4, 8, 13, 16}) {
+      for (int64_t out : {5, 64, 192}) {
+        const int64_t in = 72;
+        std::vector<float> x(in), a_t(in * rank), b_t(rank * out);
+        for (auto* v : {&x, &a_t, &b_t})
+          for (auto& e : *v) e = d(rng);
+        // The weights as stored, and as the float values they stand for.
+        std::vector<uint16_t> a16(a_t.size()), b16(b_t.size());
+        for (size_t i = 0; i < a_t.size(); ++i) {
+          a16[i] = dtype == LoraDtype::kF16 ? Fp32ToFp16(a_t[i]) : Fp32ToBf16(a_t[i]);
+          if (dtype != LoraDtype::kF32) a_t[i] = dtype == LoraDtype::kF16 ? Fp16ToFp32(a16[i]) : Bf16ToFp32(a16[i]);
         }
-        EXPECT_NEAR(y1[o], y0[o] + delta, 1e-3 * (1 + std::abs(delta)));
+        for (size_t i = 0; i < b_t.size(); ++i) {
+          b16[i] = dtype == LoraDtype::kF16 ? Fp32ToFp16(b_t[i]) : Fp32ToBf16(b_t[i]);
+          if (dtype != LoraDtype::kF32) b_t[i] = dtype == LoraDtype::kF16 ? Fp16ToFp32(b16[i]) : Bf16ToFp32(b16[i]);
+        }
+        const LoraPair pair = dtype == LoraDtype::kF32 ? LoraPair{a_t.data(), b_t.data(), rank, 0.5f, dtype}
+                                                       : LoraPair{a16.data(), b16.data(), rank, 0.5f, dtype};
+        std::vector<float> y1(out), y2(out), scratch(4 * rank + out);
+        for (auto& e : y1) e = d(rng);
+        y2 = y1;
+        const std::vector<float> y0 = y1;
+        const float* x1[] = {x.data()};
+        float* p1[] = {y1.data()};
+        float* p2[] = {y2.data()};
+        LoraRowsReference()(1, x1, in, pair, out, p1, scratch.data());
+        BestLoraRows()(1, x1, in, pair, out, p2, scratch.data());
+        EXPECT_EQ(y1, y2) << rank << " " << out;
+        // Rows in groups: each equals the row alone.
+        std::vector<std::vector<float>> xs4(3, std::vector<float>(in)), ys4(3, y0);
+        for (auto& v : xs4)
+          for (auto& e : v) e = d(rng);
+        xs4[1] = x;
+        const float* xp[3] = {xs4[0].data(), xs4[1].data(), xs4[2].data()};
+        float* yp[3] = {ys4[0].data(), ys4[1].data(), ys4[2].data()};
+        BestLoraRows()(3, xp, in, pair, out, yp, scratch.data());
+        EXPECT_EQ(ys4[1], y1) << rank << " " << out;
+        for (int64_t o = 0; o < out; ++o) {  // y0 + 0.5 * B (A x) in double
+          double delta = 0;
+          for (int k = 0; k < rank; ++k) {
+            double t = 0;
+            for (int64_t i = 0; i < in; ++i) t += double(x[i]) * a_t[i * rank + k];
+            delta += 0.5 * t * b_t[k * out + o];
+          }
+          EXPECT_NEAR(y1[o], y0[o] + delta, 1e-3 * (1 + std::abs(delta)));
+        }
       }
     }
   }

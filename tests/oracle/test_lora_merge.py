@@ -45,7 +45,19 @@ def make_adapter(base, out, *args):
     return out
 
 
-def merged_deltas(adapter_dir):
+def storage_round(x, dtype):
+    """What --lora-dtype stores for float weights: IEEE half, or bfloat16 by
+    round-to-nearest-even of the float32 bits."""
+    if dtype == "float16":
+        return x.astype(np.float32).astype(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    return x
+
+
+def merged_deltas(adapter_dir, dtype="float32"):
     cfg = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
     r, alpha = cfg["r"], cfg["lora_alpha"]
     scale = alpha / np.sqrt(r) if cfg["use_rslora"] else alpha / r
@@ -58,6 +70,7 @@ def merged_deltas(adapter_dir):
             if f"{prefix}.lora_A.weight" not in tensors:
                 continue
             a, b = tensors[f"{prefix}.lora_A.weight"], tensors[f"{prefix}.lora_B.weight"]
+            a, b = storage_round(a, dtype), storage_round(b, dtype)
             if proj == "q_proj":
                 b = rope_permute(b, N_HEAD)
             elif proj == "k_proj":
@@ -95,3 +108,19 @@ def test_adapter_equals_merged_weights(tmp_path, args):
     reference = generate(merged)
     assert with_adapter == reference
     assert with_adapter != plain, "the adapter should change the output"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16bit_adapter_equals_weights_merged_from_its_rounded_a_and_b(tmp_path, dtype):
+    """--lora-dtype float16/bfloat16 stores A and B rounded to that type and
+    accumulates in float32: the near-tie rule is exact equality with the base
+    model merged with the rounded A and B (the rounding is the only change),
+    and the adapter still changes the output."""
+    base = str(tmp_path / "base.gguf")
+    write_model(base, T.F32, seed=7)
+    adapter = make_adapter(base, str(tmp_path / "adapter"), *CASES[1])
+    merged = str(tmp_path / "merged.gguf")
+    write_model(merged, T.F32, seed=7, deltas=merged_deltas(adapter, dtype))
+    with_adapter = generate(base, "--lora", adapter, "--lora-dtype", dtype)
+    assert with_adapter == generate(merged)
+    assert with_adapter != generate(base)

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/fp16.h"
 #include "kernels/backend.h"
 #include "nlohmann/json.hpp"
 #include "worker/lora/adapter_manager.h"
@@ -43,7 +44,7 @@ class LoraAdapterTest : public ::testing::Test {
 
   // Writes a PEFT adapter directory; tensors: name -> (shape, value).
   fs::path Write(const std::string& name, nlohmann::json config,
-                 const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors) {
+                 const std::vector<std::pair<std::string, std::vector<int64_t>>>& tensors, float big = 0) {
     fs::path dir = root_ / name;
     fs::create_directories(dir);
     std::ofstream(dir / "adapter_config.json") << config.dump();
@@ -54,7 +55,7 @@ class LoraAdapterTest : public ::testing::Test {
       for (int64_t d : shape) n *= d;
       const size_t begin = data.size();
       for (int64_t i = 0; i < n; ++i) {
-        const float v = 0.01f * static_cast<float>(i % 7);
+        const float v = big != 0 && i == 0 ? big : 0.01f * static_cast<float>(i % 7);
         const auto* p = reinterpret_cast<const uint8_t*>(&v);
         data.insert(data.end(), p, p + 4);
       }
@@ -78,6 +79,38 @@ class LoraAdapterTest : public ::testing::Test {
 
 std::string Name(int l, const char* part, const char* proj, const char* ab) {
   return "base_model.model.model.layers." + std::to_string(l) + "." + part + "." + proj + ".lora_" + ab + ".weight";
+}
+
+TEST_F(LoraAdapterTest, SixteenBitStorageHalvesTheHostBytesAndRefusesWhatFloat16CannotHold) {
+  const auto tensors = std::vector<std::pair<std::string, std::vector<int64_t>>>{
+      {Name(0, "self_attn", "q_proj", "A"), {4, 8}}, {Name(0, "self_attn", "q_proj", "B"), {8, 4}},
+      {Name(1, "mlp", "down_proj", "A"), {4, 16}}, {Name(1, "mlp", "down_proj", "B"), {8, 4}}};
+  auto dir = Write("half", Config(4, {"q_proj", "down_proj"}), tensors);
+  auto f32 = LoraAdapter::Load("half", dir.string(), TinyBase(), 64, LoraDtype::kF32);
+  auto f16 = LoraAdapter::Load("half", dir.string(), TinyBase(), 64, LoraDtype::kF16);
+  auto bf16 = LoraAdapter::Load("half", dir.string(), TinyBase(), 64, LoraDtype::kBF16);
+  ASSERT_TRUE(f32.ok() && f16.ok() && bf16.ok());
+  EXPECT_EQ((*f16)->bytes() * 2, (*f32)->bytes());
+  EXPECT_EQ((*bf16)->bytes() * 2, (*f32)->bytes());
+  const LoraWeights* q = (*f16)->weights(0, LoraTarget::kQ);
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->dtype, LoraDtype::kF16);
+  EXPECT_TRUE(q->a.empty() && q->b.empty());
+  ASSERT_EQ(q->a16.size(), 32u);
+  EXPECT_EQ(Fp16ToFp32(q->a16[1]), Fp16ToFp32(Fp32ToFp16(0.01f)));  // value 0.01 * (1 % 7), rounded once
+
+  // 1e6 overflows float16 (max 65504) but not bfloat16.
+  auto big = Write("big", Config(4, {"q_proj", "down_proj"}), tensors, 1e6f);
+  auto refused = LoraAdapter::Load("big", big.string(), TinyBase(), 64, LoraDtype::kF16);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("beyond what float16 stores"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("--lora-dtype float32"), std::string::npos);
+  EXPECT_TRUE(LoraAdapter::Load("big", big.string(), TinyBase(), 64, LoraDtype::kBF16).ok());
+
+  EXPECT_EQ(*ResolveLoraDtype("auto", false, true), LoraDtype::kF16);
+  EXPECT_EQ(*ResolveLoraDtype("auto", true, true), LoraDtype::kBF16);
+  EXPECT_EQ(*ResolveLoraDtype("auto", true, false), LoraDtype::kF16);
+  EXPECT_FALSE(ResolveLoraDtype("fp8", false, false).ok());
 }
 
 TEST_F(LoraAdapterTest, LoadsValidAdapterWithPatterns) {

@@ -196,7 +196,7 @@ absl::Status AdapterManager::Load(const std::string& name, const std::string& pa
   }
   const double t0 = Seconds();
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
-                           LoraAdapter::Load(name, dir, base_, options_.max_lora_rank));
+                           LoraAdapter::Load(name, dir, base_, options_.max_lora_rank, options_.lora_dtype));
   absl::MutexLock lock(&mu_);
   TESSERA_RETURN_IF_ERROR(taken());
   failed_.erase(name);
@@ -406,7 +406,7 @@ void AdapterManager::LoaderLoop() {
       const double t0 = Seconds();
       mu_.Unlock();
       absl::StatusOr<std::unique_ptr<LoraAdapter>> adapter =
-          LoraAdapter::Load(name, dir, base_, options_.max_lora_rank);
+          LoraAdapter::Load(name, dir, base_, options_.max_lora_rank, options_.lora_dtype);
       const std::string signature = adapter.ok() ? std::string() : Signature(dir);
       mu_.Lock();
       e = &entries_.at(id);

@@ -44,6 +44,7 @@ struct AdapterManagerOptions {
   int max_loras = 8;               // device slots
   int max_cpu_loras = 32;          // host copies (at least max_loras)
   int max_lora_rank = 16;
+  LoraDtype lora_dtype = LoraDtype::kF32;  // host and device storage of adapter weights
 };
 
 enum class AdapterTier { kDisk = 0, kHost = 1, kDevice = 2 };

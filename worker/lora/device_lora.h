@@ -1,6 +1,7 @@
 // DeviceLora: a LoRA adapter in backend memory (device memory on an
 // accelerator), laid out for Backend::LoraApply: one buffer per adapter with
-// every projection's A transposed [in][rank] and B transposed [rank][out].
+// every projection's A transposed [in][rank] and B transposed [rank][out],
+// in the adapter's storage type (LoraWeights::dtype).
 //
 // Upload is the host -> device tier move; it runs on the adapter loader
 // thread (the backend's adapter-buffer calls are thread-safe). The buffer is
@@ -29,13 +30,13 @@ class DeviceLora final : public LoraView {
   DeviceLora& operator=(const DeviceLora&) = delete;
 
   const LoraPair* pair(int layer, int projection) const override;
-  int64_t bytes() const { return floats_ * static_cast<int64_t>(sizeof(float)); }
+  int64_t bytes() const { return bytes_; }
 
  private:
   explicit DeviceLora(Backend& backend) : backend_(backend) {}
   Backend& backend_;
-  float* buffer_ = nullptr;
-  int64_t floats_ = 0;
+  void* buffer_ = nullptr;
+  int64_t bytes_ = 0;
   std::vector<std::array<LoraPair, kLoraTargets>> pairs_;  // rank 0: not adapted
 };
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/escape.h"
+#include "common/fp16.h"
 #include "common/json/json_file.h"
 #include "common/safetensors/safetensors_file.h"
 #include "common/status_macros.h"
@@ -75,6 +76,22 @@ void PermuteRopeRows(std::vector<float>& b, int n_heads, int head_dim, int rank)
       }
     }
   }
+}
+
+// Rounds float weights to a 16-bit LoraDtype; a value float16 cannot hold
+// (it would become infinite) is an error naming the tensor.
+absl::Status To16Bit(const std::vector<float>& in, LoraDtype dtype, std::vector<uint16_t>& out,
+                     const std::string& tensor) {
+  out.resize(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    out[i] = dtype == LoraDtype::kF16 ? Fp32ToFp16(in[i]) : Fp32ToBf16(in[i]);
+    const float back = dtype == LoraDtype::kF16 ? Fp16ToFp32(out[i]) : Bf16ToFp32(out[i]);
+    if (!std::isfinite(back)) {
+      return Refuse(absl::StrCat(tensor, " holds ", in[i], ", beyond what ", std::string(LoraDtypeName(dtype)),
+                                 " stores; serve it with --lora-dtype float32"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -212,7 +229,8 @@ absl::StatusOr<LoraAdapterConfig> ParseLoraConfig(std::string_view text, int max
 }
 
 absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string& name, const std::string& dir,
-                                                               const LlamaConfig& base, int max_rank) {
+                                                               const LlamaConfig& base, int max_rank,
+                                                               LoraDtype dtype) {
   if (!IsValidAdapterName(name)) {
     return Refuse(absl::StrCat("invalid adapter name '", EscapeForMessage(name),
                                "'; names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}"));
@@ -276,7 +294,14 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
       if (base.qk_rows_interleaved && (t == LoraTarget::kQ || t == LoraTarget::kK)) {
         PermuteRopeRows(w->b, t == LoraTarget::kQ ? base.n_heads : base.n_kv_heads, base.head_dim, r);
       }
-      a->bytes_ += (w->a.size() + w->b.size()) * sizeof(float);
+      if (dtype != LoraDtype::kF32) {
+        TESSERA_RETURN_IF_ERROR(To16Bit(w->a, dtype, w->a16, absl::StrCat(module, ".lora_A")));
+        TESSERA_RETURN_IF_ERROR(To16Bit(w->b, dtype, w->b16, absl::StrCat(module, ".lora_B")));
+        w->a = {};
+        w->b = {};
+        w->dtype = dtype;
+      }
+      a->bytes_ += w->bytes();
       a->layers_[l][k] = std::move(w);
       used += 2;
     }
@@ -293,6 +318,15 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
   }
   if (used == 0) return Refuse("the adapter has no LoRA weights for this model");
   return a;
+}
+
+absl::StatusOr<LoraDtype> ResolveLoraDtype(std::string_view flag, bool on_gpu, bool bf16_model) {
+  if (flag == "float32") return LoraDtype::kF32;
+  if (flag == "float16") return LoraDtype::kF16;
+  if (flag == "bfloat16") return LoraDtype::kBF16;
+  if (flag == "auto") return on_gpu && bf16_model ? LoraDtype::kBF16 : LoraDtype::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("lora_dtype must be auto, float32, float16 or bfloat16; got '",
+                                                 EscapeForMessage(flag), "'"));
 }
 
 const LoraWeights* LoraAdapter::weights(int layer, LoraTarget t) const {

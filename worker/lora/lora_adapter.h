@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/backend.h"
 #include "worker/model/llama_config.h"
 
 namespace tessera {
@@ -41,19 +42,27 @@ struct LoraAdapterConfig {
 absl::StatusOr<LoraAdapterConfig> ParseLoraConfig(std::string_view json, int max_rank);
 
 // One adapted projection of one layer: delta W = scale * B A, with
-// A [rank][in] and B [out][rank] in row-major float.
+// A [rank][in] and B [out][rank] row-major, stored as `dtype`: float32 in
+// a/b, or half / bfloat16 bits in a16/b16 (the other pair is empty).
 struct LoraWeights {
   int rank = 0;
   float scale = 0;
   int64_t in = 0, out = 0;
+  LoraDtype dtype = LoraDtype::kF32;
   std::vector<float> a, b;
+  std::vector<uint16_t> a16, b16;
+
+  size_t bytes() const { return (a.size() + b.size()) * sizeof(float) + (a16.size() + b16.size()) * 2; }
 };
 
 class LoraAdapter {
  public:
   // Loads `dir` (already confined; see ResolveAdapterDir) for a base model.
+  // Weights are kept as `dtype` (host-tier memory is bytes() of that type);
+  // a value a 16-bit type cannot hold (beyond float16's range) is refused.
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> Load(const std::string& name, const std::string& dir,
-                                                           const LlamaConfig& base, int max_rank);
+                                                           const LlamaConfig& base, int max_rank,
+                                                           LoraDtype dtype = LoraDtype::kF32);
 
   const std::string& name() const { return name_; }
   const LoraAdapterConfig& config() const { return config_; }
@@ -69,6 +78,12 @@ class LoraAdapter {
   std::vector<std::array<std::unique_ptr<LoraWeights>, kLoraTargets>> layers_;
   size_t bytes_ = 0;
 };
+
+// The storage type --lora-dtype names: "float32", "float16", "bfloat16", or
+// "auto": float16 on the CPU (half the bytes read per adapter row, F16C
+// widens them for free); on a GPU the base model's activation type
+// (bfloat16 for a BF16 checkpoint, else float16). InvalidArgument otherwise.
+absl::StatusOr<LoraDtype> ResolveLoraDtype(std::string_view flag, bool on_gpu, bool bf16_model);
 
 // True if `name` is a valid adapter name.
 bool IsValidAdapterName(std::string_view name);

@@ -57,6 +57,8 @@ ABSL_FLAG(std::vector<std::string>, adapter_dir, {}, "directories holding LoRA a
 ABSL_FLAG(int, max_loras, -1, "LoRA adapters resident on the device at once (default 8)");
 ABSL_FLAG(int, max_cpu_loras, -1, "LoRA adapters kept in host memory (default 32)");
 ABSL_FLAG(int, max_lora_rank, -1, "largest LoRA rank accepted (default 64)");
+ABSL_FLAG(std::string, lora_dtype, "",
+          "storage type of adapter weights on the device and in host memory: auto (default: float16 on the CPU, the model's activation type on a GPU), float32, float16 or bfloat16");
 ABSL_FLAG(std::string, backend, "", "cpu (default) or sim: a simulated worker without a model, for routing and scale tests");
 ABSL_FLAG(int, sim_adapters, 0, "sim backend: adapters named a0 .. a<N-1> in its catalog");
 ABSL_FLAG(double, sim_step_ms, 5, "sim backend: fixed time of one step");
@@ -100,6 +102,7 @@ struct WorkerConfig {
   int max_loras = 8;
   int max_cpu_loras = 32;
   int max_lora_rank = 64;
+  std::string lora_dtype = "auto";
   std::string metrics_listen;
   int drain_timeout_s = 30;
   std::string device = "cpu";
@@ -130,6 +133,7 @@ absl::Status LoadYaml(const std::string& path, WorkerConfig& c) {
       else if (key == "max_loras") c.max_loras = kv.second.as<int>();
       else if (key == "max_cpu_loras") c.max_cpu_loras = kv.second.as<int>();
       else if (key == "max_lora_rank") c.max_lora_rank = kv.second.as<int>();
+      else if (key == "lora_dtype") c.lora_dtype = kv.second.as<std::string>();
       else if (key == "metrics_listen") c.metrics_listen = kv.second.as<std::string>();
       else if (key == "device") c.device = kv.second.as<std::string>();
       else if (key == "synthetic") c.synthetic = kv.second.as<std::string>();
@@ -225,6 +229,8 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_max_loras) >= 0) c.max_loras = absl::GetFlag(FLAGS_max_loras);
   if (absl::GetFlag(FLAGS_max_cpu_loras) >= 0) c.max_cpu_loras = absl::GetFlag(FLAGS_max_cpu_loras);
   if (absl::GetFlag(FLAGS_max_lora_rank) >= 0) c.max_lora_rank = absl::GetFlag(FLAGS_max_lora_rank);
+  if (!absl::GetFlag(FLAGS_lora_dtype).empty()) c.lora_dtype = absl::GetFlag(FLAGS_lora_dtype);
+  if (auto d = tessera::ResolveLoraDtype(c.lora_dtype, false, false); !d.ok()) return fail(std::string(d.status().message()));
   if (c.max_loras < 1 || c.max_loras > 1024) return fail("max_loras must be in [1, 1024]");
   if (c.max_cpu_loras < c.max_loras || c.max_cpu_loras > 65536) return fail("max_cpu_loras must be in [max_loras, 65536]");
   if (c.max_lora_rank < 1 || c.max_lora_rank > 1024) return fail("max_lora_rank must be in [1, 1024]");
@@ -251,7 +257,7 @@ int main(int argc, char** argv) {
       << YAML::Key << "enable_prefix_caching" << YAML::Value << c.enable_prefix_caching << YAML::Key
       << "adapter_dirs" << YAML::Value << YAML::Flow << c.adapter_dirs << YAML::Key << "max_loras" << YAML::Value
       << c.max_loras << YAML::Key << "max_cpu_loras" << YAML::Value << c.max_cpu_loras << YAML::Key
-      << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::Key << "metrics_listen" << YAML::Value
+      << "max_lora_rank" << YAML::Value << c.max_lora_rank << YAML::Key << "lora_dtype" << YAML::Value << c.lora_dtype << YAML::Key << "metrics_listen" << YAML::Value
       << c.metrics_listen << YAML::Key << "drain_timeout_s" << YAML::Value << c.drain_timeout_s << YAML::Key << "device"
       << YAML::Value << c.device << YAML::Key << "synthetic" << YAML::Value << c.synthetic << YAML::Key
       << "synthetic_type" << YAML::Value << c.synthetic_type << YAML::EndMap;
@@ -332,10 +338,15 @@ int main(int argc, char** argv) {
   eo.max_waiting = c.max_waiting;
   eo.kv_cache_bytes = static_cast<int64_t>(c.kv_cache_memory_mib) << 20;
   eo.prefix_caching = c.enable_prefix_caching;
+  const tessera::LoraDtype lora_dtype = *tessera::ResolveLoraDtype(
+      c.lora_dtype, c.device.starts_with("cuda"), ckpt_info.weight_type == "BF16");
+  std::fprintf(stderr, "tessera-worker: LoRA weights stored as %s\n",
+               std::string(tessera::LoraDtypeName(lora_dtype)).c_str());
   auto adapters = tessera::AdapterManager::Create({.roots = c.adapter_dirs,
                                                   .max_loras = c.max_loras,
                                                   .max_cpu_loras = c.max_cpu_loras,
-                                                  .max_lora_rank = c.max_lora_rank},
+                                                  .max_lora_rank = c.max_lora_rank,
+                                                  .lora_dtype = lora_dtype},
                                                  (*bundle)->model->config(), *(*bundle)->backend);
   if (!adapters.ok()) return fail(std::string(adapters.status().message()));
   eo.adapters = adapters->get();

@@ -1,0 +1,61 @@
+#include "kernels/cpu/lora_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/fp16.h"
+#include "kernels/cpu/quant_kernels.h"
+
+namespace tessera::cpu {
+namespace {
+
+template <LoraDtype D>
+inline float Load(const void* base, int64_t i) {
+  if constexpr (D == LoraDtype::kF32) {
+    return static_cast<const float*>(base)[i];
+  } else if constexpr (D == LoraDtype::kF16) {
+    return Fp16ToFp32(static_cast<const uint16_t*>(base)[i]);
+  } else {
+    return Bf16ToFp32(static_cast<const uint16_t*>(base)[i]);
+  }
+}
+
+template <LoraDtype D>
+void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out, float* const* y,
+          float* scratch) {
+  const int rank = pair.rank;
+  float* d = scratch + 4 * rank;
+  for (int j = 0; j < n; ++j) {
+    float* t = scratch + j * rank;
+    std::fill(t, t + rank, 0.f);
+    for (int64_t i = 0; i < in; ++i) {
+      for (int k = 0; k < rank; ++k) t[k] = std::fma(x[j][i], Load<D>(pair.a_t, i * rank + k), t[k]);
+    }
+    for (int k = 0; k < rank; ++k) t[k] *= pair.scale;
+    std::fill(d, d + out, 0.f);
+    for (int k = 0; k < rank; ++k) {
+      for (int64_t o = 0; o < out; ++o) d[o] = std::fma(t[k], Load<D>(pair.b_t, k * out + o), d[o]);
+    }
+    for (int64_t o = 0; o < out; ++o) y[j][o] += d[o];
+  }
+}
+
+void RowsAnyType(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out, float* const* y,
+                 float* scratch) {
+  switch (pair.dtype) {
+    case LoraDtype::kF32: return Rows<LoraDtype::kF32>(n, x, in, pair, out, y, scratch);
+    case LoraDtype::kF16: return Rows<LoraDtype::kF16>(n, x, in, pair, out, y, scratch);
+    case LoraDtype::kBF16: return Rows<LoraDtype::kBF16>(n, x, in, pair, out, y, scratch);
+  }
+}
+
+}  // namespace
+
+LoraRowsFn LoraRowsReference() { return RowsAnyType; }
+
+LoraRowsFn BestLoraRows() {
+  static const LoraRowsFn best = BestVectorKernels().isa >= Isa::kAvx2 ? LoraRowsAvx2() : LoraRowsReference();
+  return best;
+}
+
+}  // namespace tessera::cpu

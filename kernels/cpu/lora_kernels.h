@@ -1,0 +1,29 @@
+// LoRA shrink/expand for up to 4 rows sharing one adapter pair, for every
+// LoraDtype: float32 accumulation whatever the storage type, so float16 and
+// bfloat16 adapters differ from float32 ones only by the rounding of A and B.
+//
+// Each row's result depends on that row alone and on nothing else of the
+// batch, and every ISA variant accumulates in the same order (over the
+// input, then over the rank), so the variants agree bit for bit.
+#ifndef TESSERA_KERNELS_CPU_LORA_KERNELS_H_
+#define TESSERA_KERNELS_CPU_LORA_KERNELS_H_
+
+#include <cstdint>
+
+#include "kernels/backend.h"
+
+namespace tessera::cpu {
+
+// y[j] += pair.scale * B (A x[j]) for j < n <= 4; x rows have `in` values,
+// y rows `out`. `scratch` holds 4 * rank + out floats.
+using LoraRowsFn = void (*)(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out,
+                            float* const* y, float* scratch);
+
+LoraRowsFn LoraRowsReference();
+LoraRowsFn LoraRowsAvx2();  // REQUIRES: the CPU has AVX2, FMA and F16C
+// The fastest variant this CPU runs.
+LoraRowsFn BestLoraRows();
+
+}  // namespace tessera::cpu
+
+#endif  // TESSERA_KERNELS_CPU_LORA_KERNELS_H_
