@@ -614,9 +614,9 @@ absl::Status QuantizeRows(GgmlType type, const float* src, int64_t nrows, int64_
                                                    std::string(TypeName(type)), " blocks"));
   }
   const int nt = threads > 0 ? threads : omp_get_max_threads();
-  // Rows are independent: the static split changes which thread computes a
-  // row, never its bytes.
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+  // Rows are independent: the split changes which thread computes a row,
+  // never its bytes.
+#pragma omp parallel for num_threads(nt) schedule(static)
   for (int64_t r = 0; r < nrows; ++r) {
     QuantizeRow(type, src + r * n_per_row, n_per_row, dst + static_cast<size_t>(r) * row_bytes);
   }

@@ -22,7 +22,9 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -200,46 +202,39 @@ class OutFile {
   uint64_t written_ = 0;
 };
 
-// Converts rows of a dense input to F32 (exact for F16 and BF16), refusing
-// non-finite values: llama.cpp's quantizer rejects the blocks they make.
-absl::Status ToF32(const OutTensor& t, std::vector<float>& out, int threads) {
-  const int64_t n = t.desc.ne[0], rows = Rows(t.desc);
-  out.resize(static_cast<size_t>(n * rows));
-  int64_t bad_row = -1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t src_row = t.row_map.empty() ? r : t.row_map[r];
-    const uint8_t* src = t.data + static_cast<size_t>(src_row) * t.row_bytes;
-    float* dst = out.data() + r * n;
-    switch (t.src_type) {
-      case GgmlType::kF32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); break;
-      case GgmlType::kF16:
-        for (int64_t i = 0; i < n; ++i) {
-          uint16_t h;
-          std::memcpy(&h, src + 2 * i, 2);
-          dst[i] = Fp16ToFp32(h);
-        }
-        break;
-      default:
-        for (int64_t i = 0; i < n; ++i) {
-          uint16_t h;
-          std::memcpy(&h, src + 2 * i, 2);
-          dst[i] = Bf16ToFp32(h);
-        }
-        break;
-    }
-    bool finite = true;
-    for (int64_t i = 0; i < n; ++i) finite &= std::isfinite(dst[i]);
-    if (!finite) {
-#pragma omp critical
-      if (bad_row < 0 || r < bad_row) bad_row = r;
-    }
+// Row r of a dense input as F32 (exact for F16 and BF16): in place for an
+// F32 row, else converted into `buf`.
+const float* RowF32(const OutTensor& t, int64_t r, float* buf) {
+  const int64_t n = t.desc.ne[0];
+  const int64_t src_row = t.row_map.empty() ? r : t.row_map[r];
+  const uint8_t* src = t.data + static_cast<size_t>(src_row) * t.row_bytes;
+  switch (t.src_type) {
+    case GgmlType::kF32:
+      if (reinterpret_cast<uintptr_t>(src) % alignof(float) == 0) return reinterpret_cast<const float*>(src);
+      std::memcpy(buf, src, static_cast<size_t>(n) * 4);
+      break;
+    case GgmlType::kF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        buf[i] = Fp16ToFp32(h);
+      }
+      break;
+    default:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        buf[i] = Bf16ToFp32(h);
+      }
+      break;
   }
-  if (bad_row >= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("tensor '", EscapeForMessage(t.desc.name), "' has a NaN or infinite value in row ",
-                                                   bad_row, "; it cannot be quantized"));
-  }
-  return absl::OkStatus();
+  return buf;
+}
+
+absl::Status NonFinite(const OutTensor& t, int64_t row) {
+  return absl::InvalidArgumentError(absl::StrCat("tensor '", EscapeForMessage(t.desc.name),
+                                                 "' has a NaN or infinite value in row ", row,
+                                                 "; it cannot be quantized"));
 }
 
 // Plans types and offsets, writes the header and then every tensor.
@@ -299,7 +294,6 @@ absl::Status WriteGguf(std::vector<OutTensor>& tensors, MetaWriter& meta, const 
   TESSERA_RETURN_IF_ERROR(out.Pad());
 
   const int threads = options.threads > 0 ? options.threads : omp_get_max_threads();
-  std::vector<float> f32;
   std::vector<uint8_t> q;
   uint64_t in_bytes = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -321,9 +315,29 @@ absl::Status WriteGguf(std::vector<OutTensor>& tensors, MetaWriter& meta, const 
         }
       }
     } else {
-      TESSERA_RETURN_IF_ERROR(ToF32(t, f32, threads));
+      // One parallel pass per tensor: each row is converted to F32 (in place
+      // for F32), checked and quantized by one thread; rows are independent,
+      // so the bytes do not depend on the thread count.
+      const int64_t n = t.desc.ne[0];
+      const size_t out_row = t.out_bytes / static_cast<size_t>(rows);
       q.resize(t.out_bytes);
-      TESSERA_RETURN_IF_ERROR(QuantizeRows(t.out_type, f32.data(), rows, t.desc.ne[0], q.data(), threads));
+      int64_t bad_row = rows;
+#pragma omp parallel num_threads(threads)
+      {
+        std::vector<float> buf(static_cast<size_t>(n));
+#pragma omp for schedule(static) reduction(min : bad_row)
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* x = RowF32(t, r, buf.data());
+          bool finite = true;
+          for (int64_t k = 0; k < n; ++k) finite &= std::isfinite(x[k]);
+          if (!finite) {
+            bad_row = std::min(bad_row, r);
+            continue;
+          }
+          QuantizeRow(t.out_type, x, n, q.data() + static_cast<size_t>(r) * out_row);
+        }
+      }
+      if (bad_row < rows) return NonFinite(t, bad_row);
       TESSERA_RETURN_IF_ERROR(out.Write(q.data(), q.size()));
     }
     TESSERA_RETURN_IF_ERROR(out.Pad());
