@@ -4,7 +4,7 @@
 // quantizations.
 //
 //   tessera-perplexity --model M --text FILE [--ctx N] [--chunks K] [--base M0]
-//                      [--threads N] [--device cpu|cuda[:N]] [--json] [--keep-doc-wrappers]
+//                      [--batch N] [--threads N] [--device cpu|cuda[:N]] [--json] [--keep-doc-wrappers]
 //
 // Progress goes to stderr, one line per window. The summary is one line on
 // stdout; with --json stdout holds only the JSON object and the summary line
@@ -29,6 +29,7 @@ ABSL_FLAG(int, ctx, 512, "tokens per window (even, >= 16, <= the model's context
 ABSL_FLAG(int, chunks, 0, "windows to evaluate (0 = all the text holds)");
 ABSL_FLAG(std::string, base, "",
           "a base model to compare with: KL(base || model) and top-token agreement per scored position");
+ABSL_FLAG(int, batch, 0, "tokens per forward pass (0 = the whole window, up to 2048); changes speed, not the method");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(bool, json, false, "print the result as one JSON object on stdout");
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
   namespace eval = tessera::eval;
   const tessera::CommandLine cl = tessera::ParseCommandLine(
       argc, argv,
-      "tessera-perplexity --model M --text FILE [--ctx N] [--chunks K] [--base M0] [--threads N] "
+      "tessera-perplexity --model M --text FILE [--ctx N] [--chunks K] [--base M0] [--batch N] [--threads N] "
       "[--device cpu|cuda[:N]] [--json] [--keep-doc-wrappers]");
   if (cl.positional.size() > 1) {
     return Fail(absl::StrCat("unexpected argument '", tessera::EscapeForMessage(cl.positional[1]), "'"), 2);
@@ -59,7 +60,11 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("--ctx must be an even number of at least ", eval::kMinContext, "; got ", ctx));
   }
   if (chunks < 0) return Fail(absl::StrCat("--chunks must be >= 0 (0 = all); got ", chunks));
-  if (threads < 0) return Fail(absl::StrCat("--threads must be >= 0 (0 = all); got ", threads));
+  if (threads < 0 || threads > 1024) return Fail(absl::StrCat("--threads must be in [0, 1024] (0 = all); got ", threads));
+  const int batch = absl::GetFlag(FLAGS_batch);
+  if (batch < 0 || batch > eval::kMaxBatchTokens) {
+    return Fail(absl::StrCat("--batch must be in [0, ", eval::kMaxBatchTokens, "] (0 = the window); got ", batch));
+  }
   const std::string text_path = absl::GetFlag(FLAGS_text);
   if (text_path.empty()) return Fail("--text FILE is required");
 
@@ -73,7 +78,7 @@ int main(int argc, char** argv) {
                              ": nothing but <doc> wrapper lines and whitespace"));
   }
 
-  const eval::EvalShape shape = eval::EvalShapeFor(ctx);
+  const eval::EvalShape shape = eval::EvalShapeFor(ctx, batch);
   tessera::ModelBundleOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.threads = threads;

@@ -14,11 +14,6 @@
 namespace tessera::eval {
 namespace {
 
-// Batch rows per Forward call: llama.cpp's default n_batch. Logit rows per
-// call: at most this many vocabulary-sized rows are held per model.
-constexpr int kMaxBatchTokens = 2048;
-constexpr int kMaxLogitRows = 512;
-
 // One model's state for a run: its cache, one window's block table and the
 // logits of one piece.
 struct Runner {
@@ -60,9 +55,9 @@ struct Runner {
 
 }  // namespace
 
-EvalShape EvalShapeFor(int ctx) {
-  const int batch = std::clamp(ctx, 1, kMaxBatchTokens);
-  return {batch, std::clamp(ctx / 2 - 1, 1, std::min(batch, kMaxLogitRows))};
+EvalShape EvalShapeFor(int ctx, int batch) {
+  const int rows = std::clamp(batch > 0 ? std::min(batch, ctx) : ctx, 1, kMaxBatchTokens);
+  return {rows, std::clamp(ctx / 2 - 1, 1, std::min(rows, kMaxLogitRows))};
 }
 
 std::vector<WindowPiece> PlanWindow(int ctx, int max_batch_tokens, int max_logit_rows) {

@@ -36,14 +36,22 @@ namespace tessera::eval {
 
 inline constexpr int kMinContext = 16;
 
+inline constexpr int kMaxBatchTokens = 2048;  // llama.cpp's default n_batch
+// Logit rows per Forward call: each model holds this many vocabulary-sized
+// rows twice (its scratch and the host copy); 256 keeps a window of 512 in
+// one call.
+inline constexpr int kMaxLogitRows = 256;
+
 // Model shapes for evaluating windows of `ctx` tokens: the batch and logit
-// row limits to load a model with. Bounded whatever `ctx` is, so that a
-// long context costs more Forward calls rather than unbounded scratch.
+// row limits to load a model with. `batch`: tokens per Forward call, 0 for
+// min(ctx, kMaxBatchTokens). Bounded whatever `ctx` is, so that a long
+// context costs more Forward calls rather than unbounded scratch.
+// REQUIRES: ctx >= kMinContext, 0 <= batch <= kMaxBatchTokens.
 struct EvalShape {
   int max_batch_tokens;
   int max_logit_rows;
 };
-EvalShape EvalShapeFor(int ctx);
+EvalShape EvalShapeFor(int ctx, int batch = 0);
 
 // One Forward call of a window: rows [begin, end) of the window, of which
 // the logits of rows [logits_begin, logits_end) are scored (possibly none).
