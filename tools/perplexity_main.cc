@@ -87,8 +87,11 @@ int main(int argc, char** argv) {
   auto load = [&](const std::string& path, const char* flag) -> absl::StatusOr<std::unique_ptr<tessera::ModelBundle>> {
     auto bundle = tessera::LoadModelBundle(path, options);
     if (!bundle.ok()) {
+      // The loader's messages quote the path as given; escaped here so that a
+      // path holding a newline or control bytes still makes one clean line.
       return absl::Status(bundle.status().code(),
-                          absl::StrCat(flag, ": cannot load the model: ", std::string(bundle.status().message())));
+                          absl::StrCat(flag, ": cannot load the model: ",
+                                       tessera::EscapeForMessage(std::string(bundle.status().message()), 4096)));
     }
     const int n_ctx = (*bundle)->model->config().n_ctx_train;
     if (ctx > n_ctx) {

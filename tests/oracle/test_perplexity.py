@@ -269,10 +269,12 @@ def test_bad_text_files(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"GGUF\x03\x00\x00\x00\xff\xfe" * 10)
     (tmp_path / "wrappers.txt").write_text('<doc id="1" title="x">\n</doc>\n \n')
     (tmp_path / "short.txt").write_text("Just a few words of text.\n")
+    os.mkfifo(tmp_path / "fifo")
     cases = [("/nonexistent/text.txt", r"--text '?/nonexistent/text.txt'?: cannot open"),
              (str(tmp_path / "empty.txt"), r"the file is empty"),
              (str(tmp_path / "binary.txt"), r"not plain UTF-8 text .* at offset 5"),
              (str(tmp_path), r"not a regular file"),
+             (str(tmp_path / "fifo"), r"not a regular file"),
              (str(tmp_path / "wrappers.txt"), r"nothing but <doc> wrapper lines"),
              (str(tmp_path / "short.txt"), r"the text is only \d+ tokens; --ctx 512 needs at least 512")]
     for path, pattern in cases:
@@ -290,6 +292,9 @@ def test_bad_flags_and_models(texts, tmp_path, add_bos_model):
     expect_clean_error(run("--text", path, "--threads", "-1"), r"--threads must be in \[0, 1024\]")
     expect_clean_error(run("--model", "/nonexistent.gguf", "--text", path), r"--model: cannot load the model")
     expect_clean_error(run("--model", path, "--text", path), r"--model: cannot load the model")
+    odd = tmp_path / "bad\nname\x01.gguf"
+    odd.write_bytes(b"x")
+    expect_clean_error(run("--model", str(odd), "--text", path), r"cannot load the model: .*bad\\x0Aname\\x01\.gguf")
     expect_clean_error(run("--model", MODEL, "--base", "/nonexistent.gguf", "--text", path),
                        r"--base: cannot load the model")
     expect_clean_error(run("--text", path, "stray"), r"unexpected argument 'stray'")
