@@ -190,6 +190,13 @@ def test_bos_in_every_window_and_all_chunks(texts, add_bos_model):
                              batch), nll, chunks, ctx)
 
 
+def test_keep_doc_wrappers_scores_the_raw_text(texts):
+    path, raw = texts["short"]
+    nll, chunks = oracle_nll(llama(MODEL, 128), raw, 128, 1)
+    check_ppl(perplexity("--model", MODEL, "--text", path, "--ctx", "128", "--chunks", "1", "--keep-doc-wrappers"),
+              nll, chunks, 128)
+
+
 @pytest.mark.skipif(not os.path.exists(QWEN), reason="Qwen2.5-Coder-0.5B not installed: make setup-extra")
 def test_qwen_matches_llama_cpp(texts):
     path, raw = texts["long"]
@@ -262,6 +269,12 @@ def expect_clean_error(result, pattern):
 
 def run(*args):
     return subprocess.run([tool("tessera-perplexity"), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help():
+    r = run("--help")
+    assert r.returncode == 0 and r.stdout.startswith("tessera-perplexity: tessera-perplexity --model M --text FILE")
+    assert "--base" in r.stdout and "--flagfile" not in r.stdout
 
 
 def test_bad_text_files(tmp_path):
