@@ -44,6 +44,10 @@ from conftest import MODEL, SOURCE, tool
 WIKI = os.path.join(SOURCE, "data", "corpus", "wiki.utf8")
 QWEN = os.path.join(SOURCE, "models", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
 CTX, CHUNKS = 256, 3
+# One thread a process on both sides: CI has two cores shared with other
+# tests, and spinning thread pools (OpenMP, ggml) oversubscribed cost more
+# than a second thread gains here.
+THREADS = 1
 
 
 def strip_doc_wrappers(text):
@@ -92,7 +96,7 @@ def llama(path, n_batch, repack=True):
     lib.llama_model_default_params = params
     try:
         return llama_cpp.Llama(path, n_ctx=CTX if n_batch <= CTX else n_batch, n_batch=n_batch, n_ubatch=n_batch,
-                               logits_all=True, verbose=False, n_threads=2)
+                               logits_all=True, verbose=False, n_threads=THREADS, n_threads_batch=THREADS)
     finally:
         lib.llama_model_default_params = original
 
@@ -140,7 +144,8 @@ def ppl_and_stderr(nll):
 
 
 def perplexity(*args, timeout=600):
-    r = subprocess.run([tool("tessera-perplexity"), *args, "--json"], capture_output=True, text=True,
+    r = subprocess.run([tool("tessera-perplexity"), *args, "--threads", str(THREADS), "--json"], capture_output=True,
+                       text=True,
                        timeout=timeout)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
