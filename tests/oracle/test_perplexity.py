@@ -33,7 +33,6 @@ side at a handful of positions.
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
