@@ -123,6 +123,19 @@ wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& 
   s->set_top_logprobs(static_cast<uint32_t>(r.top_logprobs));
   for (const std::string& stop : r.stop) w.add_stop(stop);
   w.set_ignore_eos(r.ignore_eos);
+  if (r.structured.kind != StructuredOutputSpec::Kind::kNone) {
+    auto* so = w.mutable_structured_output();
+    so->set_param(r.structured.param);
+    switch (r.structured.kind) {
+      case StructuredOutputSpec::Kind::kJsonSchema: so->set_json_schema(r.structured.text); break;
+      case StructuredOutputSpec::Kind::kJsonObject: so->set_json_object(true); break;
+      case StructuredOutputSpec::Kind::kRegex: so->set_regex(r.structured.text); break;
+      case StructuredOutputSpec::Kind::kChoice:
+        for (const std::string& c : r.structured.choices) so->mutable_choice()->add_choices(c);
+        break;
+      case StructuredOutputSpec::Kind::kNone: break;
+    }
+  }
   return w;
 }
 

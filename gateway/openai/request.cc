@@ -89,6 +89,103 @@ absl::Status GetBool(const Json& obj, const char* key, bool* out) {
   return absl::OkStatus();
 }
 
+// response_format (OpenAI) and vLLM's guided_json / guided_regex /
+// guided_choice: at most one constraint; its size is bounded here, and the
+// worker compiles it (refusing what it cannot express, with the param).
+absl::Status ParseStructured(const Json& j, const RequestLimits& limits, StructuredOutputSpec& out) {
+  using Kind = StructuredOutputSpec::Kind;
+  std::vector<std::string> given;
+  auto set = [&](Kind kind, std::string param) {
+    given.push_back(param);
+    out.kind = kind;
+    out.param = std::move(param);
+  };
+  auto schema_text = [&](const Json& schema, const std::string& param) -> absl::Status {
+    if (!schema.is_object() && !schema.is_boolean()) return WrongType(param, "an object (a JSON Schema)", schema);
+    out.text = schema.dump(-1, ' ', false, Json::error_handler_t::replace);
+    if (out.text.size() > limits.max_structured_bytes) {
+      return ParamError(param, absl::StrCat("'", param, "' is ", out.text.size(), " bytes; the limit is ",
+                                            limits.max_structured_bytes, " bytes"));
+    }
+    return absl::OkStatus();
+  };
+  if (const Json* rf = Field(j, "response_format")) {
+    if (!rf->is_object()) return WrongType("response_format", "an object", *rf);
+    const Json* type = Field(*rf, "type");
+    if (!type || !type->is_string()) return ParamError("response_format.type", "'response_format.type' must be a string");
+    const std::string t = type->get<std::string>();
+    if (t == "json_object") {
+      set(Kind::kJsonObject, "response_format");
+    } else if (t == "json_schema") {
+      const Json* js = Field(*rf, "json_schema");
+      if (!js) return ParamError("response_format.json_schema", "'response_format.json_schema' is required for type 'json_schema'");
+      if (!js->is_object()) return WrongType("response_format.json_schema", "an object", *js);
+      if (const Json* name = Field(*js, "name"); name && !name->is_string()) {
+        return WrongType("response_format.json_schema.name", "a string", *name);
+      }
+      if (const Json* strict = Field(*js, "strict"); strict && !strict->is_boolean()) {
+        return WrongType("response_format.json_schema.strict", "a boolean", *strict);
+      }
+      const Json* schema = Field(*js, "schema");
+      if (!schema) {
+        return ParamError("response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
+      }
+      set(Kind::kJsonSchema, "response_format.json_schema.schema");
+      TESSERA_RETURN_IF_ERROR(schema_text(*schema, out.param));
+    } else if (t != "text") {
+      return ParamError("response_format.type", absl::StrCat("'response_format.type' must be text, json_object or json_schema; got '",
+                                                             EscapeForMessage(t), "'"));
+    }
+  }
+  if (const Json* g = Field(j, "guided_json")) {
+    set(Kind::kJsonSchema, "guided_json");
+    if (g->is_string()) {
+      // vLLM takes the schema as JSON text too.
+      const std::string& text = g->get_ref<const std::string&>();
+      if (text.size() > limits.max_structured_bytes) {
+        return ParamError("guided_json", absl::StrCat("'guided_json' is ", text.size(), " bytes; the limit is ",
+                                                      limits.max_structured_bytes, " bytes"));
+      }
+      out.text = text;
+    } else {
+      TESSERA_RETURN_IF_ERROR(schema_text(*g, "guided_json"));
+    }
+  }
+  if (const Json* g = Field(j, "guided_regex")) {
+    if (!g->is_string()) return WrongType("guided_regex", "a string", *g);
+    set(Kind::kRegex, "guided_regex");
+    out.text = g->get<std::string>();
+    if (out.text.size() > limits.max_structured_bytes) {
+      return ParamError("guided_regex", absl::StrCat("'guided_regex' is ", out.text.size(), " bytes; the limit is ",
+                                                     limits.max_structured_bytes, " bytes"));
+    }
+  }
+  if (const Json* g = Field(j, "guided_choice")) {
+    if (!g->is_array() || g->empty()) return WrongType("guided_choice", "a non-empty array of strings", *g);
+    if (g->size() > limits.max_choices) {
+      return ParamError("guided_choice", absl::StrCat("'guided_choice' may hold at most ", limits.max_choices, " strings"));
+    }
+    set(Kind::kChoice, "guided_choice");
+    size_t bytes = 0;
+    for (const Json& c : *g) {
+      if (!c.is_string() || c.get_ref<const std::string&>().empty()) {
+        return ParamError("guided_choice", "'guided_choice' must hold non-empty strings");
+      }
+      bytes += c.get_ref<const std::string&>().size();
+      out.choices.push_back(c.get<std::string>());
+    }
+    if (bytes > limits.max_structured_bytes) {
+      return ParamError("guided_choice", absl::StrCat("'guided_choice' is ", bytes, " bytes; the limit is ",
+                                                      limits.max_structured_bytes, " bytes"));
+    }
+  }
+  if (given.size() > 1) {
+    return ParamError(given[1], absl::StrCat("only one of response_format (json_object/json_schema), guided_json, guided_regex "
+                                             "and guided_choice may be given; got ", given[0], " and ", given[1]));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseCommon(const Json& j, const RequestLimits& limits, CompletionRequest& r) {
   const Json* model = Field(j, "model");
   if (!model) return ParamError("model", "'model' is required");
@@ -154,6 +251,7 @@ absl::Status ParseCommon(const Json& j, const RequestLimits& limits, CompletionR
     }
   }
   TESSERA_RETURN_IF_ERROR(GetBool(j, "ignore_eos", &r.ignore_eos));
+  TESSERA_RETURN_IF_ERROR(ParseStructured(j, limits, r.structured));
   if (const Json* u = Field(j, "user")) {
     if (!u->is_string()) return WrongType("user", "a string", *u);
     r.user = u->get<std::string>();

@@ -22,6 +22,16 @@ struct ChatTurn {
   std::string content;
 };
 
+// Structured output asked for by response_format (OpenAI) or guided_json,
+// guided_regex, guided_choice (vLLM); the worker compiles and enforces it.
+struct StructuredOutputSpec {
+  enum class Kind { kNone, kJsonSchema, kJsonObject, kRegex, kChoice };
+  Kind kind = Kind::kNone;
+  std::string text;                  // kJsonSchema: the schema as JSON text; kRegex: the pattern
+  std::vector<std::string> choices;  // kChoice
+  std::string param;                 // the parameter it came from, for errors
+};
+
 struct CompletionRequest {
   enum class Kind { kChat, kText };
   Kind kind = Kind::kChat;
@@ -48,6 +58,7 @@ struct CompletionRequest {
   bool include_usage = false;
   bool ignore_eos = false;  // vLLM extension, for benchmarks
   std::string user;
+  StructuredOutputSpec structured;
 
   size_t prompt_count() const { return kind == Kind::kChat ? 1 : std::max(prompts.size(), prompt_ids.size()); }
 };
@@ -60,6 +71,8 @@ struct RequestLimits {
   size_t max_stop = 4;
   size_t max_stop_bytes = 256;
   int max_tokens_cap = 1 << 20;  // further bounded by the model's context at the worker
+  size_t max_structured_bytes = 1 << 20;  // a schema's JSON text, a pattern, or all choices
+  size_t max_choices = 1024;
 };
 
 absl::StatusOr<CompletionRequest> ParseChatCompletionRequest(std::string_view body, const RequestLimits& limits);

@@ -27,6 +27,8 @@ struct Engine::Sequence : SchedSequence {
   // row's logits.
   std::vector<SampledToken> prompt_lp;
   bool prompt_lp_pending = false;
+  // Structured output: the constraint's state after the accepted tokens.
+  int32_t constraint_state = 0;
 };
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, const EngineOptions& options) {
@@ -193,6 +195,7 @@ void Engine::Admit(std::shared_ptr<EngineJob> job) {
   seq->sampler = std::make_unique<Sampler>(job->request.sampling, bundle_.model->config().n_vocab, job->request.prompt);
   seq->output = std::make_unique<OutputProcessor>(*bundle_.tokenizer, job->request);
   seq->admitted_ns = MonotonicNanos();
+  if (job->request.constraint) seq->constraint_state = job->request.constraint->start();
   if (job->request.prompt_logprobs.has_value()) {
     const std::vector<int32_t>& prompt = job->request.prompt;
     seq->prompt_lp.resize(prompt.size());
@@ -351,7 +354,11 @@ bool Engine::Step() {
   std::vector<SampledToken> picks(sampled_seqs.size());
 #pragma omp parallel for schedule(dynamic, 1) if (sampled_seqs.size() > 1)
   for (size_t k = 0; k < sampled_seqs.size(); ++k) {
-    picks[k] = sampled_seqs[k]->sampler->Sample(logits_row(sampled_rows[k]));
+    const Sequence& seq = *sampled_seqs[k];
+    const structured::Constraint* c = seq.job->request.constraint.get();
+    // A constrained row's mask is cached per state (computed here on a
+    // state's first visit); free rows are sampled exactly as before.
+    picks[k] = seq.sampler->Sample(logits_row(sampled_rows[k]), c ? c->Mask(seq.constraint_state) : nullptr);
   }
   for (size_t k = 0; k < sampled_seqs.size(); ++k) {
     Sequence* seq = sampled_seqs[k];
@@ -360,6 +367,22 @@ bool Engine::Step() {
     if (step.accepted) {
       seq->sampler->Accept(t.id);
       seq->tokens.push_back(t.id);
+      if (const structured::Constraint* c = seq->job->request.constraint.get()) {
+        seq->constraint_state = c->Advance(seq->constraint_state, t.id);
+        if (seq->constraint_state == structured::Dfa::kDead) {
+          FinishSequence(seq, absl::InternalError("structured output: a sampled token left the constraint"));
+          continue;
+        }
+        const std::span<const int32_t> eog = bundle_.tokenizer->end_of_generation_ids();
+        if (!step.finished && c->dfa().final(seq->constraint_state) && !eog.empty()) {
+          // Complete, and nothing may follow: end as the EOS the mask would
+          // force next step would, without spending that step.
+          OutputProcessor::Step end = seq->output->Accept(SampledToken{eog[0], 0.f, {}});
+          step.text += end.text;
+          step.finished = end.finished;
+          step.reason = end.reason;
+        }
+      }
     }
     bool keep = true;
     if (step.accepted || !step.text.empty()) {

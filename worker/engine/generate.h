@@ -15,6 +15,7 @@
 #include "worker/engine/kv_cache.h"
 #include "worker/model/llama_model.h"
 #include "worker/sampling/sampler.h"
+#include "worker/structured/constraint.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace tessera {
@@ -30,6 +31,11 @@ struct GenerateRequest {
   // Engine only: report every prompt token's logprob with this many
   // alternatives (JobSink::OnPromptLogprobs); unset: none.
   std::optional<int> prompt_logprobs;
+  // Engine only: structured output. Each sampled token must keep the output
+  // inside the constraint's language (the row's logits are masked); the
+  // sequence ends (kStop) as soon as the output is complete and nothing can
+  // follow. Null: free generation.
+  std::shared_ptr<const structured::Constraint> constraint;
 };
 
 struct GenerateResult {

@@ -82,7 +82,7 @@ void Sampler::Accept(int32_t id) {
 
 double Sampler::Uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
 
-SampledToken Sampler::Sample(float* logits) {
+SampledToken Sampler::Sample(float* logits, const uint64_t* allowed) {
   SampledToken out;
   const bool want_logprobs = p_.logprobs || p_.top_logprobs > 0;
   float raw_lse = 0;
@@ -112,15 +112,26 @@ SampledToken Sampler::Sample(float* logits) {
     logits[id] -= p_.presence_penalty + p_.frequency_penalty * count;
   }
 
+  auto is_allowed = [allowed](int i) { return allowed == nullptr || ((allowed[i >> 6] >> (i & 63)) & 1) != 0; };
   int32_t chosen = 0;
   if (p_.temperature == 0.f) {
-    for (int i = 1; i < vocab_; ++i) {
-      if (logits[i] > logits[chosen]) chosen = i;
+    if (allowed != nullptr) {
+      chosen = -1;
+      for (int i = 0; i < vocab_; ++i) {
+        if (is_allowed(i) && (chosen < 0 || logits[i] > logits[chosen])) chosen = i;
+      }
+    } else {
+      for (int i = 1; i < vocab_; ++i) {
+        if (logits[i] > logits[chosen]) chosen = i;
+      }
     }
   } else {
     cand_.clear();
     cand_.reserve(vocab_);
-    for (int i = 0; i < vocab_; ++i) cand_.emplace_back(logits[i], i);
+    // A constrained row's candidates are its allowed tokens only.
+    for (int i = 0; i < vocab_; ++i) {
+      if (is_allowed(i)) cand_.emplace_back(logits[i], i);
+    }
     auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
     size_t n = cand_.size();
     if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < n) {

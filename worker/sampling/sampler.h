@@ -59,7 +59,11 @@ class Sampler {
   Sampler(const SamplingParams& params, int vocab_size, std::span<const int32_t> prompt);
 
   // Picks the next token from `logits` (vocab_size floats; modified in place).
-  SampledToken Sample(float* logits);
+  // `allowed` (structured output): one bit per token id (bit id % 64 of
+  // word id / 64); only a token whose bit is set can be picked. Logprobs
+  // still report the model's own distribution. Null: every token.
+  // REQUIRES: allowed is null or has at least one bit set.
+  SampledToken Sample(float* logits, const uint64_t* allowed = nullptr);
   // Records a generated token for the penalties.
   void Accept(int32_t id);
 

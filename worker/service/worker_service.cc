@@ -241,6 +241,50 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const
   return req;
 }
 
+std::shared_ptr<const structured::TokenIndex> MakeTokenIndex(const Tokenizer& tokenizer) {
+  std::vector<std::string> pieces(tokenizer.vocab_size());
+  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
+    if (tokenizer.token_type(id) != TokenType::kControl) pieces[id] = std::string(tokenizer.TokenBytes(id));
+  }
+  const std::span<const int32_t> eog = tokenizer.end_of_generation_ids();
+  return std::make_shared<const structured::TokenIndex>(std::move(pieces), std::vector<int32_t>(eog.begin(), eog.end()));
+}
+
+absl::StatusOr<std::shared_ptr<const structured::Constraint>> CompileStructuredOutput(
+    structured::ConstraintCache& cache, const wv1::GenerateRequest& wire) {
+  if (!wire.has_structured_output()) return nullptr;
+  const wv1::StructuredOutput& so = wire.structured_output();
+  const std::string param = so.param().empty() ? "structured_output" : so.param();
+  if (wire.ignore_eos()) {
+    return WithParam(absl::InvalidArgumentError("ignore_eos cannot be combined with structured output"), "ignore_eos");
+  }
+  structured::ConstraintSpec spec;
+  switch (so.kind_case()) {
+    case wv1::StructuredOutput::kJsonSchema:
+      spec.kind = structured::ConstraintSpec::Kind::kJsonSchema;
+      spec.text = so.json_schema();
+      break;
+    case wv1::StructuredOutput::kJsonObject:
+      spec.kind = structured::ConstraintSpec::Kind::kJsonObject;
+      break;
+    case wv1::StructuredOutput::kRegex:
+      spec.kind = structured::ConstraintSpec::Kind::kRegex;
+      spec.text = so.regex();
+      break;
+    case wv1::StructuredOutput::kChoice:
+      spec.kind = structured::ConstraintSpec::Kind::kChoice;
+      spec.choices.assign(so.choice().choices().begin(), so.choice().choices().end());
+      break;
+    default:
+      return WithParam(absl::InvalidArgumentError("structured_output names no constraint"), param);
+  }
+  auto c = cache.Get(spec);
+  if (!c.ok()) {
+    return WithParam(absl::Status(c.status().code(), absl::StrCat("'", param, "': ", c.status().message())), param);
+  }
+  return *c;
+}
+
 WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager& adapters,
                              WorkerServiceOptions options)
     : bundle_(bundle),
@@ -250,6 +294,7 @@ WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager
       created_unix_s_(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
               .count())),
+      constraints_(std::make_unique<structured::ConstraintCache>(MakeTokenIndex(*bundle.tokenizer))),
       reporter_(std::make_unique<LoadReporter>([this] { return Snapshot(); })) {}
 
 wv1::LoadReport WorkerService::Snapshot() const {
@@ -307,6 +352,14 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
     stream->Finish(ToGrpcStatus(fits));
     return stream.get();
   }
+  // Structured output compiles here, on this gRPC thread, so a slow spec
+  // never holds up the engine's steps (bounded by the compile deadline).
+  auto constraint = CompileStructuredOutput(*constraints_, *request);
+  if (!constraint.ok()) {
+    stream->Finish(ToGrpcStatus(constraint.status()));
+    return stream.get();
+  }
+  req->constraint = std::move(*constraint);
   auto job = std::make_shared<EngineJob>();
   if (!request->adapter().empty()) {
     auto id = adapters_.Resolve(request->adapter());

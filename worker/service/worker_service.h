@@ -20,6 +20,7 @@
 #include "worker/lora/adapter_manager.h"
 #include "worker/service/load_reporter.h"
 #include "worker/model/model_bundle.h"
+#include "worker/structured/constraint.h"
 
 namespace tessera {
 
@@ -32,6 +33,15 @@ struct WorkerServiceOptions {
 // the context. Exposed for tests.
 absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle,
                                                 const tessera::worker::v1::GenerateRequest& wire);
+
+// The vocabulary index structured output walks: each token's output bytes
+// (none for control and unused tokens) and the end-of-generation ids.
+std::shared_ptr<const structured::TokenIndex> MakeTokenIndex(const Tokenizer& tokenizer);
+
+// Compiles a request's structured_output (when set) with `cache`: the
+// constraint, or InvalidArgument carrying the spec's param.
+absl::StatusOr<std::shared_ptr<const structured::Constraint>> CompileStructuredOutput(
+    structured::ConstraintCache& cache, const tessera::worker::v1::GenerateRequest& wire);
 
 class GenerateStream;
 
@@ -78,6 +88,9 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService,
   std::atomic<bool> draining_{false};
   mutable absl::Mutex streams_mu_;
   absl::flat_hash_map<const GenerateStream*, std::weak_ptr<GenerateStream>> streams_ ABSL_GUARDED_BY(streams_mu_);
+  // Structured output: compiled constraints over this model's vocabulary,
+  // shared by all requests (compiled on the gRPC thread that takes them).
+  std::unique_ptr<structured::ConstraintCache> constraints_;
   std::unique_ptr<LoadReporter> reporter_;  // last: stops before the rest goes
 };
 

@@ -1,0 +1,142 @@
+#include "worker/structured/constraint.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace tessera::structured {
+
+Constraint::Constraint(Dfa dfa, std::shared_ptr<const TokenIndex> index)
+    : dfa_(std::move(dfa)), index_(std::move(index)) {}
+
+const uint64_t* Constraint::Mask(int32_t state) const {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = masks_.find(state);
+    if (it != masks_.end()) return it->second->data();
+  }
+  // Computed outside the lock (two threads may both compute; one wins).
+  TokenBitset allowed = index_->AllowedTokens(dfa_, state);
+  bool any = false;
+  for (uint64_t w : allowed) any |= w != 0;
+  if (!any) {
+    // No token of this vocabulary spells any continuation (a vocabulary
+    // without single-byte tokens): allow the end rather than nothing.
+    for (int32_t id : index_->eos_ids()) {
+      if (id >= 0 && id < index_->vocab_size()) allowed[id >> 6] |= uint64_t{1} << (id & 63);
+    }
+  }
+  auto bits = std::make_unique<const TokenBitset>(std::move(allowed));
+  absl::MutexLock lock(&mu_);
+  auto [it, inserted] = masks_.try_emplace(state, std::move(bits));
+  return it->second->data();
+}
+
+int32_t Constraint::Advance(int32_t state, int32_t token) const {
+  if (token < 0 || token >= index_->vocab_size()) return Dfa::kDead;
+  if (index_->is_eos(token)) return dfa_.accepting(state) ? state : Dfa::kDead;
+  const std::string_view piece = index_->piece(token);
+  if (piece.empty()) return Dfa::kDead;
+  return dfa_.Walk(state, piece);
+}
+
+int Constraint::cached_masks() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(masks_.size());
+}
+
+absl::StatusOr<NodeP> SpecToRegex(const ConstraintSpec& spec, const ConstraintLimits& limits) {
+  size_t bytes = spec.text.size();
+  for (const std::string& c : spec.choices) bytes += c.size();
+  if (bytes > limits.max_spec_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the constraint is ", bytes, " bytes; the limit is ",
+                                                   limits.max_spec_bytes, " bytes"));
+  }
+  switch (spec.kind) {
+    case ConstraintSpec::Kind::kJsonObject: return AnyJsonObject(limits.json_object_depth);
+    case ConstraintSpec::Kind::kRegex: {
+      auto r = ParseRegex(spec.text);
+      if (!r.ok()) return r.status();
+      return r->root;
+    }
+    case ConstraintSpec::Kind::kChoice: {
+      if (spec.choices.empty()) return absl::InvalidArgumentError("the choice list is empty");
+      if (static_cast<int>(spec.choices.size()) > limits.max_choices) {
+        return absl::InvalidArgumentError(absl::StrCat("more than ", limits.max_choices, " choices"));
+      }
+      std::vector<NodeP> alts;
+      for (const std::string& c : spec.choices) {
+        if (c.empty()) return absl::InvalidArgumentError("a choice is the empty string");
+        alts.push_back(Literal(c));
+      }
+      return Alt(std::move(alts));
+    }
+    case ConstraintSpec::Kind::kJsonSchema: {
+      // Parsed here with a depth bound, so a hostile document never
+      // recurses deeper than the limit in nlohmann either.
+      int deepest = 0;
+      const int max_json_depth = 2 * limits.schema.max_depth + 8;
+      nlohmann::json::parser_callback_t depth_check = [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+        deepest = std::max(deepest, depth);
+        return depth <= max_json_depth;
+      };
+      nlohmann::json schema = nlohmann::json::parse(spec.text, depth_check, /*allow_exceptions=*/false);
+      if (deepest > max_json_depth) {
+        return absl::InvalidArgumentError(absl::StrCat("the schema is nested deeper than ", max_json_depth,
+                                                       " JSON levels"));
+      }
+      if (schema.is_discarded()) return absl::InvalidArgumentError("the schema is not valid JSON");
+      return JsonSchemaToRegex(schema, limits.schema);
+    }
+  }
+  return absl::InternalError("unknown constraint kind");
+}
+
+ConstraintCache::ConstraintCache(std::shared_ptr<const TokenIndex> index, ConstraintLimits limits)
+    : index_(std::move(index)), limits_(std::move(limits)) {}
+
+absl::StatusOr<std::shared_ptr<const Constraint>> ConstraintCache::Get(const ConstraintSpec& spec) {
+  // The key is the spec itself (kind, lengths, bytes), so distinct specs
+  // never collide.
+  std::string key = absl::StrCat(static_cast<int>(spec.kind), ":", spec.text.size(), ":", spec.text);
+  for (const std::string& c : spec.choices) absl::StrAppend(&key, "|", c.size(), ":", c);
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+      if (it->first == key) {
+        lru_.splice(lru_.begin(), lru_, it);
+        ++stats_.hits;
+        return lru_.front().second;
+      }
+    }
+  }
+  const absl::Time start = absl::Now();
+  auto regex = SpecToRegex(spec, limits_);
+  if (!regex.ok()) return regex.status();
+  DfaLimits dl = limits_.dfa;
+  dl.deadline = start + limits_.compile_timeout;
+  auto dfa = Dfa::Compile(*regex, dl);
+  if (!dfa.ok()) {
+    // Too large or too slow is the request's fault: a 400 like any bad spec.
+    if (dfa.status().code() == absl::StatusCode::kResourceExhausted) {
+      return absl::InvalidArgumentError(absl::StrCat(dfa.status().message(), " (compile limit ",
+                                                     absl::FormatDuration(limits_.compile_timeout), ")"));
+    }
+    return dfa.status();
+  }
+  auto c = std::make_shared<const Constraint>(std::move(*dfa), index_);
+  // The start state's mask is needed by the first step: computed here, off
+  // the engine thread.
+  c->Mask(c->start());
+  absl::MutexLock lock(&mu_);
+  ++stats_.misses;
+  stats_.compile_seconds += absl::ToDoubleSeconds(absl::Now() - start);
+  lru_.emplace_front(std::move(key), c);
+  while (lru_.size() > limits_.cache_entries) lru_.pop_back();
+  return c;
+}
+
+ConstraintCache::Stats ConstraintCache::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace tessera::structured
