@@ -246,7 +246,8 @@ def render(results, a):
                  f"KL and top-1 against the F16 row; AWQ/GPTQ calibrated on {a.calibration_samples} samples of "
                  f"{a.seq_len} tokens of c4+code text; decode rows stream {a.decode_tokens} tokens per request "
                  f"through the gateway; prompt tok/s is a ~{a.prompt_words}-word prompt's token count over its best "
-                 f"time to first token; peak RSS is the serving worker's VmHWM.")
+                 f"time to first token; peak RSS is the serving worker's VmHWM (weights, scratch and its default 256 MiB "
+                 f"KV cache).")
     return "\n".join(lines)
 
 
