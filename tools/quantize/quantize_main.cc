@@ -39,7 +39,8 @@ ABSL_FLAG(bool, clip, true, "awq: search a clipping ratio after the scales");
 ABSL_FLAG(double, damp, 0.01, "gptq: dampening as a fraction of the mean Hessian diagonal");
 ABSL_FLAG(std::string, rtn_layout, "gptq", "rtn: write GPTQ's layout (gptq) or AutoAWQ's (awq)");
 ABSL_FLAG(std::string, calibration, "", "awq/gptq: calibration text (plain UTF-8)");
-ABSL_FLAG(int, calibration_samples, 128, "awq/gptq: calibration samples");
+ABSL_FLAG(int, calibration_samples, 0,
+          "awq/gptq: calibration samples (0: the format's default, gptq 32, awq 8; see group_quantize.cc)");
 ABSL_FLAG(int, seq_len, 512, "awq/gptq: tokens per calibration sample");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(bool, force, false, "replace --output if it exists");
