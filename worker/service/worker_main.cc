@@ -269,10 +269,13 @@ int main(int argc, char** argv) {
   tessera::WorkerMetrics metrics(*registry, c.model_name, c.backend);
   std::atomic<const tessera::Engine*> live_engine{nullptr};
   std::atomic<const tessera::AdapterManager*> live_adapters{nullptr};
+  std::atomic<const tessera::structured::ConstraintCache*> live_constraints{nullptr};
   std::unique_ptr<tessera::MetricsServer> metrics_server;
   if (!c.metrics_listen.empty()) {
     auto ms = tessera::MetricsServer::Start(c.metrics_listen, registry,
-                                            [&] { metrics.Collect(live_engine.load(), live_adapters.load()); });
+                                            [&] {
+      metrics.Collect(live_engine.load(), live_adapters.load(), live_constraints.load());
+    });
     if (!ms.ok()) return fail(std::string(ms.status().message()));
     metrics_server = std::move(*ms);
     std::fprintf(stderr, "tessera-worker: serving metrics on %s (port %d)\n", c.metrics_listen.c_str(),
@@ -362,14 +365,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "tessera-worker: max_num_batched_tokens %d (configured)\n",
                  (*engine)->options().scheduler.max_num_batched_tokens);
   }
-  tessera::WorkerService service(**bundle, **engine, **adapters, {.model_id = c.model_name});
+  tessera::WorkerService service(
+      **bundle, **engine, **adapters,
+      {.model_id = c.model_name,
+       .on_constraint_compiled = [&metrics](double seconds, bool ok) { metrics.OnConstraintCompiled(seconds, ok); }});
   live_engine.store(engine->get());
   live_adapters.store(adapters->get());
+  live_constraints.store(&service.constraint_cache());
 
   const bool served = Serve(service, service, c);
   // The metrics server reads the engine: it goes first.
   metrics_server.reset();
   live_engine.store(nullptr);
+  live_constraints.store(nullptr);
   if (!served) return fail("cannot listen on " + c.listen);
   (*engine)->Stop();
   const tessera::EngineStats st = (*engine)->stats();

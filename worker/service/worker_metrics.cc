@@ -91,7 +91,22 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& model, 
       step_time_(BuildHistogram()
                      .Name("tessera_worker_step_duration_seconds")
                      .Help("Duration of an engine step (forward pass and sampling), by phase")
-                     .Register(r)) {
+                     .Register(r)),
+      constraint_hits_(Counter(r, "tessera_worker_structured_cache_hits_total",
+                               "Structured-output requests whose constraint was already compiled")),
+      constraint_misses_(Counter(r, "tessera_worker_structured_cache_misses_total",
+                                 "Structured-output constraints compiled (cache misses)")),
+      constraint_errors_(Counter(r, "tessera_worker_structured_compile_errors_total",
+                                 "Structured-output specs refused as invalid or too large")),
+      constraint_compile_(BuildHistogram()
+                              .Name("tessera_worker_structured_compile_seconds")
+                              .Help("Time to compile a structured-output constraint (misses and refusals)")
+                              .Register(r)
+                              .Add({}, LatencyBuckets())),
+      constraint_masks_(Counter(r, "tessera_worker_structured_masks_computed_total",
+                                "Automaton states whose token mask was computed (vocabulary trie walks)")),
+      constraint_mask_seconds_(Counter(r, "tessera_worker_structured_mask_seconds_total",
+                                       "Time spent computing token masks, at compile time and on first visits")) {
   model_format_ = &BuildGauge()
                        .Name("tessera_worker_model_format")
                        .Help("Constant 1, labelled with the checkpoint format and the weights' encoding")
@@ -118,8 +133,20 @@ void WorkerMetrics::SetModelFormat(const CheckpointInfo& info) {
       .Set(1);
 }
 
-void WorkerMetrics::Collect(const Engine* engine, const AdapterManager* adapters) {
+void WorkerMetrics::Collect(const Engine* engine, const AdapterManager* adapters,
+                            const structured::ConstraintCache* constraints) {
   absl::MutexLock lock(&mu_);
+  if (constraints != nullptr) {
+    const structured::ConstraintCache::Stats cs = constraints->stats();
+    Advance(constraint_hits_, cs.hits, seen_.constraint_hits);
+    Advance(constraint_misses_, cs.misses, seen_.constraint_misses);
+    Advance(constraint_errors_, cs.errors, seen_.constraint_errors);
+    Advance(constraint_masks_, cs.masks_computed, seen_.constraint_masks);
+    if (cs.mask_seconds > seen_.constraint_mask_seconds) {
+      constraint_mask_seconds_.Increment(cs.mask_seconds - seen_.constraint_mask_seconds);
+      seen_.constraint_mask_seconds = cs.mask_seconds;
+    }
+  }
   if (engine != nullptr) {
     const EngineStats s = engine->stats();
     running_.Set(s.running);
@@ -146,6 +173,8 @@ void WorkerMetrics::Collect(const Engine* engine, const AdapterManager* adapters
     adapter_last_load_.Set(a.last_load_seconds);
   }
 }
+
+void WorkerMetrics::OnConstraintCompiled(double seconds, bool) { constraint_compile_.Observe(seconds); }
 
 void WorkerMetrics::OnStep(Phase phase, int sequences, int, double seconds) {
   const prometheus::Labels l{{"phase", PhaseName(phase)}};

@@ -21,6 +21,7 @@
 #include "worker/engine/engine.h"
 #include "worker/lora/adapter_manager.h"
 #include "worker/model/checkpoint.h"
+#include "worker/structured/constraint.h"
 
 namespace tessera {
 
@@ -32,8 +33,13 @@ class WorkerMetrics final : public EngineObserver {
   // tessera_worker_model_format{format, weight_type, quantization, bits,
   // group_size} = 1, once the checkpoint is open.
   void SetModelFormat(const CheckpointInfo& info);
-  // Snapshot metrics; `engine` and `adapters` may be null (not yet built).
-  void Collect(const Engine* engine, const AdapterManager* adapters);
+  // Snapshot metrics; `engine`, `adapters` and `constraints` may be null
+  // (not yet built).
+  void Collect(const Engine* engine, const AdapterManager* adapters,
+               const structured::ConstraintCache* constraints = nullptr);
+  // Structured output: one constraint compile (a cache miss, or a refused
+  // spec when !ok) took `seconds` (ConstraintCache's compile observer).
+  void OnConstraintCompiled(double seconds, bool ok);
 
   void OnStep(Phase phase, int sequences, int rows, double seconds) override;
   void OnRequestDone(const Done& done) override;
@@ -67,12 +73,20 @@ class WorkerMetrics final : public EngineObserver {
   prometheus::Histogram& e2e_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Histogram>& step_time_;
+  prometheus::Counter& constraint_hits_;
+  prometheus::Counter& constraint_misses_;
+  prometheus::Counter& constraint_errors_;
+  prometheus::Histogram& constraint_compile_;
+  prometheus::Counter& constraint_masks_;
+  prometheus::Counter& constraint_mask_seconds_;
 
   // Cumulative sources turned into counter increments.
   absl::Mutex mu_;
   struct Seen {
     uint64_t prefix_queries = 0, prefix_hits = 0, preemptions = 0, loads = 0, uploads = 0, device_evictions = 0,
-             host_evictions = 0, failures = 0, adapter_requests = 0, device_hits = 0;
+             host_evictions = 0, failures = 0, adapter_requests = 0, device_hits = 0, constraint_hits = 0,
+             constraint_misses = 0, constraint_errors = 0, constraint_masks = 0;
+    double constraint_mask_seconds = 0;
   } seen_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -295,7 +295,9 @@ WorkerService::WorkerService(ModelBundle& bundle, Engine& engine, AdapterManager
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
               .count())),
       constraints_(std::make_unique<structured::ConstraintCache>(MakeTokenIndex(*bundle.tokenizer))),
-      reporter_(std::make_unique<LoadReporter>([this] { return Snapshot(); })) {}
+      reporter_(std::make_unique<LoadReporter>([this] { return Snapshot(); })) {
+  if (options_.on_constraint_compiled) constraints_->set_compile_observer(options_.on_constraint_compiled);
+}
 
 wv1::LoadReport WorkerService::Snapshot() const {
   wv1::LoadReport r;

@@ -9,6 +9,7 @@
 #define TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,9 @@ namespace tessera {
 
 struct WorkerServiceOptions {
   std::string model_id;  // the name clients use for the base model
+  // Structured output: called after each constraint compile (a cache miss
+  // or a refused spec) with its seconds, on the compiling gRPC thread.
+  std::function<void(double seconds, bool ok)> on_constraint_compiled;
 };
 
 // Converts a wire request into an engine request: validates every field,
@@ -78,6 +82,8 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService,
   void StreamDone(const GenerateStream* stream);
   // The current load report (what WatchLoad streams).
   tessera::worker::v1::LoadReport Snapshot() const;
+  // Structured output's compiled-constraint cache (its stats for metrics).
+  const structured::ConstraintCache& constraint_cache() const { return *constraints_; }
 
  private:
   ModelBundle& bundle_;

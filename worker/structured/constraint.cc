@@ -1,11 +1,12 @@
 #include "worker/structured/constraint.h"
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace tessera::structured {
 
-Constraint::Constraint(Dfa dfa, std::shared_ptr<const TokenIndex> index)
-    : dfa_(std::move(dfa)), index_(std::move(index)) {}
+Constraint::Constraint(Dfa dfa, std::shared_ptr<const TokenIndex> index, std::shared_ptr<MaskCounters> counters)
+    : dfa_(std::move(dfa)), index_(std::move(index)), counters_(std::move(counters)) {}
 
 const uint64_t* Constraint::Mask(int32_t state) const {
   {
@@ -14,6 +15,7 @@ const uint64_t* Constraint::Mask(int32_t state) const {
     if (it != masks_.end()) return it->second->data();
   }
   // Computed outside the lock (two threads may both compute; one wins).
+  const absl::Time start = absl::Now();
   TokenBitset allowed = index_->AllowedTokens(dfa_, state);
   bool any = false;
   for (uint64_t w : allowed) any |= w != 0;
@@ -25,6 +27,11 @@ const uint64_t* Constraint::Mask(int32_t state) const {
     }
   }
   auto bits = std::make_unique<const TokenBitset>(std::move(allowed));
+  if (counters_ != nullptr) {
+    counters_->computed.fetch_add(1, std::memory_order_relaxed);
+    counters_->nanos.fetch_add(static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - start)),
+                               std::memory_order_relaxed);
+  }
   absl::MutexLock lock(&mu_);
   auto [it, inserted] = masks_.try_emplace(state, std::move(bits));
   return it->second->data();
@@ -41,6 +48,35 @@ int32_t Constraint::Advance(int32_t state, int32_t token) const {
 int Constraint::cached_masks() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(masks_.size());
+}
+
+int Constraint::Precompute(int steps, absl::Time deadline) const {
+  // Breadth first over tokens: the states a sequence can be in after 1, 2,
+  // ... tokens. Each visited state's mask is computed (and kept), and its
+  // allowed tokens lead to the next frontier.
+  absl::flat_hash_set<int32_t> seen = {start()};
+  std::vector<int32_t> frontier = {start()};
+  int visited = 0;
+  const int vocab = index_->vocab_size();
+  for (int step = 0; step <= steps && !frontier.empty(); ++step) {
+    std::vector<int32_t> next;
+    for (int32_t s : frontier) {
+      if (absl::Now() >= deadline) return visited;
+      const uint64_t* m = Mask(s);
+      ++visited;
+      if (step == steps) continue;
+      for (int32_t w = 0; w < (vocab + 63) / 64; ++w) {
+        for (uint64_t bits = m[w]; bits != 0; bits &= bits - 1) {
+          const int32_t id = w * 64 + __builtin_ctzll(bits);
+          if (index_->is_eos(id)) continue;
+          const int32_t t = Advance(s, id);
+          if (t != Dfa::kDead && seen.insert(t).second) next.push_back(t);
+        }
+      }
+    }
+    frontier = std::move(next);
+  }
+  return visited;
 }
 
 absl::StatusOr<NodeP> SpecToRegex(const ConstraintSpec& spec, const ConstraintLimits& limits) {
@@ -74,11 +110,13 @@ absl::StatusOr<NodeP> SpecToRegex(const ConstraintSpec& spec, const ConstraintLi
       // recurses deeper than the limit in nlohmann either.
       int deepest = 0;
       const int max_json_depth = 2 * limits.schema.max_depth + 8;
-      nlohmann::json::parser_callback_t depth_check = [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      // Ordered: properties are produced in the order the schema declares them.
+      using OJson = nlohmann::ordered_json;
+      OJson::parser_callback_t depth_check = [&](int depth, OJson::parse_event_t, OJson&) {
         deepest = std::max(deepest, depth);
         return depth <= max_json_depth;
       };
-      nlohmann::json schema = nlohmann::json::parse(spec.text, depth_check, /*allow_exceptions=*/false);
+      OJson schema = OJson::parse(spec.text, depth_check, /*allow_exceptions=*/false);
       if (deepest > max_json_depth) {
         return absl::InvalidArgumentError(absl::StrCat("the schema is nested deeper than ", max_json_depth,
                                                        " JSON levels"));
@@ -98,6 +136,7 @@ absl::StatusOr<std::shared_ptr<const Constraint>> ConstraintCache::Get(const Con
   // never collide.
   std::string key = absl::StrCat(static_cast<int>(spec.kind), ":", spec.text.size(), ":", spec.text);
   for (const std::string& c : spec.choices) absl::StrAppend(&key, "|", c.size(), ":", c);
+  std::shared_ptr<InFlight> mine;
   {
     absl::MutexLock lock(&mu_);
     for (auto it = lru_.begin(); it != lru_.end(); ++it) {
@@ -107,8 +146,40 @@ absl::StatusOr<std::shared_ptr<const Constraint>> ConstraintCache::Get(const Con
         return lru_.front().second;
       }
     }
+    // A burst of requests with a new spec compiles it once: the others wait
+    // for that compile (bounded by the compile deadline) and share it.
+    if (auto it = inflight_.find(key); it != inflight_.end()) {
+      const std::shared_ptr<InFlight> theirs = it->second;
+      mu_.Await(absl::Condition(&theirs->done));
+      ++stats_.hits;
+      return theirs->result;
+    }
+    mine = std::make_shared<InFlight>();
+    inflight_.emplace(key, mine);
   }
   const absl::Time start = absl::Now();
+  auto c = Compile(spec, start);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  {
+    absl::MutexLock lock(&mu_);
+    mine->result = c;
+    mine->done = true;
+    inflight_.erase(key);
+    if (c.ok()) {
+      ++stats_.misses;
+      stats_.compile_seconds += seconds;
+      lru_.emplace_front(std::move(key), *c);
+      while (lru_.size() > limits_.cache_entries) lru_.pop_back();
+    } else {
+      ++stats_.errors;
+    }
+  }
+  if (observer_) observer_(seconds, c.ok());
+  return c;
+}
+
+absl::StatusOr<std::shared_ptr<const Constraint>> ConstraintCache::Compile(const ConstraintSpec& spec,
+                                                                          absl::Time start) const {
   auto regex = SpecToRegex(spec, limits_);
   if (!regex.ok()) return regex.status();
   DfaLimits dl = limits_.dfa;
@@ -122,21 +193,20 @@ absl::StatusOr<std::shared_ptr<const Constraint>> ConstraintCache::Get(const Con
     }
     return dfa.status();
   }
-  auto c = std::make_shared<const Constraint>(std::move(*dfa), index_);
-  // The start state's mask is needed by the first step: computed here, off
-  // the engine thread.
+  auto c = std::make_shared<const Constraint>(std::move(*dfa), index_, counters_);
+  // The start state's mask is needed by the first step, and the states of
+  // the next few steps soon after: computed here, off the engine thread.
   c->Mask(c->start());
-  absl::MutexLock lock(&mu_);
-  ++stats_.misses;
-  stats_.compile_seconds += absl::ToDoubleSeconds(absl::Now() - start);
-  lru_.emplace_front(std::move(key), c);
-  while (lru_.size() > limits_.cache_entries) lru_.pop_back();
+  if (limits_.precompute_steps > 0) c->Precompute(limits_.precompute_steps, absl::Now() + limits_.precompute_budget);
   return c;
 }
 
 ConstraintCache::Stats ConstraintCache::stats() const {
   absl::MutexLock lock(&mu_);
-  return stats_;
+  Stats s = stats_;
+  s.masks_computed = counters_->computed.load(std::memory_order_relaxed);
+  s.mask_seconds = static_cast<double>(counters_->nanos.load(std::memory_order_relaxed)) * 1e-9;
+  return s;
 }
 
 }  // namespace tessera::structured

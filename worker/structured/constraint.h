@@ -3,10 +3,17 @@
 // the cache that compiles and shares them.
 //
 // A Constraint is immutable apart from its mask cache: the allowed-token
-// bitset of a DFA state is computed the first time a sequence reaches that
-// state (a walk of the vocabulary trie) and kept for every later request
-// with the same constraint. Per step, a constrained row then costs a lookup
-// and the masking of its logits.
+// bitset of a DFA state is computed the first time it is needed (a walk of
+// the vocabulary trie) and kept for every later request with the same
+// constraint. Per step, a constrained row then costs a lookup and the
+// masking of its logits.
+//
+// Masks are computed off the engine thread where it matters: on a cache
+// miss, ConstraintCache::Get computes the masks of every state a sequence
+// can reach within the first `precompute_steps` tokens (breadth first, so
+// the nearest states first), within `precompute_budget`. A state beyond
+// that is walked on the engine thread at its first visit (measured: tens to
+// hundreds of microseconds; tests/bench/bench_structured.py).
 //
 // Compilation (parse, automaton, bounds) happens in ConstraintCache::Get on
 // the caller's thread (the worker's gRPC handler, before the request is
@@ -18,7 +25,9 @@
 #ifndef TESSERA_WORKER_STRUCTURED_CONSTRAINT_H_
 #define TESSERA_WORKER_STRUCTURED_CONSTRAINT_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -50,11 +59,22 @@ struct ConstraintLimits {
   DfaLimits dfa;                    // its deadline is replaced by now + compile_timeout
   absl::Duration compile_timeout = absl::Seconds(2);
   size_t cache_entries = 32;        // compiled constraints kept (LRU)
+  // Masks computed at compile time (see above); 0 steps: the start state's
+  // only. The budget bounds the added latency of a cache miss.
+  int precompute_steps = 8;
+  absl::Duration precompute_budget = absl::Milliseconds(100);
+};
+
+// Trie walks done so far by every Constraint of one cache (thread-safe).
+struct MaskCounters {
+  std::atomic<uint64_t> computed{0};
+  std::atomic<uint64_t> nanos{0};
 };
 
 class Constraint {
  public:
-  Constraint(Dfa dfa, std::shared_ptr<const TokenIndex> index);
+  // `counters` (may be null) receives the cost of every mask computed.
+  Constraint(Dfa dfa, std::shared_ptr<const TokenIndex> index, std::shared_ptr<MaskCounters> counters = nullptr);
 
   int32_t start() const { return dfa_.start(); }
   bool accepting(int32_t state) const { return dfa_.accepting(state); }
@@ -70,10 +90,15 @@ class Constraint {
   int32_t Advance(int32_t state, int32_t token) const;
   // States whose masks have been computed (for tests and metrics).
   int cached_masks() const;
+  // Computes the masks of the states reachable within `steps` tokens of the
+  // start, nearest first, until `deadline`; returns how many states it
+  // visited. Masks stay exact: this only fills the cache earlier.
+  int Precompute(int steps, absl::Time deadline) const;
 
  private:
   Dfa dfa_;
   std::shared_ptr<const TokenIndex> index_;
+  std::shared_ptr<MaskCounters> counters_;
   mutable absl::Mutex mu_;
   mutable absl::flat_hash_map<int32_t, std::unique_ptr<const TokenBitset>> masks_ ABSL_GUARDED_BY(mu_);
 };
@@ -85,19 +110,37 @@ class ConstraintCache {
  public:
   ConstraintCache(std::shared_ptr<const TokenIndex> index, ConstraintLimits limits = {});
 
-  // The compiled constraint for `spec`, from the cache or compiled now.
+  // The compiled constraint for `spec`, from the cache or compiled now (a
+  // spec already being compiled by another thread is waited for, not
+  // compiled twice; a waiter counts as a hit).
   absl::StatusOr<std::shared_ptr<const Constraint>> Get(const ConstraintSpec& spec);
 
   struct Stats {
     uint64_t hits = 0, misses = 0;
-    double compile_seconds = 0;  // total over misses
+    uint64_t errors = 0;         // specs refused (InvalidArgument)
+    double compile_seconds = 0;  // total over misses, precomputed masks included
+    uint64_t masks_computed = 0;  // trie walks, on any thread
+    double mask_seconds = 0;      // their total time
   };
   Stats stats() const;
+  // Called after every compile (miss or refusal) with its duration, outside
+  // the cache's lock (for a histogram). Set before the cache is shared.
+  void set_compile_observer(std::function<void(double seconds, bool ok)> f) { observer_ = std::move(f); }
 
  private:
+  absl::StatusOr<std::shared_ptr<const Constraint>> Compile(const ConstraintSpec& spec, absl::Time start) const;
+
   std::shared_ptr<const TokenIndex> index_;
   ConstraintLimits limits_;
+  std::shared_ptr<MaskCounters> counters_ = std::make_shared<MaskCounters>();
+  std::function<void(double, bool)> observer_;
   mutable absl::Mutex mu_;
+  struct InFlight {
+    bool done = false;
+    absl::StatusOr<std::shared_ptr<const Constraint>> result;
+  };
+  // Specs being compiled now, for the requests that wait on them.
+  absl::flat_hash_map<std::string, std::shared_ptr<InFlight>> inflight_ ABSL_GUARDED_BY(mu_);
   // Most recently used first.
   std::list<std::pair<std::string, std::shared_ptr<const Constraint>>> lru_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);

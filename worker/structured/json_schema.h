@@ -21,8 +21,20 @@
 //     (exponent 3); with bounds, integers within them, and
 //     fractions only where the whole interval stays inside them (bounds of
 //     "number" are rounded inwards to integers).
-//   * anyOf and oneOf as alternatives (oneOf branches must not overlap;
-//     allOf only with a single schema); enum and const as literals; $ref to
+//   * Objects: minProperties/maxProperties counted over the declared
+//     properties (an object without "properties" takes minProperties <= 1:
+//     free member names are not kept distinct).
+//   * Arrays: prefixItems (items for the rest; false: none) within
+//     minItems/maxItems.
+//   * anyOf as alternatives; oneOf as alternatives only when every pair of
+//     branches is provably exclusive (no common type; disjoint const/enum
+//     values; a property required by both with disjoint const/enum values,
+//     or required by one and forbidden by the other; non-overlapping
+//     numeric bounds), else refused naming the pair; allOf of one schema,
+//     or of object schemas (with object keywords beside it) merged into one
+//     object schema (a property declared twice must be the same schema, a
+//     property is produced only where every part admits it); enum and
+//     const as literals; $ref to
 //     "#", "#/$defs/..." and "#/definitions/..." within the document.
 //     Recursion is unrolled max_recursion times, after which the recursive
 //     branch is dropped; a schema whose recursion never ends in a finite
@@ -50,7 +62,7 @@ struct JsonSchemaOptions {
   int max_enum = 1024;         // enum values per schema
 };
 
-absl::StatusOr<NodeP> JsonSchemaToRegex(const nlohmann::json& schema, const JsonSchemaOptions& options = {});
+absl::StatusOr<NodeP> JsonSchemaToRegex(const nlohmann::ordered_json& schema, const JsonSchemaOptions& options = {});
 
 // Any JSON object (json_object mode): members' values nest up to `depth`
 // levels of arrays and objects in total.

@@ -5,6 +5,7 @@
 // ids where the state accepts.
 #include <random>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "worker/model/model_bundle.h"
@@ -119,6 +120,55 @@ TEST_F(TokenMaskTest, CacheSharesCompiledConstraints) {
   EXPECT_EQ(cache.stats().misses, 1u);
   spec.text = "(a)\\1";
   EXPECT_EQ(cache.Get(spec).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(TokenMaskTest, CompilePrecomputesTheFirstStepsMasks) {
+  ConstraintLimits limits;
+  limits.precompute_budget = absl::Seconds(30);  // no deadline in the test
+  ConstraintCache cache(*index_, limits);
+  auto c = cache.Get({ConstraintSpec::Kind::kJsonSchema,
+                      R"({"type":"object","properties":{"k":{"enum":["alpha","beta"]},"n":{"type":"integer"}},"required":["k","n"]})",
+                      {}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const int precomputed = (*c)->cached_masks();
+  EXPECT_GT(precomputed, 1);
+  // Every state one token from the start already has its mask: walking the
+  // first two steps computes nothing new.
+  const uint64_t* m = (*c)->Mask((*c)->start());
+  for (int32_t id = 0; id < (*index_)->vocab_size(); ++id) {
+    if (!TestBit(m, id) || (*index_)->is_eos(id)) continue;
+    const int32_t s = (*c)->Advance((*c)->start(), id);
+    ASSERT_NE(s, Dfa::kDead);
+    (*c)->Mask(s);
+  }
+  EXPECT_EQ((*c)->cached_masks(), precomputed);
+  const ConstraintCache::Stats st = cache.stats();
+  EXPECT_EQ(st.masks_computed, static_cast<uint64_t>(precomputed));
+  EXPECT_GT(st.mask_seconds, 0);
+  EXPECT_GT(st.compile_seconds, 0);
+}
+
+TEST_F(TokenMaskTest, ConcurrentRequestsForANewSpecCompileItOnce) {
+  ConstraintCache cache(*index_);
+  const ConstraintSpec spec{ConstraintSpec::Kind::kRegex, "[a-z]{1,40}@[a-z]{1,20}\\.(com|org)", {}};
+  std::vector<std::shared_ptr<const Constraint>> got(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto c = cache.Get(spec);
+      if (c.ok()) got[i] = *c;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const auto& c : got) EXPECT_EQ(c.get(), got[0].get());
+  EXPECT_NE(got[0], nullptr);
+  EXPECT_EQ(cache.stats().misses, 1u);
+  EXPECT_EQ(cache.stats().hits, 7u);
+  // A refused spec is shared the same way, and counted as an error.
+  ConstraintCache bad(*index_);
+  EXPECT_EQ(bad.Get({ConstraintSpec::Kind::kRegex, "(a)\\1", {}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.stats().errors, 1u);
+  EXPECT_EQ(bad.stats().misses, 0u);
 }
 
 }  // namespace
