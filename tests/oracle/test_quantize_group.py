@@ -206,10 +206,10 @@ def full(name):
     return quantized("smollm2", ck.bundled_hf("f16"), name, {**FULL_VARIANTS, **QUALITY_VARIANTS}[name])
 
 
-PROMPTS = ["The capital of France is", "def fibonacci(n):\n"]
+PROMPTS = ["The capital of France is"]
 
 
-@pytest.mark.parametrize("variant", ["gptq-g128", "awq-g64", "rtn-g128"])
+@pytest.mark.parametrize("variant", ["gptq-g128", "awq-g64"])  # RTN shares the GPTQ/AWQ layouts
 def test_llama_cpp_agrees_on_the_reference_dequantized_weights(variant, tmp_path):
     from llama_cpp import Llama
     qdir = full(variant)

@@ -11,7 +11,9 @@
 #include <cstring>
 #include <set>
 #include <tuple>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -28,11 +30,12 @@ namespace tessera::quantize {
 namespace {
 
 // --calibration-samples 0: samples of --seq-len tokens. Measured on 2 CPU
-// cores with the 135M bundled model and 512-token samples: GPTQ costs about
-// 2 s per layer plus 3.5 s per layer per 1000 calibration tokens (32 samples:
-// ~10 minutes); AWQ's 20-point searches run three block forward passes per
-// point, about 12 s per layer per 1000 tokens (8 samples: ~50 minutes).
-// GPTQModel and AutoAWQ default to 128 samples on a GPU.
+// cores with the 135M bundled model: GPTQ costs about 2 s per layer plus
+// about 1 s per layer per 1000 calibration tokens (32 x 512: 6.6 minutes,
+// 440 MB peak); AWQ's 20-point searches run the inspected blocks 20 times
+// each, about 20-30 s per layer per 1000 tokens (4 x 128: 9 minutes; the
+// default 8 x 512, 4096 tokens, about an hour). GPTQModel and AutoAWQ
+// default to 128 x 512 on a GPU.
 constexpr int kDefaultGptqSamples = 32;
 constexpr int kDefaultAwqSamples = 8;
 
@@ -152,6 +155,20 @@ nlohmann::json GptqConfig(const QuantizeOptions& o, bool rtn) {
           {"model_name_or_path", nullptr},
           {"model_file_base_name", nullptr},
           {"meta", meta}};
+}
+
+// The process's peak resident set: VmHWM, which starts afresh at exec
+// (getrusage's ru_maxrss keeps the high-water mark of the process image
+// before exec: a large parent's, under a test runner).
+double PeakRssMb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  }
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
 }  // namespace
@@ -400,11 +417,9 @@ absl::Status QuantizeToGroupFormat(const QuantizeOptions& options, Progress& pro
   for (int lin = 0; lin < kLinears; ++lin) weights += job.Shape(lin).first * job.Shape(lin).second;
   weights *= c.n_layers;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  struct rusage ru {};
-  ::getrusage(RUSAGE_SELF, &ru);
   progress.Log(absl::StrFormat("%s: %.1f M weights quantized in %.1f s (%.3f s per million weights); peak RSS %.1f MB",
                                options.format, weights / 1e6, seconds, seconds / (weights / 1e6),
-                               static_cast<double>(ru.ru_maxrss) / 1024.0));
+                               PeakRssMb()));
   return absl::OkStatus();
 }
 
