@@ -79,6 +79,14 @@ WORKERS = ("tessera-workers", "Tessera / Workers", [
           (f"sum by (finish_reason) (rate(tessera_worker_requests_total[{R}]))", "{{finish_reason}}")),
     panel("Preemptions", "short", (f"sum by (instance) (increase(tessera_worker_preemptions_total[{R}]))", "{{instance}}")),
     panel("Model load time", "s", ("max by (instance) (tessera_worker_model_load_seconds)", "{{instance}}")),
+    panel("Structured output: constraint compile time (p50, p99)", "s",
+          (q(0.5, "tessera_worker_structured_compile_seconds"), "p50"),
+          (q(0.99, "tessera_worker_structured_compile_seconds"), "p99"),
+          description="Cache misses and refused specs; the cache hit ratio is hits / (hits + misses)."),
+    panel("Structured output: compiled-constraint cache", "ops",
+          (f"sum(rate(tessera_worker_structured_cache_hits_total[{R}]))", "hits"),
+          (f"sum(rate(tessera_worker_structured_cache_misses_total[{R}]))", "misses (compiles)"),
+          (f"sum(rate(tessera_worker_structured_compile_errors_total[{R}]))", "refused specs")),
 ])
 
 ADAPTERS = ("tessera-adapters", "Tessera / LoRA adapters", [
