@@ -19,7 +19,8 @@
    steps), the per-state trie-walk cost of the medium schema, and the
    sampler's time for 16 rows with and without a mask.
 
-    .venv/bin/python tests/bench/bench_structured.py [--rounds 2] [--requests-per-client 2] [--max-tokens 128]
+    .venv/bin/python tests/bench/bench_structured.py [--rounds 2] [--requests-per-client 2] [--max-tokens 160]
+        [--threads N]
 """
 import argparse
 import json
@@ -113,11 +114,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="constrained/free round pairs")
     ap.add_argument("--requests-per-client", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="worker compute threads (0: its default); 1 is steadier on a shared machine")
     a = ap.parse_args()
 
     wport, hport, mport = free_port(), free_port(), free_port()
     worker = subprocess.Popen([f"{BIN}/tessera-worker", "--listen", f"127.0.0.1:{wport}", "--max-num-seqs", "32",
-                               "--enable-prefix-caching=false", "--metrics-listen", f"127.0.0.1:{mport}"],
+                               "--enable-prefix-caching=false", "--metrics-listen", f"127.0.0.1:{mport}"]
+                              + (["--threads", str(a.threads)] if a.threads else []),
                               stderr=subprocess.DEVNULL)
     gateway = subprocess.Popen([f"{BIN}/tessera-gateway", "--listen", f"127.0.0.1:{hport}", "--worker",
                                 f"127.0.0.1:{wport}"], stderr=subprocess.DEVNULL)
