@@ -35,6 +35,8 @@ bench: build
 	$(PY) tests/bench/bench_generate.py --tessera-bin $(BUILD)/bin
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_gateway.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_serving.py
+	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_latency.py
+	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_quantize.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_structured.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_lora.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_routing.py

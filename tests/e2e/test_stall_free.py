@@ -5,7 +5,14 @@ worker's step target plus 50%.
 
 The worker chooses its step budget from a step cost it measures at start and
 prints it; the test reads the budget and target from that line, so it holds
-whatever this machine's speed. Timing-sensitive: it runs alone (RUN_SERIAL)."""
+whatever this machine's speed. Timing-sensitive: it runs alone (RUN_SERIAL).
+
+Not in CTest yet (issue 16 is open): measured on the 2-core machine with
+the automatic budget (48 rows for a 150 ms target), a running stream still
+waited 1.2 s once while the prompt's later chunks (positions near 2,000)
+were prefilled: the step-cost model counts rows but not the attention over
+a long prefix, so late chunks overrun the target. Run it by hand:
+    cd tests/e2e && ../../.venv/bin/python -m pytest -q -s test_stall_free.py"""
 import json
 import re
 import socket
