@@ -14,7 +14,8 @@ model, so the table measures what each format loses against it (the Q4_1
 rounding of the original is in all rows alike). With the Qwen2.5-Coder-0.5B
 model installed (`make setup-extra`) it is a second row set.
 
-Calibration (AWQ, GPTQ) uses data/corpus/c4.utf8 + code.utf8; perplexity uses
+Calibration (GPTQ; AWQ on a quarter as many samples, its grid search being costly on a
+CPU) uses data/corpus/c4.utf8 + code.utf8; perplexity uses
 data/corpus/wiki.utf8 (never calibration text).
 
     .venv/bin/python tests/bench/compare_formats.py [--models smollm2,qwen] [--chunks 16]
@@ -54,7 +55,8 @@ FORMATS = [
     ("Q4_K_M", "gguf:Q4_K_M", []),
     ("Q4_0", "gguf:Q4_0", []),
     ("RTN int4 g128", "rtn", ["--bits", "4", "--group-size", "128"]),
-    ("AWQ int4 g128", "awq", ["--group-size", "128"]),
+    # AWQ groups must divide every input width (SmolLM2's 576 columns: not 128).
+    ("AWQ int4 g64", "awq", ["--group-size", "64"]),
     ("GPTQ int4 g128 act-order", "gptq", ["--bits", "4", "--group-size", "128", "--desc-act"]),
 ]
 
@@ -215,8 +217,13 @@ def compare_model(label, base_hf, a, work):
         out = os.path.join(work, re.sub(r"[^A-Za-z0-9_]+", "-", name) + (".gguf" if fmt.startswith("gguf:") else ""))
         cmd = [os.path.join(bin_dir, "tessera-quantize"), "--input", base_hf, "--output", out, "--format", fmt,
                "--force", "--threads", str(a.threads), *extra]
-        if fmt in ("awq", "gptq"):
+        if fmt == "gptq":
             cmd += ["--calibration", calib, "--calibration-samples", str(a.calibration_samples),
+                    "--seq-len", str(a.seq_len)]
+        elif fmt == "awq":
+            # AWQ's grid search re-runs each block 20 times: on a CPU it gets
+            # a quarter of GPTQ's calibration tokens.
+            cmd += ["--calibration", calib, "--calibration-samples", str(max(1, a.calibration_samples // 4)),
                     "--seq-len", str(a.seq_len)]
         print(f"[compare] {label} {name}: quantizing", file=sys.stderr, flush=True)
         _, seconds, rss = run_measured(cmd)
@@ -243,8 +250,8 @@ def render(results, a):
     lines.append(f"Measured {datetime.date.today()} on {platform.machine()}, {a.threads} threads, in one run of "
                  f"`make compare` (`{' '.join(sys.argv[1:]) or 'defaults'}`): perplexity over {a.chunks} windows of "
                  f"{a.ctx} tokens of data/corpus/wiki.utf8 (second half of each window scored, as llama.cpp does), "
-                 f"KL and top-1 against the F16 row; AWQ/GPTQ calibrated on {a.calibration_samples} samples of "
-                 f"{a.seq_len} tokens of c4+code text; decode rows stream {a.decode_tokens} tokens per request "
+                 f"KL and top-1 against the F16 row; GPTQ calibrated on {a.calibration_samples} samples (AWQ on "
+                 f"{max(1, a.calibration_samples // 4)}) of {a.seq_len} tokens of c4+code text; decode rows stream {a.decode_tokens} tokens per request "
                  f"through the gateway; prompt tok/s is a ~{a.prompt_words}-word prompt's token count over its best "
                  f"time to first token; peak RSS is the serving worker's VmHWM (weights, scratch and its default 256 MiB "
                  f"KV cache).")
@@ -259,8 +266,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=16)
-    ap.add_argument("--calibration-samples", type=int, default=64)
-    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--calibration-samples", type=int, default=16, help="gptq; awq takes a quarter")
+    ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--prompt-words", type=int, default=400)
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "compare"))
