@@ -38,7 +38,8 @@ ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, lora, "", "a PEFT LoRA adapter directory to apply (default: none)");
 ABSL_FLAG(int, max_lora_rank, 64, "largest adapter rank accepted");
-ABSL_FLAG(std::string, lora_dtype, "float32", "with --lora: storage type of the adapter weights (float32, float16, bfloat16)");
+ABSL_FLAG(std::string, lora_dtype, "auto",
+          "with --lora: storage type of the adapter weights (auto: as the worker stores them; float32, float16, bfloat16)");
 ABSL_FLAG(std::string, format, "text", "output: 'text' (the generated text) or 'json' (text, token ids, finish reason)");
 
 namespace {

@@ -32,7 +32,8 @@ ABSL_FLAG(int, top, 10, "how many top logits to print");
 ABSL_FLAG(bool, full, false, "print every logit");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(std::string, lora, "", "with --rows-out: a PEFT LoRA adapter directory to apply");
-ABSL_FLAG(std::string, lora_dtype, "float32", "with --lora: storage type of the adapter weights (float32, float16, bfloat16)");
+ABSL_FLAG(std::string, lora_dtype, "auto",
+          "with --lora: storage type of the adapter weights (auto: as the worker stores them; float32, float16, bfloat16)");
 
 int main(int argc, char** argv) {
   tessera::ParseCommandLine(argc, argv,

@@ -199,7 +199,8 @@ def test_adapter_on_hf_base_equals_merged_weights(tmp_path, args):
     ck.quant_formats.write_safetensors(str(merged_dir / "model.safetensors"), weights)
     for p in PROMPTS[:2]:
         plain = generate(base, p, 24)["token_ids"]
-        with_adapter = generate(base, p, 24, "--lora", adapter)["token_ids"]
+        # float32 adapter storage: the merged weights carry unrounded deltas.
+        with_adapter = generate(base, p, 24, "--lora", adapter, "--lora-dtype", "float32")["token_ids"]
         assert with_adapter == generate(str(merged_dir), p, 24)["token_ids"], p
         assert with_adapter != plain, "the adapter should change the output"
 
