@@ -27,17 +27,6 @@ inline __m256 Load8(const void* base, int64_t i) {
 }
 
 template <LoraDtype D>
-inline float Load1(const void* base, int64_t i) {
-  if constexpr (D == LoraDtype::kF32) {
-    return static_cast<const float*>(base)[i];
-  } else if constexpr (D == LoraDtype::kF16) {
-    return Fp16ToFp32(static_cast<const uint16_t*>(base)[i]);
-  } else {
-    return Bf16ToFp32(static_cast<const uint16_t*>(base)[i]);
-  }
-}
-
-template <LoraDtype D>
 void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out, float* const* y,
           float* scratch) {
   const int rank = pair.rank;
@@ -59,7 +48,7 @@ void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_
       }
     }
     for (; k < rank; ++k) {
-      const float a = Load1<D>(pair.a_t, row + k);
+      const float a = LoraElement<D>(pair.a_t, row + k);
       for (int j = 0; j < n; ++j) t[j][k] = std::fma(x[j][i], a, t[j][k]);
     }
   }
@@ -74,7 +63,7 @@ void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_
       for (; o < out8; o += 8) {
         _mm256_storeu_ps(d + o, _mm256_fmadd_ps(tk, Load8<D>(pair.b_t, row + o), _mm256_loadu_ps(d + o)));
       }
-      for (; o < out; ++o) d[o] = std::fma(t[j][k], Load1<D>(pair.b_t, row + o), d[o]);
+      for (; o < out; ++o) d[o] = std::fma(t[j][k], LoraElement<D>(pair.b_t, row + o), d[o]);
     }
     float* yj = y[j];
     int64_t o = 0;

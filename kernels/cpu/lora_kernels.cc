@@ -10,17 +10,6 @@ namespace tessera::cpu {
 namespace {
 
 template <LoraDtype D>
-inline float Load(const void* base, int64_t i) {
-  if constexpr (D == LoraDtype::kF32) {
-    return static_cast<const float*>(base)[i];
-  } else if constexpr (D == LoraDtype::kF16) {
-    return Fp16ToFp32(static_cast<const uint16_t*>(base)[i]);
-  } else {
-    return Bf16ToFp32(static_cast<const uint16_t*>(base)[i]);
-  }
-}
-
-template <LoraDtype D>
 void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out, float* const* y,
           float* scratch) {
   const int rank = pair.rank;
@@ -29,12 +18,12 @@ void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_
     float* t = scratch + j * rank;
     std::fill(t, t + rank, 0.f);
     for (int64_t i = 0; i < in; ++i) {
-      for (int k = 0; k < rank; ++k) t[k] = std::fma(x[j][i], Load<D>(pair.a_t, i * rank + k), t[k]);
+      for (int k = 0; k < rank; ++k) t[k] = std::fma(x[j][i], LoraElement<D>(pair.a_t, i * rank + k), t[k]);
     }
     for (int k = 0; k < rank; ++k) t[k] *= pair.scale;
     std::fill(d, d + out, 0.f);
     for (int k = 0; k < rank; ++k) {
-      for (int64_t o = 0; o < out; ++o) d[o] = std::fma(t[k], Load<D>(pair.b_t, k * out + o), d[o]);
+      for (int64_t o = 0; o < out; ++o) d[o] = std::fma(t[k], LoraElement<D>(pair.b_t, k * out + o), d[o]);
     }
     for (int64_t o = 0; o < out; ++o) y[j][o] += d[o];
   }

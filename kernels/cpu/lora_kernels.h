@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "common/fp16.h"
 #include "kernels/backend.h"
 
 namespace tessera::cpu {
@@ -18,6 +19,18 @@ namespace tessera::cpu {
 // y rows `out`. `scratch` holds 4 * rank + out floats.
 using LoraRowsFn = void (*)(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out,
                             float* const* y, float* scratch);
+
+// Element i of LoRA weights stored as D, widened to float.
+template <LoraDtype D>
+inline float LoraElement(const void* base, int64_t i) {
+  if constexpr (D == LoraDtype::kF32) {
+    return static_cast<const float*>(base)[i];
+  } else if constexpr (D == LoraDtype::kF16) {
+    return Fp16ToFp32(static_cast<const uint16_t*>(base)[i]);
+  } else {
+    return Bf16ToFp32(static_cast<const uint16_t*>(base)[i]);
+  }
+}
 
 LoraRowsFn LoraRowsReference();
 LoraRowsFn LoraRowsAvx2();  // REQUIRES: the CPU has AVX2, FMA and F16C
