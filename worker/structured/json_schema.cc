@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/escape.h"
 
 namespace tessera::structured {
 namespace {
@@ -300,23 +301,9 @@ class Compiler {
   absl::StatusOr<NodeP> Ref(const Json& ref, const std::string& path, int depth, std::vector<std::string>& bare_refs) {
     if (!ref.is_string()) return Error(path + "/$ref", "'$ref' must be a string");
     const std::string r = ref.get<std::string>();
-    const Json* target = nullptr;
-    if (r == "#") {
-      target = &root_;
-    } else {
-      for (const char* prefix : {"#/$defs/", "#/definitions/"}) {
-        if (r.rfind(prefix, 0) != 0) continue;
-        const std::string key = r.substr(std::string(prefix).size());
-        const std::string container = std::string(prefix).substr(2, std::string(prefix).size() - 3);
-        auto defs = root_.find(container);
-        if (defs != root_.end() && defs->is_object()) {
-          auto t = defs->find(key);
-          if (t != defs->end()) target = &*t;
-        }
-      }
-    }
+    const Json* target = RefTarget(r);
     if (target == nullptr) {
-      return Error(path + "/$ref", absl::StrCat("'$ref' '", r,
+      return Error(path + "/$ref", absl::StrCat("'$ref' '", EscapeForMessage(r),
                                                 "' does not resolve (supported: '#', '#/$defs/NAME', '#/definitions/NAME' in the same document)"));
     }
     if (std::find(bare_refs.begin(), bare_refs.end(), r) != bare_refs.end()) {
