@@ -15,11 +15,9 @@ Targets (issue 16): at 16 concurrent, ITL p99 <= 3x ITL p50, and output
 tok/s >= 0.9x the fixed budget's.
 """
 import argparse
-import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +26,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 from conftest import BIN, MODEL_ID, free_port, wait_ready  # noqa: E402
+import sse_timing  # noqa: E402
 
 
 def pct(xs, p):
@@ -37,31 +36,8 @@ def pct(xs, p):
 
 def streamed(port, body):
     """(send time, token arrival times, end time) of one streamed completion."""
-    data = json.dumps(body).encode()
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    t0 = time.perf_counter()
-    s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
-    buf, arrivals = b"", []
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        now = time.perf_counter()
-        buf += chunk
-        while b"\n\n" in buf:
-            event, buf = buf.split(b"\n\n", 1)
-            i = event.find(b"data: ")
-            if i < 0 or event[i + 6:] == b"[DONE]":
-                continue
-            j = json.loads(event[i + 6:])
-            if "error" in j:
-                raise RuntimeError(j)
-            if any(c.get("text") for c in j.get("choices", [])):
-                arrivals.append(now)
-    s.close()
-    return t0, arrivals, time.perf_counter()
+    r = sse_timing.stream(port, body)
+    return r.sent, r.arrivals, r.done
 
 
 def run_level(port, concurrency, per_client, max_tokens, seed):
@@ -108,7 +84,7 @@ def serve(extra):
     wait_ready(f"http://127.0.0.1:{hport}/ready", timeout=120)
     log.flush()
     with open(log.name) as f:
-        m = re.search(r"tessera-worker: (max_num_batched_tokens \d+ \([^)]*\))", f.read())
+        m = re.search(r"tessera-worker: (max_num_batched_tokens \d+[^\n]*)", f.read())
     return worker, gateway, hport, m.group(1) if m else "?"
 
 

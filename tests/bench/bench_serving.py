@@ -7,10 +7,8 @@ already in the prefix cache against one whose prompt is new.
     .venv/bin/python tests/bench/bench_serving.py [--requests-per-client 4] [--max-tokens 64]
 """
 import argparse
-import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 from conftest import BIN, MODEL_ID, free_port, wait_ready  # noqa: E402
+import sse_timing  # noqa: E402
 
 WORDS = ("time river light stone garden market winter letter music engine window harbor forest number "
          "signal machine paper silver orange yellow quiet simple ancient modern").split()
@@ -27,42 +26,8 @@ WORDS = ("time river light stone garden market winter letter music engine window
 
 def sse_request(port, path, body):
     """Returns (ttft, [inter-token gaps], output tokens) of one streamed request."""
-    data = json.dumps(body).encode()
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-              f"Connection: close\r\n\r\n".encode() + data)
-    t0 = time.perf_counter()
-    last = None
-    ttft = None
-    gaps = []
-    buf = b""
-    usage = 0
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        now = time.perf_counter()
-        buf += chunk
-        while b"\n\n" in buf:
-            event, buf = buf.split(b"\n\n", 1)
-            i = event.find(b"data: ")
-            if i < 0:
-                continue
-            payload = event[i + 6:]
-            if payload == b"[DONE]":
-                continue
-            j = json.loads(payload)
-            if j.get("usage"):
-                usage = j["usage"]["completion_tokens"]
-            if any(c.get("text") or (c.get("delta") or {}).get("content") for c in j.get("choices", [])):
-                if ttft is None:
-                    ttft = now - t0
-                elif last is not None:
-                    gaps.append(now - last)
-                last = now
-    s.close()
-    return ttft, gaps, usage
+    r = sse_timing.stream(port, body, path)
+    return r.ttft, r.gaps, (r.usage or {}).get("completion_tokens", 0)
 
 
 def pct(xs, p):

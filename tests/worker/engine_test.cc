@@ -251,6 +251,64 @@ TEST(StepCostTest, BudgetIsTheRowsThatFitTheTargetWithinBounds) {
   EXPECT_EQ(BudgetForTarget(cpu, 0.150, 600, 512), 512);  // bounds that cross: the scratch wins
 }
 
+TEST(StepCostTest, LateChunksOfALongPromptAreShorter) {
+  // 1 ms per row, 2 us per attended key: a row at position 2,000 costs 5 ms.
+  const StepCost cost{.fixed_seconds = 0.010, .per_row_seconds = 0.001, .per_pair_seconds = 2e-6};
+  EXPECT_EQ(AttendedPairs(0, 4), 1 + 2 + 3 + 4);
+  EXPECT_EQ(AttendedPairs(10, 2), 11 + 12);
+  EXPECT_DOUBLE_EQ(cost.ChunkSeconds(10, 2), 0.002 + 23 * 2e-6);
+  for (const int64_t position : {0, 100, 1000, 2000, 30000}) {
+    for (const double seconds : {0.0005, 0.001, 0.05, 0.14, 1.0}) {
+      const int64_t n = cost.ChunkWithin(position, seconds);
+      // The longest chunk that fits: n fits, n + 1 does not.
+      EXPECT_LE(cost.ChunkSeconds(position, n), seconds) << position << " " << seconds;
+      EXPECT_GT(cost.ChunkSeconds(position, n + 1), seconds) << position << " " << seconds;
+    }
+  }
+  EXPECT_EQ(cost.ChunkWithin(0, 0.140), 124);   // 124 ms of rows + 15.5 ms of attention
+  EXPECT_EQ(cost.ChunkWithin(2000, 0.140), 27);
+  EXPECT_EQ(cost.RowsWithin(0.150), 124);
+  const StepCost rows_only{.fixed_seconds = 0.002, .per_row_seconds = 0.003};
+  EXPECT_EQ(rows_only.ChunkWithin(5000, 0.031), 10);  // attention not measured: position does not matter
+}
+
+TEST(StepCostTest, TrackerFollowsTheMachinesSpeedWithinBounds) {
+  const StepCost measured{.fixed_seconds = 0.010, .per_row_seconds = 0.001, .per_pair_seconds = 1e-6};
+  StepCostTracker t(measured);
+  // The machine runs 3x slower than measured: the factor converges to 3.
+  for (int i = 0; i < 200; ++i) {
+    const double predicted = t.current().Seconds(40, 5000);
+    t.Observe(predicted, 3 * measured.Seconds(40, 5000));
+  }
+  EXPECT_NEAR(t.factor(), 3.0, 0.01);
+  EXPECT_NEAR(t.current().per_row_seconds, 0.003, 1e-5);
+  // Noise-sized steps are ignored; a nonsense measurement is bounded.
+  StepCostTracker u(measured);
+  u.Observe(1e-4, 1.0);
+  EXPECT_EQ(u.factor(), 1.0);
+  for (int i = 0; i < 1000; ++i) u.Observe(u.current().Seconds(10), 1e6);
+  EXPECT_NEAR(u.factor(), 16.0, 1e-9);
+}
+
+TEST(StepCostTest, MeasuredModelChargesAttention) {
+  // The synthetic model with a context long enough for three chunks: every
+  // term is non-negative and a long-context chunk is predicted dearer.
+  auto b = LoadSyntheticModelBundle("tiny", "q8_0", {.max_batch_tokens = 128, .max_logit_rows = 16});
+  ASSERT_TRUE(b.ok()) << b.status();
+  const LlamaConfig& c = (*b)->model->config();
+  auto cache = KvCache::Create(*(*b)->backend, c.n_layers, c.kv_dim(), {.block_size = 16, .num_blocks = 64});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  auto cost = MeasureStepCost(*(*b)->model, **cache, 16, 8, 64);
+  ASSERT_TRUE(cost.ok()) << cost.status();
+  EXPECT_GE(cost->fixed_seconds, 0);
+  EXPECT_GE(cost->per_row_seconds, 0);
+  EXPECT_GE(cost->per_pair_seconds, 0);
+  EXPECT_GE(cost->ChunkSeconds(1000, 8), cost->ChunkSeconds(0, 8));
+  // Bad shapes are refused, not measured.
+  EXPECT_FALSE(MeasureStepCost(*(*b)->model, **cache, 16, 64, 64).ok());
+  EXPECT_FALSE(MeasureStepCost(*(*b)->model, **cache, 16, 8, 4096).ok());
+}
+
 TEST(StepCostTest, AnAutomaticBudgetIsMeasuredAndPlacedWithinTheModelsBatch) {
   auto b = LoadSyntheticModelBundle("tiny", "q8_0", {.max_batch_tokens = 128, .max_logit_rows = 16});
   ASSERT_TRUE(b.ok()) << b.status();

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <numeric>
 #include <set>
@@ -46,6 +47,54 @@ TEST(SchedulerTest, ChunkedPrefillShareStepsWithDecodes) {
   EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));    // b's last prompt token: logits
   EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));
   EXPECT_EQ(blocks.used_blocks(), 2 + 6);  // a: 7 tokens, b: 22 tokens, blocks of 4
+}
+
+TEST(SchedulerTest, TimeBudgetCutsLateChunksAndNeverDecodes) {
+  // 1 ms fixed, 1 ms per row, 0.1 ms per attended key; a 10 ms target.
+  BlockManager blocks(256, 4, false);
+  Scheduler s({.max_num_seqs = 4, .max_num_batched_tokens = 64, .step_target_seconds = 0.010}, blocks);
+  s.SetStepCost({.fixed_seconds = 0.001, .per_row_seconds = 0.001, .per_pair_seconds = 0.0001});
+  auto a = Seq(1, 2), b = Seq(2, 60);
+  s.AddWaiting(&a);
+  EXPECT_EQ(Step(s), (Plan{{1, 2, true}}));
+  s.AddWaiting(&b);
+  // a decodes (position 2: 1 ms + 0.3 ms); b's first chunk takes the 7.7 ms
+  // left: n rows at 0 cost n ms + n(n+1)/2 * 0.1 ms, so 5 rows (6 take 8.1).
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 5, false}}));
+  // Later chunks attend to more keys, so they get shorter.
+  std::vector<int64_t> chunks;
+  while (b.num_computed + 1 < static_cast<int64_t>(b.tokens.size())) {
+    const auto plan = s.Schedule();
+    ASSERT_EQ(plan.size(), 2u);
+    EXPECT_EQ(plan[0].seq, &a);  // the decode always runs, first
+    // Within the target, except the one-token minimum once a prompt row
+    // alone costs more than the decodes leave.
+    if (plan[1].num_tokens > 1) EXPECT_LE(s.PredictSeconds(plan), 0.010 + 1e-12);
+    chunks.push_back(plan[1].num_tokens);
+    s.Commit(plan);
+    a.tokens.push_back(999);
+    if (plan[1].needs_logits) b.tokens.push_back(999);
+  }
+  ASSERT_GE(chunks.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(chunks.rbegin(), chunks.rend()));
+  EXPECT_GT(chunks.front(), chunks.back());
+}
+
+TEST(SchedulerTest, TimeBudgetStillAdvancesPromptsWhenDecodesFillIt) {
+  // Decodes alone exceed the target: the prompt advances one token a step
+  // instead of starving, and only one prompt does.
+  BlockManager blocks(256, 4, false);
+  Scheduler s({.max_num_seqs = 4, .max_num_batched_tokens = 64, .step_target_seconds = 0.002}, blocks);
+  s.SetStepCost({.fixed_seconds = 0.001, .per_row_seconds = 0.001});
+  auto a = Seq(1, 1), b = Seq(2, 1), c = Seq(3, 5), d = Seq(4, 5);
+  s.AddWaiting(&a);
+  s.AddWaiting(&b);
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}}));  // the first arrival's one token: the target's worth
+  s.AddWaiting(&c);
+  s.AddWaiting(&d);
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}}));
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}, {3, 1, false}}));
+  EXPECT_EQ(Step(s), (Plan{{1, 1, true}, {2, 1, true}, {3, 1, false}}));
 }
 
 TEST(SchedulerTest, RespectsSequenceLimitAndArrivalOrder) {

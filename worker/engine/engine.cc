@@ -77,12 +77,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
     if (e->options_.step_target_seconds == 0) {
       e->options_.step_target_seconds = std::max(0.020, 1.5 * cost.Seconds(so.max_num_seqs));
     }
-    so.max_num_batched_tokens = static_cast<int>(BudgetForTarget(
+    // Reported as the effective budget: the rows a step takes at short
+    // context. The scheduler itself may use the whole scratch: its time
+    // budget, kept true by the tracker, cuts every step to the target
+    // (shorter chunks at long positions, longer ones when the machine
+    // turns out faster than measured).
+    e->options_.scheduler.max_num_batched_tokens = static_cast<int>(BudgetForTarget(
         cost, e->options_.step_target_seconds, std::min<int64_t>(so.max_num_seqs + 16, bundle.model->max_batch_tokens()),
         bundle.model->max_batch_tokens()));
+    so.max_num_batched_tokens = bundle.model->max_batch_tokens();
+    so.step_target_seconds = e->options_.step_target_seconds;
     e->step_cost_ = cost;
+    e->step_cost_tracker_.emplace(cost);
+  } else {
+    e->options_.scheduler.max_num_batched_tokens = so.max_num_batched_tokens;
   }
-  e->options_.scheduler.max_num_batched_tokens = so.max_num_batched_tokens;
   // Unset: every logit row the model can return; those beyond max_num_seqs
   // let prompt-logprob prefills advance more than a token a step.
   if (so.max_logit_rows == 0) so.max_logit_rows = bundle.model->max_logit_rows();
@@ -91,6 +100,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
                                                    bundle.model->max_logit_rows(), "]; got ", so.max_logit_rows));
   }
   e->scheduler_ = std::make_unique<Scheduler>(so, *e->blocks_, options.adapters);
+  if (e->step_cost_tracker_) e->scheduler_->SetStepCost(e->step_cost_tracker_->current());
   // One row per logit row a step may need: the sampled rows and, for
   // prompt-logprob prefills, their prompt rows (max_logit_rows bounds both).
   e->logits_.resize(static_cast<size_t>(so.max_logit_rows) * c.n_vocab);
@@ -251,6 +261,7 @@ bool Engine::Step() {
     ++stats_.steps;
   }
   const uint64_t step_start = MonotonicNanos();
+  const double predicted_seconds = scheduler_->PredictSeconds(plan);
   int prefill_entries = 0, rows = 0;
   for (const ScheduledSequence& s : plan) {
     const auto* seq = static_cast<const Sequence*>(s.seq);
@@ -395,9 +406,12 @@ bool Engine::Step() {
       FinishSequence(seq, r);
     }
   }
-  if (options_.observer != nullptr) {
-    options_.observer->OnStep(phase, step_sequences, rows, static_cast<double>(MonotonicNanos() - step_start) * 1e-9);
+  const double step_seconds = static_cast<double>(MonotonicNanos() - step_start) * 1e-9;
+  if (step_cost_tracker_) {
+    step_cost_tracker_->Observe(predicted_seconds, step_seconds);
+    scheduler_->SetStepCost(step_cost_tracker_->current());
   }
+  if (options_.observer != nullptr) options_.observer->OnStep(phase, step_sequences, rows, step_seconds);
   return true;
 }
 

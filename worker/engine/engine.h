@@ -84,10 +84,14 @@ struct EngineJob {
 };
 
 struct EngineOptions {
-  // scheduler.max_num_batched_tokens 0: chosen at Create from the measured
-  // step cost so that a step takes about step_target_seconds (stall-free
-  // batching: a running stream waits at most one such step for someone
-  // else's prompt).
+  // scheduler.max_num_batched_tokens 0: stall-free batching. Create
+  // measures the step cost (per step, per row, per attended key) and each
+  // step is planned to take about step_target_seconds: every decode runs,
+  // prompt chunks take the time left, so a running stream waits at most
+  // about one target for someone else's prompt. The model is corrected by
+  // each step's measured time (StepCostTracker). options() then reports
+  // the rows a step takes at short context. A non-zero budget is a plain
+  // token budget (no time target), as before.
   SchedulerOptions scheduler;
   // 0: auto, 1.5x a full decode step (max_num_seqs rows), at least 20 ms.
   double step_target_seconds = 0;
@@ -144,6 +148,9 @@ class Engine {
   ModelBundle& bundle_;
   EngineOptions options_;
   std::optional<StepCost> step_cost_;
+  // With an automatic budget: the measured cost, corrected step by step
+  // (engine thread only).
+  std::optional<StepCostTracker> step_cost_tracker_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<BlockManager> blocks_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -57,10 +57,25 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
   // holds at most max_num_seqs sequences).
   const int max_logit_rows = options_.max_logit_rows > 0 ? options_.max_logit_rows : options_.max_num_seqs;
   int64_t extra_logits = std::max(0, max_logit_rows - options_.max_num_seqs);
-  auto take = [&](SchedSequence* seq, int64_t n) {
+  // The time budget: what is left of the target after the step's fixed cost
+  // and the rows taken so far (decodes are charged too, never cut).
+  const bool timed = step_cost_.has_value() && options_.step_target_seconds > 0;
+  double time_left = timed ? options_.step_target_seconds - step_cost_->fixed_seconds : 0;
+  bool prompt_progress = false;
+  auto take = [&](SchedSequence* seq, int64_t n, bool prompt) {
     out.push_back({seq, n, seq->num_computed + n == static_cast<int64_t>(seq->tokens.size())});
     budget -= n;
     extra_logits -= std::max<int64_t>(0, LogitRows(*seq, n) - 1);
+    if (timed) time_left -= step_cost_->ChunkSeconds(seq->num_computed, n);
+    prompt_progress |= prompt;
+  };
+  // The prompt tokens of `seq` (from num_computed) that fit what is left of
+  // the time budget, at most `n`; one when none fits and no prompt has
+  // advanced yet this step.
+  auto fit_time = [&](const SchedSequence& seq, int64_t n) -> int64_t {
+    if (!timed) return n;
+    const int64_t fit = step_cost_->ChunkWithin(seq.num_computed, time_left);
+    return std::min(n, fit > 0 ? fit : (prompt_progress ? 0 : 1));
   };
 
   // Running sequences, oldest first: every decode (one token each) before
@@ -75,7 +90,13 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
         ++i;
         continue;
       }
-      const int64_t n = FitLogits(*seq, std::min(remaining, budget), extra_logits);
+      const int64_t n = FitLogits(*seq, decode_pass ? std::min(remaining, budget)
+                                                    : fit_time(*seq, std::min(remaining, budget)),
+                                  extra_logits);
+      if (n == 0) {  // out of time for prompts this step
+        ++i;
+        continue;
+      }
       bool self_preempted = false;
       while (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
         SchedSequence* victim = running_.back();
@@ -90,7 +111,7 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
         Preempt(victim);
       }
       if (self_preempted) continue;  // running_[i] is now the next sequence
-      take(seq, n);
+      take(seq, n, !decode_pass);
       ++i;
     }
   }
@@ -124,8 +145,8 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
       seq->num_computed = blocks_.MatchPrefix(seq->tokens, seq->salt, seq->block_table, seq->block_chain);
     }
     const int64_t remaining = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
-    const int64_t n = FitLogits(*seq, std::min(remaining, budget), extra_logits);
-    if (!blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
+    const int64_t n = FitLogits(*seq, fit_time(*seq, std::min(remaining, budget)), extra_logits);
+    if (n == 0 || !blocks_.Grow(seq->block_table, seq->num_computed + n).ok()) {
       blocks_.Free(seq->block_table, seq->block_chain);  // give back the prefix hits too
       seq->num_computed = 0;
       Unpin(seq);
@@ -133,9 +154,16 @@ std::vector<ScheduledSequence> Scheduler::Schedule() {
     }
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     running_.push_back(seq);
-    take(seq, n);
+    take(seq, n, /*prompt=*/true);
   }
   return out;
+}
+
+double Scheduler::PredictSeconds(const std::vector<ScheduledSequence>& step) const {
+  if (!step_cost_.has_value() || step.empty()) return 0;
+  double t = step_cost_->fixed_seconds;
+  for (const ScheduledSequence& s : step) t += step_cost_->ChunkSeconds(s.seq->num_computed, s.num_tokens);
+  return t;
 }
 
 void Scheduler::Commit(const std::vector<ScheduledSequence>& step) {

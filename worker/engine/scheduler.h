@@ -2,8 +2,8 @@
 //
 // Every engine step it decides which sequences run and how many of their
 // tokens: running sequences first (a decode needs one token; a prompt still
-// being prefilled takes what the token budget allows, so a long prompt is
-// chunked and never stalls the others), then waiting sequences in arrival
+// being prefilled takes what the token and time budgets allow, so a long
+// prompt is chunked and never stalls the others), then waiting sequences in arrival
 // order while the budget, the sequence limit and KV blocks allow. When the
 // KV cache cannot hold a running sequence's next tokens, the most recently
 // arrived running sequence is preempted: its blocks are freed and it goes
@@ -18,11 +18,13 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "worker/engine/block_manager.h"
+#include "worker/engine/step_cost.h"
 
 namespace tessera {
 
@@ -58,6 +60,13 @@ struct SchedulerOptions {
   // step may need one (its last row); only prompt-logprob prefills need
   // more, and they share the max_logit_rows - max_num_seqs rows beyond that.
   int max_logit_rows = 0;
+  // Stall-free time budget; 0: none (only the token budget counts). With a
+  // step cost (Scheduler::SetStepCost), prompt chunks are cut so that the
+  // step's predicted time stays within this: every decode runs, and prompts
+  // share what time is left, their late chunks (long attention) shorter
+  // than their first. A step advances prompts by at least one token even
+  // when decodes alone fill the target, so arrivals are never starved.
+  double step_target_seconds = 0;
 };
 
 // What the scheduler needs to know of a sequence.
@@ -117,6 +126,12 @@ class Scheduler {
   // Records that a step ran: advances num_computed and registers full blocks.
   void Commit(const std::vector<ScheduledSequence>& step);
 
+  // The step-time model the time budget plans with (kept current by the
+  // owner as it measures steps).
+  void SetStepCost(const StepCost& cost) { step_cost_ = cost; }
+  // The predicted time of a planned step (0 without a step cost).
+  double PredictSeconds(const std::vector<ScheduledSequence>& step) const;
+
   const std::deque<SchedSequence*>& running() const { return running_; }
   const std::deque<SchedSequence*>& waiting() const { return waiting_; }
   uint64_t preemptions() const { return preemptions_; }
@@ -128,6 +143,7 @@ class Scheduler {
   SchedulerOptions options_;
   BlockManager& blocks_;
   AdapterGate* adapters_;
+  std::optional<StepCost> step_cost_;
   std::vector<SchedSequence*> failed_;
   std::deque<SchedSequence*> running_;  // in admission order
   std::deque<SchedSequence*> waiting_;  // in arrival order (preempted ones in front)

@@ -357,10 +357,11 @@ int main(int argc, char** argv) {
   if (!engine.ok()) return fail(std::string(engine.status().message()));
   if (const auto& cost = (*engine)->step_cost()) {
     std::fprintf(stderr,
-                 "tessera-worker: max_num_batched_tokens %d (measured step cost %.2f ms + %.3f ms per row; "
-                 "step target %.1f ms)\n",
+                 "tessera-worker: max_num_batched_tokens %d at short context (measured step cost %.2f ms + "
+                 "%.3f ms per row + %.3f us per attended key; step target %.1f ms, prompt chunks cut to it)\n",
                  (*engine)->options().scheduler.max_num_batched_tokens, cost->fixed_seconds * 1e3,
-                 cost->per_row_seconds * 1e3, (*engine)->options().step_target_seconds * 1e3);
+                 cost->per_row_seconds * 1e3, cost->per_pair_seconds * 1e6,
+                 (*engine)->options().step_target_seconds * 1e3);
   } else {
     std::fprintf(stderr, "tessera-worker: max_num_batched_tokens %d (configured)\n",
                  (*engine)->options().scheduler.max_num_batched_tokens);
