@@ -1,5 +1,6 @@
 #include "gateway/completion_call.h"
 
+#include "common/grpc/status_conversion.h"
 #include "common/status_fields.h"
 
 #include <algorithm>
@@ -78,7 +79,7 @@ bool Retryable(grpc::StatusCode code) {
   // its queue is full (RESOURCE_EXHAUSTED): another worker may well serve it.
   // gRPC also reports a stream its transport dropped, e.g. when the worker
   // process dies mid-call, as UNKNOWN "Stream removed" (grpc/grpc#34076);
-  // the worker never sends UNKNOWN itself (ToGrpcStatus), so it is a
+  // the worker never sends UNKNOWN itself (kWorkerReplyOptions), so it is a
   // connection failure like UNAVAILABLE. Callers retry only before output.
   return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
          code == grpc::StatusCode::UNKNOWN;
@@ -140,14 +141,6 @@ wv1::GenerateRequest WireRequest(const CompletionRequest& r, const std::string& 
 }
 
 }  // namespace
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  // The worker's param/code travel in the error details.
-  return WithFieldsFromDetails(
-      absl::Status(static_cast<absl::StatusCode>(static_cast<int>(s.error_code())), s.error_message()),
-      s.error_details());
-}
 
 struct CompletionCall::Attempt {
   int index = 0;
@@ -348,7 +341,7 @@ void CompletionCall::OnChoiceDone(int attempt, int, const grpc::Status& status) 
 CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grpc::Status& status, bool hung) {
   a.failed = true;
   for (auto& ctx : a.contexts) ctx->TryCancel();  // the other choices are of no use now
-  absl::Status error = FromGrpc(status);
+  absl::Status error = FromGrpcStatus(status);
   if (hung) {
     pool_->ReportHung(*a.worker, options_.first_response_timeout);
     error = absl::UnavailableError(absl::StrCat("worker ", a.worker->address, " did not accept the request within ",

@@ -123,9 +123,6 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   int completion_tokens_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// gRPC status -> absl::Status (same code and message).
-absl::Status FromGrpc(const grpc::Status& s);
-
 }  // namespace tessera::gateway
 
 #endif  // TESSERA_GATEWAY_COMPLETION_CALL_H_

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc/queued_server_writer.h"
+#include "common/grpc/status_conversion.h"
 #include "common/status_macros.h"
 #include "gateway/completion_call.h"
 #include "gateway/gateway_metrics.h"
@@ -16,14 +17,6 @@ namespace {
 
 namespace av1 = tessera::api::v1;
 using Json = nlohmann::json;
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  std::string msg(s.message());
-  const std::string param = ParamOf(s);
-  if (!param.empty()) msg = absl::StrCat(msg, " (param: ", param, ")");
-  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), msg);
-}
 
 // The request message as the REST API's JSON body.
 absl::StatusOr<std::string> RequestJson(const google::protobuf::Message& m, bool stream) {
@@ -120,8 +113,10 @@ class UnaryOutput final : public ResponseOutput {
   void StreamChunk(const Json&) override {}
   void EndStream() override {}
   void StreamError(const absl::Status& s) override { Error(s); }
-  void Whole(const Json& body) override { reactor_->Finish(ToGrpc(FromJson(body, response_))); }
-  void Error(const absl::Status& s) override { reactor_->Finish(ToGrpc(s)); }
+  void Whole(const Json& body) override {
+    reactor_->Finish(ToGrpcStatus(FromJson(body, response_), kPublicApiOptions));
+  }
+  void Error(const absl::Status& s) override { reactor_->Finish(ToGrpcStatus(s, kPublicApiOptions)); }
 
  private:
   PendingUnary* reactor_;
@@ -145,13 +140,13 @@ class StreamOutput final : public QueuedServerWriter<Chunk>, public ResponseOutp
   void StreamChunk(const Json& chunk) override {
     Chunk c;
     absl::Status s = FromJson(chunk, &c);
-    if (!s.ok()) return this->Finish(ToGrpc(s));
+    if (!s.ok()) return this->Finish(ToGrpcStatus(s, kPublicApiOptions));
     this->Write(std::move(c));
   }
   void EndStream() override { this->Finish(grpc::Status::OK); }
-  void StreamError(const absl::Status& s) override { this->Finish(ToGrpc(s)); }
+  void StreamError(const absl::Status& s) override { this->Finish(ToGrpcStatus(s, kPublicApiOptions)); }
   void Whole(const Json&) override { this->Finish(grpc::Status(grpc::StatusCode::INTERNAL, "unexpected whole response")); }
-  void Error(const absl::Status& s) override { this->Finish(ToGrpc(s)); }
+  void Error(const absl::Status& s) override { this->Finish(ToGrpcStatus(s, kPublicApiOptions)); }
 
  private:
   StreamOutput() = default;
@@ -197,7 +192,7 @@ grpc::ServerUnaryReactor* StartUnary(const GatewayConfig& config, WorkerPool& po
   absl::StatusOr<CompletionRequest> req = ParseRequest(config, auth, request, /*stream=*/false, chat);
   if (!req.ok()) {
     if (GatewayMetrics* m = pool.metrics()) m->RequestRejected(MapStatus(req.status().code()).http_status);
-    reactor->Finish(ToGrpc(req.status()));
+    reactor->Finish(ToGrpcStatus(req.status(), kPublicApiOptions));
     reactor->set_call(nullptr);
     return reactor;
   }
@@ -214,7 +209,7 @@ grpc::ServerWriteReactor<Chunk>* StartStreaming(const GatewayConfig& config, Wor
   absl::StatusOr<CompletionRequest> req = ParseRequest(config, auth, request, /*stream=*/true, chat);
   if (!req.ok()) {
     if (GatewayMetrics* m = pool.metrics()) m->RequestRejected(MapStatus(req.status().code()).http_status);
-    out->Finish(ToGrpc(req.status()));
+    out->Finish(ToGrpcStatus(req.status(), kPublicApiOptions));
     return out.get();
   }
   auto renderer = std::make_shared<CompletionRenderer>(out, *req, RequestIdOf(ctx));
@@ -265,7 +260,7 @@ grpc::ServerUnaryReactor* GrpcFrontend::ListModels(grpc::CallbackServerContext* 
                                                    av1::ListModelsResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   if (absl::Status s = Authorize(ctx); !s.ok()) {
-    reactor->Finish(ToGrpc(s));
+    reactor->Finish(ToGrpcStatus(s, kPublicApiOptions));
     return reactor;
   }
   response->set_object("list");

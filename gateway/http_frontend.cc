@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/escape.h"
+#include "common/grpc/status_conversion.h"
 #include "gateway/completion_call.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/openai/errors.h"
@@ -216,7 +217,7 @@ class AdminFanOut {
     if (!s.ok()) {
       std::fprintf(stderr, "tessera-gateway: %s: adapter admin on %s failed: %s\n", request_id_.c_str(),
                    worker.address.c_str(), s.error_message().c_str());
-      if (error_.ok()) error_ = FromGrpc(s);
+      if (error_.ok()) error_ = FromGrpcStatus(s);
     } else {
       any_success_ = true;
       // Routable as soon as the client hears 200, not at the next probe.

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc/queued_server_writer.h"
+#include "common/grpc/status_conversion.h"
 #include "common/status_macros.h"
 
 namespace tessera {
@@ -84,7 +85,7 @@ class GenerateStream final : public QueuedServerWriter<wv1::GenerateResponse>, p
   }
 
   void OnFinished(const absl::StatusOr<GenerateResult>& result) override {
-    if (!result.ok()) return Finish(ToGrpcStatus(result.status()));
+    if (!result.ok()) return Finish(ToGrpcStatus(result.status(), kWorkerReplyOptions));
     if (result->finish == FinishReason::kCancelled) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
     wv1::GenerateResponse last;
     AddFirstResponseParts(last);
@@ -152,15 +153,6 @@ absl::Status Invalid(std::string_view field, std::string_view bound, double valu
 
 }  // namespace
 
-grpc::Status ToGrpcStatus(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  // UNKNOWN on the wire is left to the transport (a stream it dropped, see
-  // the gateway's Retryable): the worker's own unknown errors are INTERNAL.
-  const grpc::StatusCode code = s.code() == absl::StatusCode::kUnknown
-                                    ? grpc::StatusCode::INTERNAL
-                                    : static_cast<grpc::StatusCode>(static_cast<int>(s.code()));
-  return grpc::Status(code, std::string(s.message()), FieldsToDetails(s));
-}
 
 absl::StatusOr<GenerateRequest> ToEngineRequest(const ModelBundle& bundle, const wv1::GenerateRequest& wire) {
   GenerateRequest req;
@@ -330,7 +322,7 @@ grpc::ServerUnaryReactor* WorkerService::PrefetchAdapter(grpc::CallbackServerCon
                                                          const wv1::PrefetchAdapterRequest* request,
                                                          wv1::PrefetchAdapterResponse*) {
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(adapters_.Prefetch(request->name())));
+  reactor->Finish(ToGrpcStatus(adapters_.Prefetch(request->name()), kWorkerReplyOptions));
   return reactor;
 }
 
@@ -347,18 +339,18 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   }
   auto req = ToEngineRequest(bundle_, *request);
   if (!req.ok()) {
-    stream->Finish(ToGrpcStatus(req.status()));
+    stream->Finish(ToGrpcStatus(req.status(), kWorkerReplyOptions));
     return stream.get();
   }
   if (absl::Status fits = engine_.CanEverFit(static_cast<int64_t>(req->prompt.size()), req->max_tokens); !fits.ok()) {
-    stream->Finish(ToGrpcStatus(fits));
+    stream->Finish(ToGrpcStatus(fits, kWorkerReplyOptions));
     return stream.get();
   }
   // Structured output compiles here, on this gRPC thread, so a slow spec
   // never holds up the engine's steps (bounded by the compile deadline).
   auto constraint = CompileStructuredOutput(*constraints_, *request);
   if (!constraint.ok()) {
-    stream->Finish(ToGrpcStatus(constraint.status()));
+    stream->Finish(ToGrpcStatus(constraint.status(), kWorkerReplyOptions));
     return stream.get();
   }
   req->constraint = std::move(*constraint);
@@ -366,7 +358,7 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   if (!request->adapter().empty()) {
     auto id = adapters_.Resolve(request->adapter());
     if (!id.ok()) {
-      stream->Finish(ToGrpcStatus(id.status()));
+      stream->Finish(ToGrpcStatus(id.status(), kWorkerReplyOptions));
       return stream.get();
     }
     adapters_.NoteRequest(*id);
@@ -393,7 +385,7 @@ grpc::ServerWriteReactor<wv1::GenerateResponse>* WorkerService::Generate(grpc::C
   stream->set_job(job);
   absl::Status s = engine_.Submit(job);
   if (!s.ok()) {
-    stream->Finish(ToGrpcStatus(s));
+    stream->Finish(ToGrpcStatus(s, kWorkerReplyOptions));
   } else {
     stream->SendHeadersNow();  // accepted: lets the gateway tell a queued request from a hung worker
   }
@@ -475,7 +467,7 @@ grpc::ServerUnaryReactor* WorkerService::LoadAdapter(grpc::CallbackServerContext
                                                      const wv1::LoadAdapterRequest* request,
                                                      wv1::LoadAdapterResponse*) {
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(adapters_.Load(request->name(), request->path())));
+  reactor->Finish(ToGrpcStatus(adapters_.Load(request->name(), request->path()), kWorkerReplyOptions));
   return reactor;
 }
 
@@ -483,7 +475,7 @@ grpc::ServerUnaryReactor* WorkerService::UnloadAdapter(grpc::CallbackServerConte
                                                        const wv1::UnloadAdapterRequest* request,
                                                        wv1::UnloadAdapterResponse*) {
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(adapters_.Unload(request->name())));
+  reactor->Finish(ToGrpcStatus(adapters_.Unload(request->name()), kWorkerReplyOptions));
   return reactor;
 }
 

@@ -100,8 +100,6 @@ class WorkerService final : public tessera::worker::v1::Worker::CallbackService,
   std::unique_ptr<LoadReporter> reporter_;  // last: stops before the rest goes
 };
 
-grpc::Status ToGrpcStatus(const absl::Status& s);
-
 }  // namespace tessera
 
 #endif  // TESSERA_WORKER_SERVICE_WORKER_SERVICE_H_
