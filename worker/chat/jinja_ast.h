@@ -40,6 +40,8 @@ absl::StatusOr<std::vector<Token>> Lex(const std::string& source, const LexOptio
 
 struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
+struct FilterDef;  // jinja_builtins.h
+struct TestDef;
 
 struct Expr {
   enum class Kind {
@@ -54,6 +56,10 @@ struct Expr {
   std::vector<ExprPtr> items;  // list/tuple items, call/filter/test positional args, dict keys+values interleaved
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
   ExprPtr a, b, c;      // operands; for slices a[b:c:items[0]]
+  // kFilter, kTest: the builtin `name` resolves to, set by Parse (never
+  // null in a parsed tree: an unknown name is a parse error).
+  const FilterDef* filter = nullptr;
+  const TestDef* test = nullptr;
 };
 
 struct Node;
@@ -73,6 +79,8 @@ struct Node {
   std::string name;                       // kMacro
 };
 
+// Also resolves every filter and test name (jinja_builtins.h): an unknown
+// one is an error naming it and its line.
 absl::StatusOr<NodeList> Parse(std::vector<Token> tokens);
 
 }  // namespace tessera::jinja

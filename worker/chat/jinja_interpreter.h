@@ -4,8 +4,11 @@
 // loop.*, else, inline if, break/continue), set (incl. namespace attributes
 // and block set), macros, whitespace control with trim_blocks and
 // lstrip_blocks, Python-like values, common filters, tests and string/dict
-// methods, raise_exception, namespace, range and strftime_now. Anything else
-// is refused with an error that names the construct.
+// methods, raise_exception, namespace, range and strftime_now (the built-ins
+// are tables in jinja_builtins.h). Anything else is refused with an error
+// that names the construct: at Compile for syntax and for filter and test
+// names (so an unsupported one fails when the model loads), at render for
+// what depends on values (methods, which depend on the receiver's type).
 //
 // Thread-safety: a Template is immutable; Render may run concurrently.
 #ifndef TESSERA_WORKER_CHAT_JINJA_INTERPRETER_H_

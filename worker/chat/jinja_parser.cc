@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/chat/jinja_ast.h"
+#include "worker/chat/jinja_builtins.h"
 
 namespace tessera::jinja {
 namespace {
@@ -27,8 +28,9 @@ class Parser {
   const Token& Next() { return t_[std::min(pos_++, t_.size() - 1)]; }
   bool IsOp(absl::string_view op, int k = 0) const { return Peek(k).kind == Token::Kind::kOp && Peek(k).text == op; }
   bool IsName(absl::string_view n, int k = 0) const { return Peek(k).kind == Token::Kind::kName && Peek(k).text == n; }
-  absl::Status Error(absl::string_view msg) const {
-    return absl::InvalidArgumentError(absl::StrCat("chat template line ", Peek().line, ": ", msg));
+  absl::Status Error(absl::string_view msg) const { return ErrorAt(Peek().line, msg); }
+  static absl::Status ErrorAt(int line, absl::string_view msg) {
+    return absl::InvalidArgumentError(absl::StrCat("chat template line ", line, ": ", msg));
   }
   absl::Status ExpectOp(absl::string_view op) {
     if (!IsOp(op)) return Error(absl::StrCat("expected '", op, "', found '", Peek().text, "'"));
@@ -428,10 +430,15 @@ class Parser {
         while (IsOp(".")) {  // dotted filter names are not supported; name them
           return Error(absl::StrCat("unsupported construct: dotted filter name '", n->name, ".'"));
         }
+        n->filter = FindFilter(n->name);
+        if (n->filter == nullptr) return ErrorAt(n->line, absl::StrCat("unsupported construct: filter '", n->name, "'"));
         n->a = std::move(e);
         if (IsOp("(")) {
           ++pos_;
           TESSERA_RETURN_IF_ERROR(ParseArgs(*n));
+        }
+        if (n->filter->check != nullptr) {
+          if (absl::Status s = n->filter->check(*n); !s.ok()) return ErrorAt(n->line, s.message());
         }
         e = std::move(n);
       } else if (IsName("is")) {
@@ -439,6 +446,8 @@ class Parser {
         auto n = Make(Expr::Kind::kTest);
         if (IsName("not")) { ++pos_; n->negated = true; }
         TESSERA_ASSIGN_OR_RETURN(n->name, ExpectName());
+        n->test = FindTest(n->name);
+        if (n->test == nullptr) return ErrorAt(n->line, absl::StrCat("unsupported construct: test '", n->name, "'"));
         n->a = std::move(e);
         if (IsOp("(")) {
           ++pos_;
