@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/escape.h"
+#include "common/json/json_file.h"
 #include "common/status_macros.h"
 #include "gateway/openai/errors.h"
 #include "nlohmann/json.hpp"
@@ -11,7 +12,10 @@
 namespace tessera::gateway {
 namespace {
 
-using Json = nlohmann::json;
+// Ordered: a schema (response_format / guided_json) reaches the worker with
+// its properties in the order the client wrote them, and they are produced
+// in that order (as OpenAI does). Parsed in linear time (json_file.h).
+using Json = nlohmann::ordered_json;
 
 std::string TypeName(const Json& j) {
   switch (j.type()) {
@@ -31,17 +35,11 @@ absl::Status WrongType(const std::string& param, std::string_view want, const Js
 
 absl::StatusOr<Json> ParseBody(std::string_view body, int max_depth) {
   if (body.empty()) return ParamError("", "the request body is empty; expected a JSON object");
-  int deepest = 0;
-  Json::parser_callback_t depth_check = [&](int depth, Json::parse_event_t, Json&) {
-    deepest = std::max(deepest, depth);
-    return true;
-  };
-  Json j = Json::parse(body.begin(), body.end(), depth_check, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  Json j = ParseOrderedJsonLinear(body, max_depth, &too_deep);
+  if (too_deep) return ParamError("", absl::StrCat("the request body is nested deeper than ", max_depth, " levels"));
   if (j.is_discarded()) {
     return ParamError("", "the request body is not valid JSON (or not valid UTF-8)");
-  }
-  if (deepest > max_depth) {
-    return ParamError("", absl::StrCat("the request body is nested deeper than ", max_depth, " levels"));
   }
   if (!j.is_object()) return ParamError("", absl::StrCat("the request body must be a JSON object, got ", TypeName(j)));
   return j;
@@ -127,11 +125,29 @@ absl::Status ParseStructured(const Json& j, const RequestLimits& limits, Structu
         return WrongType("response_format.json_schema.strict", "a boolean", *strict);
       }
       const Json* schema = Field(*js, "schema");
-      if (!schema) {
-        return ParamError("response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
+      // Tessera's extension: the schema as JSON text. The public gRPC API
+      // needs it to keep property order (a protobuf Struct is a map).
+      const Json* schema_json = Field(*js, "schema_json");
+      if (schema && schema_json) {
+        return ParamError("response_format.json_schema.schema_json",
+                          "give one of 'response_format.json_schema.schema' and 'schema_json', not both");
       }
-      set(Kind::kJsonSchema, "response_format.json_schema.schema");
-      TESSERA_RETURN_IF_ERROR(schema_text(*schema, out.param));
+      if (schema_json) {
+        const std::string param = "response_format.json_schema.schema_json";
+        if (!schema_json->is_string()) return WrongType(param, "a string (a JSON Schema as JSON text)", *schema_json);
+        set(Kind::kJsonSchema, param);
+        out.text = schema_json->get<std::string>();
+        if (out.text.size() > limits.max_structured_bytes) {
+          return ParamError(param, absl::StrCat("'", param, "' is ", out.text.size(), " bytes; the limit is ",
+                                                limits.max_structured_bytes, " bytes"));
+        }
+      } else {
+        if (!schema) {
+          return ParamError("response_format.json_schema.schema", "'response_format.json_schema.schema' is required");
+        }
+        set(Kind::kJsonSchema, "response_format.json_schema.schema");
+        TESSERA_RETURN_IF_ERROR(schema_text(*schema, out.param));
+      }
     } else if (t != "text") {
       return ParamError("response_format.type", absl::StrCat("'response_format.type' must be text, json_object or json_schema; got '",
                                                              EscapeForMessage(t), "'"));

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <string>
+
 #include "gateway/openai/errors.h"
 
 namespace tessera::gateway {
@@ -59,6 +62,50 @@ TEST(ChatRequestTest, RejectsHostileBodies) {
   std::string deep = std::string(100, '[') + std::string(100, ']');
   auto r = ParseChatCompletionRequest(deep, {});
   EXPECT_NE(r.status().message().find("nested deeper"), std::string::npos);
+}
+
+// A schema reaches the worker with its properties in the client's order
+// (the worker produces them in that order, as OpenAI does), not sorted.
+TEST(ChatRequestTest, SchemaKeepsTheClientsPropertyOrder) {
+  const std::string schema =
+      R"({"type":"object","properties":{"zeta":{"type":"integer"},"alpha":{"type":"string"},"mid":{"type":"boolean"}},"required":["zeta","alpha","mid"]})";
+  for (const std::string& field :
+       {R"("response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": )" + schema + "}}",
+        R"("guided_json": )" + schema}) {
+    auto r = ParseChatCompletionRequest(
+        R"({"model": "m", "messages": [{"role": "user", "content": "x"}], )" + field + "}", {});
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->structured.text, schema);
+  }
+  // schema_json: the schema as text (the public gRPC API's way to keep order).
+  std::string quoted;
+  for (char c : schema) quoted += c == '"' ? std::string("\\\"") : std::string(1, c);
+  auto r = ParseChatCompletionRequest(
+      R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema_json": ")" +
+          quoted + "\"}}}",
+      {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->structured.text, schema);
+  EXPECT_EQ(r->structured.param, "response_format.json_schema.schema_json");
+  auto both = ParseChatCompletionRequest(
+      R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"schema": {}, "schema_json": "{}"}}})",
+      {});
+  EXPECT_EQ(ParamOf(both.status()), "response_format.json_schema.schema_json");
+}
+
+// The ordered parse stays linear: an object of 200,000 members (nlohmann's
+// own ordered parse scans the object for every name: minutes).
+TEST(ChatRequestTest, HugeObjectsParseInLinearTime) {
+  std::string members;
+  for (int i = 0; i < 200000; ++i) members += "\"k" + std::to_string(i) + "\":0,";
+  const std::string body = R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "x": {)" + members +
+                           R"("k7": 1}, "n": 1, "n": 2})";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = ParseChatCompletionRequest(body, {});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->n, 2);  // a repeated name: the last value, as nlohmann::json
+  EXPECT_LT(seconds, 5.0);
 }
 
 TEST(CompletionRequestTest, PromptForms) {
