@@ -202,6 +202,23 @@ class NfaBuilder {
         }
         return f;
       }
+      case Node::Op::kAutomaton: {
+        const ByteAutomaton& a = *n.automaton;
+        const auto states = static_cast<int32_t>(a.edges.size());
+        auto e = NewState();
+        if (!e.ok()) return e.status();
+        std::vector<int32_t> id(states);
+        for (int32_t s = 0; s < states; ++s) {
+          auto t = NewState();
+          if (!t.ok()) return t.status();
+          id[s] = *t;
+        }
+        for (int32_t s = 0; s < states; ++s) {
+          for (const ByteAutomaton::Edge& edge : a.edges[s]) states_[id[s]].edges.push_back({edge.lo, edge.hi, id[edge.to]});
+          if (a.accepting[s]) states_[id[s]].eps.push_back(*e);
+        }
+        return Frag{id[a.start], *e};
+      }
       case Node::Op::kSepList: {
         auto item = Build(*n.kids[0]);
         if (!item.ok()) return item;
@@ -388,6 +405,127 @@ absl::StatusOr<Dfa> Dfa::Compile(const NodeP& root, const DfaLimits& limits) {
   }
   d.start_ = remap[*start];
   return d;
+}
+
+absl::StatusOr<NodeP> WithLengthBound(const NodeP& body, int min_len, int max_len, int max_states,
+                                      absl::Time deadline) {
+  DfaLimits dl;
+  dl.max_dfa_states = max_states;
+  dl.deadline = deadline;
+  auto d = Dfa::Compile(body, dl);
+  if (!d.ok()) {
+    if (d.status().code() == absl::StatusCode::kResourceExhausted) {
+      return absl::InvalidArgumentError(d.status().message());
+    }
+    return d.status();
+  }
+  // Product states: (DFA state, escape position, characters so far). The
+  // escape position: 0 outside an escape, 1 after '\', 2..5 before the
+  // 1st..4th hex digit of \uXXXX. A character starts at a byte outside an
+  // escape that is not a UTF-8 continuation byte (0x80-0xBF); the DFA only
+  // admits well-formed escapes and UTF-8, so nothing else needs checking.
+  // Without an upper bound, the count saturates at min_len.
+  const int cap = max_len >= 0 ? max_len : min_len;
+  struct Key {
+    int32_t dfa;
+    int esc, count;
+  };
+  auto pack = [](const Key& k) {
+    return (static_cast<uint64_t>(k.dfa) << 32) | (static_cast<uint64_t>(k.esc) << 24) | static_cast<uint64_t>(k.count);
+  };
+  absl::flat_hash_map<uint64_t, int32_t> ids;
+  std::vector<Key> keys;
+  auto a = std::make_shared<ByteAutomaton>();
+  const absl::Status too_large = absl::InvalidArgumentError(absl::StrCat(
+      "the length bound makes the string's automaton larger than ", max_states, " states (", d->num_states(),
+      " states times up to ", cap + 1, " lengths); lower maxLength/minLength or simplify the pattern"));
+  auto intern = [&](const Key& k) -> absl::StatusOr<int32_t> {
+    auto [it, inserted] = ids.try_emplace(pack(k), static_cast<int32_t>(keys.size()));
+    if (inserted) {
+      if (static_cast<int>(keys.size()) >= max_states) return too_large;
+      keys.push_back(k);
+      a->edges.emplace_back();
+      a->accepting.push_back(d->accepting(k.dfa) && k.esc == 0 && k.count >= min_len);
+    }
+    return it->second;
+  };
+  auto start = intern({d->start(), 0, 0});
+  if (!start.ok()) return start.status();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if ((i & 255) == 0 && absl::Now() > deadline) {
+      return absl::InvalidArgumentError("the string's length bound took too long to compile");
+    }
+    const Key k = keys[i];
+    int32_t run_to = Dfa::kDead;
+    int run_lo = 0;
+    for (int b = 0; b <= 256; ++b) {
+      int32_t to = Dfa::kDead;
+      if (b < 256) {
+        const int32_t t = d->Next(k.dfa, static_cast<uint8_t>(b));
+        if (t != Dfa::kDead) {
+          Key n{t, 0, k.count};
+          if (k.esc == 0) {
+            if (b < 0x80 || b > 0xBF) ++n.count;
+            n.esc = b == '\\' ? 1 : 0;
+          } else if (k.esc == 1) {
+            n.esc = b == 'u' ? 2 : 0;
+          } else {
+            n.esc = k.esc == 5 ? 0 : k.esc + 1;
+          }
+          if (max_len < 0) n.count = std::min(n.count, cap);
+          if (n.count <= cap) {
+            auto id = intern(n);
+            if (!id.ok()) return id.status();
+            to = *id;
+          }
+        }
+      }
+      if (to != run_to) {
+        if (run_to != Dfa::kDead) {
+          a->edges[i].push_back({static_cast<uint8_t>(run_lo), static_cast<uint8_t>(b - 1), run_to});
+        }
+        run_to = to;
+        run_lo = b;
+      }
+    }
+  }
+  // Keep the states that can still reach an accepting one.
+  const size_t n = keys.size();
+  std::vector<std::vector<int32_t>> rev(n);
+  for (size_t s = 0; s < n; ++s) {
+    for (const auto& e : a->edges[s]) rev[e.to].push_back(static_cast<int32_t>(s));
+  }
+  std::vector<uint8_t> live(n, 0);
+  std::vector<int32_t> stack;
+  for (size_t s = 0; s < n; ++s) {
+    if (a->accepting[s]) live[s] = 1, stack.push_back(static_cast<int32_t>(s));
+  }
+  while (!stack.empty()) {
+    const int32_t s = stack.back();
+    stack.pop_back();
+    for (int32_t p : rev[s]) {
+      if (!live[p]) live[p] = 1, stack.push_back(p);
+    }
+  }
+  if (!live[*start]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no string has both this form and a length in [", min_len, ", ",
+                     max_len >= 0 ? absl::StrCat(max_len) : std::string("inf"), "]"));
+  }
+  std::vector<int32_t> remap(n, Dfa::kDead);
+  auto out = std::make_shared<ByteAutomaton>();
+  for (size_t s = 0; s < n; ++s) {
+    if (live[s]) remap[s] = static_cast<int32_t>(out->accepting.size()), out->accepting.push_back(a->accepting[s]);
+  }
+  out->edges.resize(out->accepting.size());
+  for (size_t s = 0; s < n; ++s) {
+    if (!live[s]) continue;
+    for (const auto& e : a->edges[s]) {
+      if (live[e.to]) out->edges[remap[s]].push_back({e.lo, e.hi, remap[e.to]});
+    }
+  }
+  out->start = remap[*start];
+  return Automaton(std::move(out));
 }
 
 }  // namespace tessera::structured

@@ -68,6 +68,18 @@ class Dfa {
   std::vector<uint8_t> final_;
 };
 
+// The strings of `body` whose length is within [min_len, max_len] (max_len
+// -1: no upper bound), as one automaton node. `body` is the inside of a
+// JSON string as JSON writes it (ForJsonString's output: escapes and UTF-8),
+// and length is counted as JSON Schema counts it, in characters (code
+// points) of the decoded string: an escape (\n, \", \u00e9) is one
+// character, and so is each UTF-8 sequence. Built as the product of body's
+// DFA with a counter of characters. InvalidArgument when no string of body
+// has such a length, or when the product would need more than `max_states`
+// states (or the deadline passes).
+absl::StatusOr<NodeP> WithLengthBound(const NodeP& body, int min_len, int max_len, int max_states,
+                                      absl::Time deadline = absl::InfiniteFuture());
+
 }  // namespace tessera::structured
 
 #endif  // TESSERA_WORKER_STRUCTURED_DFA_H_

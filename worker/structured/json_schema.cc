@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/escape.h"
+#include "worker/structured/dfa.h"
 
 namespace tessera::structured {
 namespace {
@@ -396,29 +397,39 @@ class Compiler {
       auto f = s.find("format");
       auto p = s.find("pattern");
       const bool lengths = s.contains("minLength") || s.contains("maxLength");
-      if ((f != s.end()) + (p != s.end()) + lengths > 1) {
-        return Error(path, "combining 'format', 'pattern' and 'minLength'/'maxLength' is not supported");
-      }
-      if (f != s.end()) {
-        if (!f->is_string()) return Error(path + "/format", "'format' must be a string");
-        auto n = Format(f->get<std::string>());
-        if (!n.ok()) return Error(path + "/format", std::string(n.status().message()));
-        return Quoted(*n);
-      }
-      if (p != s.end()) {
-        if (!p->is_string()) return Error(path + "/pattern", "'pattern' must be a string");
-        auto re = ParseRegex(p->get<std::string>());
-        if (!re.ok()) return Error(path + "/pattern", std::string(re.status().message()));
-        const NodeP any = Repeat(Chars({{0, 0x10FFFF}}), 0, -1);
-        NodeP body = Concat({re->anchored_start ? Empty() : any, re->root, re->anchored_end ? Empty() : any});
-        return Quoted(ForJsonString(body));
-      }
+      if (f != s.end() && p != s.end()) return Error(path, "combining 'format' and 'pattern' is not supported");
       auto mn = Count(s, "minLength", path, 0);
       if (!mn.ok()) return mn.status();
       auto mx = Count(s, "maxLength", path, -1);
       if (!mx.ok()) return mx.status();
       if (*mx >= 0 && *mx < *mn) return Error(path, "'maxLength' is below 'minLength'");
-      return Quoted(Repeat(JsonChar(), *mn, *mx));
+      NodeP body;  // the string's contents as JSON writes them
+      std::string what;
+      if (f != s.end()) {
+        if (!f->is_string()) return Error(path + "/format", "'format' must be a string");
+        auto n = Format(f->get<std::string>());
+        if (!n.ok()) return Error(path + "/format", std::string(n.status().message()));
+        body = *n;
+        what = "'format'";
+      } else if (p != s.end()) {
+        if (!p->is_string()) return Error(path + "/pattern", "'pattern' must be a string");
+        auto re = ParseRegex(p->get<std::string>());
+        if (!re.ok()) return Error(path + "/pattern", std::string(re.status().message()));
+        const NodeP any = Repeat(Chars({{0, 0x10FFFF}}), 0, -1);
+        body = ForJsonString(Concat({re->anchored_start ? Empty() : any, re->root, re->anchored_end ? Empty() : any}));
+        what = "'pattern'";
+      } else {
+        return Quoted(Repeat(JsonChar(), *mn, *mx));
+      }
+      if (!lengths) return Quoted(body);
+      // Both: the product of the form's automaton with a character counter
+      // (escapes and UTF-8 sequences count one character each).
+      auto bounded = WithLengthBound(body, static_cast<int>(*mn), static_cast<int>(*mx), o_.max_length_states,
+                                     o_.deadline);
+      if (!bounded.ok()) {
+        return Error(path, absl::StrCat(what, " with 'minLength'/'maxLength': ", bounded.status().message()));
+      }
+      return Quoted(*bounded);
     }
     if (type == "array") {
       NodeP item = AnyValue(o_.any_value_depth);

@@ -17,6 +17,9 @@
 //     jsonschema does); "pattern" (the regex subset of regex.h; unanchored
 //     patterns are searched, as JSON Schema says); "format" date, time,
 //     date-time, uuid, email, ipv4 (dates only up to day 28 in February).
+//     minLength/maxLength beside "pattern" or "format": the intersection,
+//     an automaton product with a character counter (WithLengthBound),
+//     refused past max_length_states; "pattern" with "format" is refused.
 //   * Numbers: JSON numbers of at most 15 integer and 15 fraction digits
 //     (exponent 3); with bounds, integers within them, and
 //     fractions only where the whole interval stays inside them (bounds of
@@ -49,6 +52,7 @@
 #define TESSERA_WORKER_STRUCTURED_JSON_SCHEMA_H_
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "worker/structured/regex.h"
 
@@ -60,6 +64,10 @@ struct JsonSchemaOptions {
   int any_value_depth = 3;     // nesting of values a schema leaves open (true, {}, items absent)
   int max_properties = 256;    // per object schema
   int max_enum = 1024;         // enum values per schema
+  // A string with "pattern" or "format" and minLength/maxLength: states of
+  // the product of the form's automaton with the length counter.
+  int max_length_states = 20'000;
+  absl::Time deadline = absl::InfiniteFuture();  // compile time bound (the product)
 };
 
 absl::StatusOr<NodeP> JsonSchemaToRegex(const nlohmann::ordered_json& schema, const JsonSchemaOptions& options = {});

@@ -61,6 +61,10 @@ NodeP Empty() {
 }
 bool IsNever(const NodeP& n) { return n->op == Node::Op::kNever; }
 
+NodeP Automaton(std::shared_ptr<const ByteAutomaton> a) {
+  return Make(Node{Node::Op::kAutomaton, {}, {}, 0, 0, std::move(a)});
+}
+
 NodeP Chars(Ranges r) {
   r = Normalize(std::move(r));
   if (r.empty()) return Never();
@@ -524,7 +528,7 @@ NodeP ForJsonString(const NodeP& n) {
     }
     case Node::Op::kRepeat: return Repeat(ForJsonString(n->kids[0]), n->min, n->max);
     case Node::Op::kSepList: return SepList(ForJsonString(n->kids[0]), ForJsonString(n->kids[1]));
-    default: return n;  // kBytes nodes are already output bytes
+    default: return n;  // kBytes and kAutomaton nodes are already output bytes
   }
 }
 

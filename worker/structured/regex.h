@@ -44,6 +44,20 @@ Ranges Subtract(const Ranges& a, const Ranges& b);
 struct Node;
 using NodeP = std::shared_ptr<const Node>;
 
+// A byte automaton inside a tree (Node::Op::kAutomaton), for a language that
+// is easier to build as a machine than to write as a regex: a pattern
+// intersected with a length bound (WithLengthBound, dfa.h). Every state can
+// reach an accepting one.
+struct ByteAutomaton {
+  struct Edge {
+    uint8_t lo, hi;
+    int32_t to;
+  };
+  int32_t start = 0;
+  std::vector<std::vector<Edge>> edges;  // per state, disjoint byte ranges
+  std::vector<uint8_t> accepting;        // per state
+};
+
 struct Node {
   enum class Op {
     kNever,    // matches nothing (an empty language)
@@ -54,11 +68,13 @@ struct Node {
     kAlt,      // any one kid
     kRepeat,   // kids[0] between min and max (-1: unbounded) times
     kSepList,  // kids[0] (kids[1] kids[0])*: a list with separators, one copy of the item
+    kAutomaton,  // the output bytes `automaton` accepts
   };
   Op op = Op::kEmpty;
   Ranges ranges;
   std::vector<NodeP> kids;
   int min = 0, max = -1;
+  std::shared_ptr<const ByteAutomaton> automaton = nullptr;
 };
 
 // Smart constructors: they fold kNever and kEmpty away, so that an empty
@@ -74,6 +90,7 @@ NodeP Repeat(NodeP kid, int min, int max);
 NodeP Optional(NodeP kid);
 NodeP SepList(NodeP item, NodeP sep);  // one or more items
 bool IsNever(const NodeP& n);
+NodeP Automaton(std::shared_ptr<const ByteAutomaton> a);
 
 struct ParsedRegex {
   NodeP root;

@@ -3,8 +3,10 @@
 // each row (Python 3.11), so a row that disagrees is a semantic difference.
 #include <string>
 
+#include "common/json/json_file.h"
 #include "gtest/gtest.h"
 #include "worker/structured/dfa.h"
+#include "worker/structured/json_schema.h"
 #include "worker/structured/regex.h"
 
 namespace tessera::structured {
@@ -105,6 +107,92 @@ TEST(RegexDfa, JsonStringContentsEscapeWhatJsonMust) {
   EXPECT_TRUE(d->Matches(R"(a\"\\\t)"));
   EXPECT_FALSE(d->Matches("a\"\\x"));
   EXPECT_FALSE(d->Matches("a\\\"\\\\\t"));  // a raw tab is not JSON
+}
+
+// minLength/maxLength beside a pattern: lengths count characters of the
+// decoded string, so an escape (\" \n \u0001) and a multi-byte UTF-8
+// character each count one, whatever their width as JSON text.
+// Properties are produced in the order the schema text declares them (the
+// worker parses it ordered), whatever their alphabetical order.
+TEST(JsonSchemaOrder, PropertiesInDeclaredOrder) {
+  const auto schema = ParseOrderedJsonLinear(
+      R"({"type": "object", "properties": {"zeta": {"const": 1}, "alpha": {"const": 2}, "mid": {"const": 3}},
+          "required": ["mid", "zeta", "alpha"], "additionalProperties": false})",
+      64);
+  ASSERT_FALSE(schema.is_discarded());
+  auto n = JsonSchemaToRegex(schema);
+  ASSERT_TRUE(n.ok()) << n.status();
+  auto d = Dfa::Compile(*n);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->Matches(R"({"zeta": 1, "alpha": 2, "mid": 3})"));
+  EXPECT_FALSE(d->Matches(R"({"alpha": 2, "mid": 3, "zeta": 1})"));
+}
+
+TEST(LengthBound, CountsDecodedCharactersNotBytes) {
+  auto r = ParseRegex("[a\"\\\\\\n\\x01é😀]+");
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto n = WithLengthBound(ForJsonString(r->root), 2, 3, 1000);
+  ASSERT_TRUE(n.ok()) << n.status();
+  auto d = Dfa::Compile(*n);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->Matches("a"));
+  EXPECT_TRUE(d->Matches("aa"));
+  EXPECT_TRUE(d->Matches(R"(\"\\)"));           // 2 characters, 4 bytes
+  EXPECT_TRUE(d->Matches(R"(\u0001\n\")"));     // 3 characters, 10 bytes
+  EXPECT_FALSE(d->Matches(R"(\u0001\n\"a)"));   // 4
+  EXPECT_TRUE(d->Matches("\xC3\xA9\xF0\x9F\x98\x80"));  // é😀: 2 characters, 6 bytes
+  EXPECT_FALSE(d->Matches("\xC3\xA9"));         // 1
+  EXPECT_FALSE(d->Matches("\xC3\xA9\xF0\x9F\x98\x80\xC3\xA9" "a"));
+  EXPECT_FALSE(d->Matches("ab"));               // still the pattern's language
+}
+
+TEST(LengthBound, OnlyAMinimumSaturatesTheCounter) {
+  auto r = ParseRegex("x+");
+  ASSERT_TRUE(r.ok());
+  auto n = WithLengthBound(ForJsonString(r->root), 4, -1, 1000);
+  ASSERT_TRUE(n.ok()) << n.status();
+  auto d = Dfa::Compile(*n);
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->Matches("xxx"));
+  EXPECT_TRUE(d->Matches("xxxx"));
+  EXPECT_TRUE(d->Matches(std::string(500, 'x')));
+  EXPECT_LE(d->num_states(), 6);
+}
+
+TEST(LengthBound, EmptyIntersectionAndSizeAreRefused) {
+  auto r = ParseRegex("[a-z]{6}");
+  ASSERT_TRUE(r.ok());
+  auto empty = WithLengthBound(ForJsonString(r->root), 0, 4, 1000);
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(empty.status().message()).find("no string"), std::string::npos) << empty.status();
+  auto big = ParseRegex("[a-z]{1,500}[0-9]{1,500}");
+  ASSERT_TRUE(big.ok());
+  auto large = WithLengthBound(ForJsonString(big->root), 0, 1000, 5000);
+  EXPECT_EQ(large.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(large.status().message()).find("larger than 5000 states"), std::string::npos)
+      << large.status();
+  auto late = WithLengthBound(ForJsonString(r->root), 0, 10, 1000, absl::Now() - absl::Seconds(1));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LengthBound, JsonSchemaPatternAndFormatWithLengths) {
+  auto compile = [](const char* schema) {
+    auto n = JsonSchemaToRegex(nlohmann::ordered_json::parse(schema));
+    return n.ok() ? Dfa::Compile(*n) : absl::StatusOr<Dfa>(n.status());
+  };
+  auto d = compile(R"({"type": "string", "pattern": "^[a-z\\\\]+$", "minLength": 2, "maxLength": 3})");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->Matches(R"("ab")"));
+  EXPECT_TRUE(d->Matches(R"("a\\\\")"));  // a, \, \ : 3 characters
+  EXPECT_FALSE(d->Matches(R"("a\\\\b")"));
+  EXPECT_FALSE(d->Matches(R"("a")"));
+  auto f = compile(R"({"type": "string", "format": "date", "maxLength": 9})");
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);  // a date is 10 characters
+  EXPECT_NE(std::string(f.status().message()).find("'format' with 'minLength'/'maxLength'"), std::string::npos)
+      << f.status();
+  EXPECT_TRUE(compile(R"({"type": "string", "format": "date", "maxLength": 10})").ok());
+  auto both = compile(R"({"type": "string", "format": "date", "pattern": "^2"})");
+  EXPECT_NE(std::string(both.status().message()).find("'format' and 'pattern'"), std::string::npos);
 }
 
 }  // namespace

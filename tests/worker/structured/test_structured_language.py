@@ -84,6 +84,16 @@ MORE_SCHEMAS = [
     {"oneOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
                {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"],
                 "additionalProperties": False}]},
+    # pattern (or format) with minLength/maxLength: lengths in characters of
+    # the decoded string, escapes and multi-byte characters counting one.
+    {"type": "string", "pattern": '^[a"\\\\\\n]+$', "minLength": 2, "maxLength": 4},
+    {"type": "string", "pattern": "^[α-ω]+$", "minLength": 2, "maxLength": 3},
+    {"type": "string", "pattern": "[0-9]", "minLength": 1, "maxLength": 3},
+    {"type": "string", "pattern": "^x+$", "minLength": 4},
+    {"type": "string", "format": "email", "maxLength": 8},
+    {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+-[0-9]+$", "maxLength": 6},
+                                      "note": {"type": "string", "pattern": "^.*$", "minLength": 1, "maxLength": 2}},
+     "required": ["code", "note"]},
 ]
 
 
@@ -100,7 +110,8 @@ def test_property_and_item_counts_cover_the_bounds():
     # Every count the bounds allow appears (the language is not needlessly
     # narrow), and none outside them.
     cases = [(MORE_SCHEMAS[3], len, {2, 3}), (MORE_SCHEMAS[4], len, {1, 2}), (MORE_SCHEMAS[5], len, {1, 2}),
-             (MORE_SCHEMAS[0], len, {0, 1, 2, 3, 4}), (MORE_SCHEMAS[1], len, {2, 3})]
+             (MORE_SCHEMAS[0], len, {0, 1, 2, 3, 4}), (MORE_SCHEMAS[1], len, {2, 3}),
+             (MORE_SCHEMAS[13], len, {2, 3, 4}), (MORE_SCHEMAS[14], len, {2, 3})]
     outs = run([{"kind": "schema", "spec": json.dumps(s), "n": 200, "seed": 11} for s, _, _ in cases])
     for (schema, size, want), out in zip(cases, outs):
         assert {size(json.loads(t)) for t in out["samples"]} == want, schema
@@ -125,6 +136,10 @@ REFUSED = [
     ({"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 2}, "kept distinct"),
     ({"type": "array", "prefixItems": []}, "prefixItems"),
     ({"type": "object", "patternProperties": {"^a": {}}}, "patternProperties"),
+    # pattern with lengths: an empty intersection, a product past the limit.
+    ({"type": "string", "pattern": "^[a-z]{6}$", "maxLength": 4}, "no string has both this form and a length"),
+    ({"type": "string", "pattern": "^[a-z]{1,1000}[0-9]{1,1000}$", "maxLength": 1000}, "larger than 20000 states"),
+    ({"type": "string", "format": "date", "pattern": "^2"}, "'format' and 'pattern'"),
 ]
 
 
