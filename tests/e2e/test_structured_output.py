@@ -6,7 +6,13 @@ openai SDK as the client, Python's jsonschema and re.fullmatch as oracles.
   for CI; the issue's 20 with STRUCTURED_SAMPLES=20);
 - every sampling request is sent at once (one module fixture), so the engine
   batches constrained, adapter and free rows together, as in serving;
-- json_object, guided_choice, streaming with logprobs, n, stop;
+- json_object, guided_choice, streaming with logprobs, streaming with n > 1,
+  logprobs, stop strings (a stop string that cuts the value ends it with
+  finish_reason "stop" and the text before the stop string: the output is
+  then a prefix of a valid value, not a valid value), property order as the
+  schema declares it;
+- the public gRPC API's structured fields (response_format with the schema
+  as a Struct or as JSON text, guided_regex streamed, guided_choice, a 400);
 - a mixed batch: free rows give exactly the text they give alone;
 - with a LoRA adapter;
 - bad specs get a 400 naming the problem within a bounded time, and the
@@ -25,7 +31,7 @@ import jsonschema
 import pytest
 import requests
 
-from conftest import MODEL_ID, SOURCE, Stack
+from conftest import MODEL_ID, SOURCE, Stack, compile_protos, free_port
 
 SAMPLES = int(os.environ.get("STRUCTURED_SAMPLES", "3"))
 # The API takes n <= 16: more samples are split into requests of at most 10.
@@ -95,7 +101,18 @@ SCHEMAS = [
     {"type": "object", "properties": {"matrix": {"type": "array", "maxItems": 2, "items": {
         "type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 2, "maxItems": 2}}},
      "required": ["matrix"]},
+    # pattern with minLength/maxLength (the intersection of both).
+    {"type": "object", "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{2,}-[0-9]+$", "maxLength": 7},
+                                      "name": {"type": "string", "pattern": "^[A-Za-z ]+$", "minLength": 2,
+                                               "maxLength": 12}},
+     "required": ["sku", "name"], "additionalProperties": False},
 ]
+
+# Properties not in alphabetical order: produced in the order written.
+ORDERED = {"type": "object", "properties": {"zeta": {"type": "integer", "minimum": 0, "maximum": 9},
+                                            "alpha": {"enum": ["x", "y"]}, "mid": {"type": "boolean"}},
+           "required": ["zeta", "alpha", "mid"], "additionalProperties": False}
+ORDER = list(ORDERED["properties"])
 
 REGEXES = [
     r"\d{3}-\d{4}",
@@ -135,6 +152,7 @@ def stack(tmp_path_factory):
     # machine a 2-thread pool spends most of its time spinning at barriers
     # while the other core runs someone else (measured with perf: 96% of the
     # worker's cycles in libgomp). What is tested depends on neither.
+    # The gateway's public gRPC API listens too (test_public_grpc_api).
     root = tmp_path_factory.mktemp("structured")
     cfg = root / "gateway.yaml"
     cfg.write_text("max_body_bytes: 33554432\n")
@@ -142,9 +160,11 @@ def stack(tmp_path_factory):
     subprocess.run([sys.executable, os.path.join(SOURCE, "tools", "make_adapter.py"), "--base", model, "--out",
                     str(root / "adapters" / "acct"), "--rank", "8", "--targets", "q_proj,v_proj", "--seed", "17",
                     "--scale", "0.08"], check=True, capture_output=True)
-    s = Stack(extra_gateway_args=["--config", str(cfg)],
+    grpc_port = free_port()
+    s = Stack(extra_gateway_args=["--config", str(cfg), "--grpc-listen", f"127.0.0.1:{grpc_port}"],
               extra_worker_args=["--adapter-dir", str(root / "adapters"), "--max-num-batched-tokens", "256",
                                  "--threads", "1", "--max-waiting", "1024"])
+    s.grpc_port = grpc_port
     yield s
     s.stop()
 
@@ -223,6 +243,29 @@ def sampled(client):
                 finish = c.finish_reason or finish
         return text, tokens, finish
     jobs["stream"] = stream
+
+    def stream_n():
+        # n > 1 streamed: each choice's deltas, by index.
+        chunks = chat(client, MODEL_ID, f"A person as JSON: {json.dumps(PERSON)}", temperature=1.0, seed=11, n=2,
+                      stream=True, response_format={"type": "json_schema",
+                                                    "json_schema": {"name": "p", "schema": PERSON}})
+        texts, finish = {}, {}
+        for chunk in chunks:
+            for c in chunk.choices:
+                texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+                if c.finish_reason:
+                    finish[c.index] = c.finish_reason
+        return texts, finish
+    jobs["stream_n"] = stream_n
+    jobs["order"] = lambda: chat(client, MODEL_ID, f"JSON for {json.dumps(ORDERED)}", temperature=1.0, seed=12, n=2,
+                                 response_format={"type": "json_schema",
+                                                  "json_schema": {"name": "o", "schema": ORDERED}})
+    jobs["logprobs"] = lambda: chat(client, MODEL_ID, f"A person as JSON: {json.dumps(PERSON)}", temperature=1.0,
+                                    seed=13, logprobs=True, top_logprobs=3, extra_body={"guided_json": PERSON})
+    # A stop string inside the constrained value: the text before it.
+    jobs["stop"] = lambda: client.completions.create(model=MODEL_ID, prompt="Phone: ", temperature=1.0, seed=14, n=2,
+                                                     max_tokens=32, stop=["-"],
+                                                     extra_body={"guided_regex": r"\d{3}-\d{4}"})
     jobs["length"] = lambda: chat(client, MODEL_ID, "A person", temperature=1.0, seed=3, max_tokens=3,
                                   response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}})
 
@@ -289,6 +332,76 @@ def test_streaming_logprobs_stop_and_length(sampled):
     resp = result(sampled, "length")
     assert resp.choices[0].finish_reason == "length"
     assert resp.choices[0].message.content.startswith("{")
+
+
+def test_streaming_n_logprobs_stop_and_property_order(sampled):
+    texts, finish = result(sampled, "stream_n")
+    assert sorted(texts) == [0, 1] and all(finish[i] == "stop" for i in range(2)), (texts, finish)
+    for text in texts.values():
+        jsonschema.validate(json.loads(text), PERSON)
+    # logprobs under a constraint: one entry per generated token, the
+    # tokens spell the content (values: the model's own distribution).
+    c = result(sampled, "logprobs").choices[0]
+    jsonschema.validate(json.loads(c.message.content), PERSON)
+    lp = c.logprobs.content
+    assert "".join(t.token for t in lp) == c.message.content
+    assert all(t.logprob <= 0 and len(t.top_logprobs) == 3 for t in lp)
+    # The stop string cuts the value: finish_reason "stop", the text before
+    # the stop string (a prefix of a valid value, not itself valid).
+    for c in result(sampled, "stop").choices:
+        assert c.finish_reason == "stop" and re.fullmatch(r"\d{3}", c.text), (c.finish_reason, c.text)
+    # Keys in the schema's order (zeta, alpha, mid), not alphabetical.
+    for c in result(sampled, "order").choices:
+        pairs = json.loads(c.message.content, object_pairs_hook=lambda p: p)
+        assert [k for k, _ in pairs] == ORDER, c.message.content
+        jsonschema.validate(json.loads(c.message.content), ORDERED)
+
+
+def test_public_grpc_api(stack):
+    """The gRPC API's structured fields: response_format with the schema as
+    JSON text (schema_json: keeps property order) or as a Struct (a protobuf
+    map: properties come out in name order), guided_regex streamed,
+    guided_choice, and an unsupported keyword's INVALID_ARGUMENT."""
+    import grpc
+    from google.protobuf import struct_pb2
+
+    pb, pb_grpc = compile_protos("tessera/api/v1/completions.proto", "tessera.api.v1.completions")
+    channel = grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")
+    stub = pb_grpc.CompletionsStub(channel)
+
+    def req(**kw):
+        return pb.ChatCompletionRequest(model=MODEL_ID, messages=[pb.ChatMessage(role="user", content="JSON please")],
+                                        max_tokens=64, temperature=1.0, **kw)
+    struct = struct_pb2.Struct()
+    struct.update(PERSON)
+    calls = {
+        "text": stub.CreateChatCompletion.future(req(n=2, seed=21, response_format=pb.ResponseFormat(
+            type="json_schema", json_schema=pb.JsonSchemaFormat(name="o", schema_json=json.dumps(ORDERED))))),
+        "struct": stub.CreateChatCompletion.future(req(seed=22, response_format=pb.ResponseFormat(
+            type="json_schema", json_schema=pb.JsonSchemaFormat(name="p", schema=struct)))),
+        "choice": stub.CreateCompletion.future(pb.CompletionRequest(
+            model=MODEL_ID, prompt=["Is the sky blue? "], max_tokens=8, n=3, temperature=1.0, seed=23,
+            guided_choice=["yes", "no", "it depends"])),
+    }
+    chunks = list(stub.StreamChatCompletion(req(seed=24, guided_regex=r"[a-z]{1,10}@[a-z]{1,10}\.(com|org)")))
+    text = "".join(c.delta.content for ch in chunks for c in ch.choices)
+    assert re.fullmatch(r"[a-z]{1,10}@[a-z]{1,10}\.(com|org)", text), text
+    assert [c.finish_reason for ch in chunks for c in ch.choices if c.finish_reason] == ["stop"]
+    r = calls["text"].result(timeout=300)
+    assert len(r.choices) == 2
+    for c in r.choices:
+        assert c.finish_reason == "stop"
+        assert [k for k, _ in json.loads(c.message.content, object_pairs_hook=lambda p: p)] == ORDER
+        jsonschema.validate(json.loads(c.message.content), ORDERED)
+    c = calls["struct"].result(timeout=300).choices[0]
+    assert c.finish_reason == "stop"
+    jsonschema.validate(json.loads(c.message.content), PERSON)
+    assert {c.text for c in calls["choice"].result(timeout=300).choices} <= {"yes", "no", "it depends"}
+    with pytest.raises(grpc.RpcError) as e:
+        stub.CreateChatCompletion(req(guided_json=struct_pb2.Value(string_value=json.dumps(
+            {"type": "object", "patternProperties": {"^a": {}}}))))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "patternProperties" in e.value.details()
+    channel.close()
 
 
 def test_mixed_batch_free_rows_unchanged(sampled):
