@@ -290,3 +290,35 @@ def test_plain_manifests_are_the_chart_defaults(helm):
         if doc["kind"] == "ConfigMap":
             for key, text in doc["data"].items():
                 assert yaml.safe_load(text) == yaml.safe_load(rendered[doc["metadata"]["name"]]["data"][key]), key
+
+
+def worker_defaults():
+    """The worker's effective configuration with no file and no flags (but a
+    loopback port and the simulated engine, which loads no model)."""
+    args = [os.path.join(BIN, "tessera-worker"), "--backend", "sim", "--listen", f"127.0.0.1:{free_port()}"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in p.stdout:
+            if line.startswith("tessera-worker: serving"):
+                break
+            lines.append(line)
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    text = "".join(lines)
+    assert "effective configuration:" in text, text
+    return yaml.safe_load(text.split("effective configuration:", 1)[1])
+
+
+def test_chart_worker_settings_are_the_binarys_defaults(helm):
+    # values.yaml spells the worker's defaults for operators; the binary owns
+    # them (EngineOptions, SchedulerOptions, AdapterManagerOptions,
+    # kDefaultKvCacheBytes): a default changed on one side only fails here.
+    chart = yaml.safe_load(by_kind(render(helm, {}), "ConfigMap", "-worker")["data"]["worker.yaml"])
+    binary = worker_defaults()
+    deployment_specific = {"listen", "metrics_listen", "model"}
+    compared = set(chart) - deployment_specific
+    assert compared >= {"kv_cache_memory", "max_num_seqs", "max_waiting", "max_loras", "max_cpu_loras",
+                        "max_lora_rank", "drain_timeout_s"}, compared
+    assert {k: chart[k] for k in compared} == {k: binary[k] for k in compared}

@@ -53,7 +53,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
     return absl::InvalidArgumentError(absl::StrCat("block_size must be in [1, 256]; got ", options.block_size));
   }
   const int64_t bytes_per_block = KvCache::BytesPerBlock(c.n_layers, c.kv_dim(), options.block_size);
-  const int64_t bytes = options.kv_cache_bytes > 0 ? options.kv_cache_bytes : int64_t{256} << 20;
+  const int64_t bytes = options.kv_cache_bytes > 0 ? options.kv_cache_bytes : kDefaultKvCacheBytes;
   const int64_t num_blocks = bytes / bytes_per_block;
   if (num_blocks < 2) {
     return absl::InvalidArgumentError(absl::StrCat("kv cache memory of ", bytes, " bytes holds fewer than 2 blocks of ",

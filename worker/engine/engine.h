@@ -83,6 +83,10 @@ struct EngineJob {
   uint64_t adapter = 0;      // LoRA adapter id (EngineOptions::adapters); 0: the base model
 };
 
+// The KV cache size when EngineOptions::kv_cache_bytes is 0 (the worker's
+// kv_cache_memory default too): 256 MiB, whatever the model and max_num_seqs.
+inline constexpr int64_t kDefaultKvCacheBytes = int64_t{256} << 20;
+
 struct EngineOptions {
   // scheduler.max_num_batched_tokens 0: stall-free batching. Create
   // measures the step cost (per step, per row, per attended key) and each
@@ -96,7 +100,7 @@ struct EngineOptions {
   // 0: auto, 1.5x a full decode step (max_num_seqs rows), at least 20 ms.
   double step_target_seconds = 0;
   int max_waiting = 256;            // queued jobs beyond which Submit refuses
-  int64_t kv_cache_bytes = 0;       // 0: enough for max_num_seqs full contexts, capped at 1 GiB
+  int64_t kv_cache_bytes = 0;       // 0: kDefaultKvCacheBytes
   int block_size = 16;
   bool prefix_caching = true;
   AdapterGate* adapters = nullptr;  // required for jobs with an adapter; outlives the engine

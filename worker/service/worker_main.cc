@@ -29,9 +29,19 @@
 #include "common/flag_names.h"
 #include "common/metrics/metrics_server.h"
 #include "worker/engine/engine.h"
+#include "worker/lora/adapter_manager.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/service/worker_service.h"
 #include "worker/sim/sim_worker.h"
+
+// Defaults owned by the worker itself; the rest are the defaults of what they
+// configure (EngineOptions, SchedulerOptions, AdapterManagerOptions), read
+// from there so that each is spelt once. The Helm chart's values.yaml spells
+// them for operators; tests/deploy checks that it agrees with this binary.
+namespace {
+constexpr int kDefaultMaxLoraRank = 64;  // AdapterManagerOptions' 16 is a library default
+constexpr int kDefaultDrainTimeoutS = 30;
+}  // namespace
 
 ABSL_FLAG(std::string, listen, "", "address to serve gRPC on (default 127.0.0.1:50051)");
 ABSL_FLAG(std::string, model, "",
@@ -46,17 +56,25 @@ ABSL_FLAG(std::string, chat_template, "",
 ABSL_FLAG(std::string, model_name, "",
           "name clients use for the model (default: the GGUF file name without .gguf, or the directory's name)");
 ABSL_FLAG(int, threads, -1, "CPU threads (0 = all; default 0)");
-ABSL_FLAG(int, max_waiting, -1, "queued requests beyond which new ones are refused with 429 (default 256)");
-ABSL_FLAG(int, max_num_seqs, -1, "sequences batched in one step (default 32)");
+ABSL_FLAG(int, max_waiting, -1,
+          absl::StrCat("queued requests beyond which new ones are refused with 429 (default ",
+                       tessera::EngineOptions{}.max_waiting, ")"));
+ABSL_FLAG(int, max_num_seqs, -1,
+          absl::StrCat("sequences batched in one step (default ", tessera::SchedulerOptions{}.max_num_seqs, ")"));
 ABSL_FLAG(int, max_num_batched_tokens, -1,
           "tokens in one step; longer prompts are prefilled in chunks (default 0: the tokens that fit in --step-target-ms, from a step cost measured at start)");
 ABSL_FLAG(double, step_target_ms, -1,
           "with an automatic max_num_batched_tokens: the time one step should take, so a running stream waits at most about that long for another request's prompt (default 0: 1.5x a full decode step, at least 20 ms)");
-ABSL_FLAG(int, kv_cache_memory, -1, "KV cache size in MiB (default 256)");
+ABSL_FLAG(int, kv_cache_memory, -1,
+          absl::StrCat("KV cache size in MiB (default ", tessera::kDefaultKvCacheBytes >> 20, ")"));
 ABSL_FLAG(std::vector<std::string>, adapter_dir, {}, "directories holding LoRA adapters, comma-separated; adapters are served by their directory name, and runtime loads must lie inside one");
-ABSL_FLAG(int, max_loras, -1, "LoRA adapters resident on the device at once (default 8)");
-ABSL_FLAG(int, max_cpu_loras, -1, "LoRA adapters kept in host memory (default 32)");
-ABSL_FLAG(int, max_lora_rank, -1, "largest LoRA rank accepted (default 64)");
+ABSL_FLAG(int, max_loras, -1,
+          absl::StrCat("LoRA adapters resident on the device at once (default ",
+                       tessera::AdapterManagerOptions{}.max_loras, ")"));
+ABSL_FLAG(int, max_cpu_loras, -1,
+          absl::StrCat("LoRA adapters kept in host memory (default ", tessera::AdapterManagerOptions{}.max_cpu_loras,
+                       ")"));
+ABSL_FLAG(int, max_lora_rank, -1, absl::StrCat("largest LoRA rank accepted (default ", kDefaultMaxLoraRank, ")"));
 ABSL_FLAG(std::string, lora_dtype, "",
           "storage type of adapter weights on the device and in host memory: auto (default: float16 on the CPU, the model's activation type on a GPU), float32, float16 or bfloat16");
 ABSL_FLAG(std::string, backend, "", "cpu (default) or sim: a simulated worker without a model, for routing and scale tests");
@@ -71,7 +89,8 @@ ABSL_FLAG(std::string, synthetic, "",
           "instead of a file: for speed and memory measurements only");
 ABSL_FLAG(std::string, synthetic_type, "", "weight encoding of the synthetic model (default q4_k)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
-ABSL_FLAG(int, drain_timeout_s, -1, "on SIGTERM, time for running generations to finish (default 30)");
+ABSL_FLAG(int, drain_timeout_s, -1,
+          absl::StrCat("on SIGTERM, time for running generations to finish (default ", kDefaultDrainTimeoutS, ")"));
 ABSL_FLAG(std::optional<bool>, enable_prefix_caching, std::nullopt, "reuse KV blocks of shared prompt prefixes (default true)");
 
 namespace {
@@ -92,19 +111,19 @@ struct WorkerConfig {
   std::string chat_template;  // a file; empty: the model's own template
   bool chat_content_special_tokens = false;
   int threads = 0;
-  int max_waiting = 256;
-  int max_num_seqs = 32;
+  int max_waiting = tessera::EngineOptions{}.max_waiting;
+  int max_num_seqs = tessera::SchedulerOptions{}.max_num_seqs;
   int max_num_batched_tokens = 0;  // 0: from the measured step cost and step_target_ms
   double step_target_ms = 0;       // 0: auto
-  int kv_cache_memory_mib = 256;
+  int kv_cache_memory_mib = static_cast<int>(tessera::kDefaultKvCacheBytes >> 20);
   bool enable_prefix_caching = true;
   std::vector<std::string> adapter_dirs;
-  int max_loras = 8;
-  int max_cpu_loras = 32;
-  int max_lora_rank = 64;
+  int max_loras = tessera::AdapterManagerOptions{}.max_loras;
+  int max_cpu_loras = tessera::AdapterManagerOptions{}.max_cpu_loras;
+  int max_lora_rank = kDefaultMaxLoraRank;
   std::string lora_dtype = "auto";
   std::string metrics_listen;
-  int drain_timeout_s = 30;
+  int drain_timeout_s = kDefaultDrainTimeoutS;
   std::string device = "cpu";
   std::string synthetic;
   std::string synthetic_type = "q4_k";
