@@ -8,6 +8,7 @@
 #include "gateway/completion_call.h"
 #include "gateway/gateway_metrics.h"
 #include "gateway/openai/errors.h"
+#include "gateway/pool/membership.h"
 
 namespace tessera::gateway {
 
@@ -18,17 +19,24 @@ namespace {
 
 void Log(const std::string& line) { std::fprintf(stderr, "tessera-gateway: %s\n", line.c_str()); }
 
-// A status that says the worker (not the request) is at fault.
-bool IsWorkerFault(grpc::StatusCode code) {
+// What a request's final status says about its worker.
+RequestFault FaultOf(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::UNAVAILABLE:
+      return RequestFault::kUnreachable;
     case grpc::StatusCode::INTERNAL:
     case grpc::StatusCode::UNKNOWN:
     case grpc::StatusCode::DATA_LOSS:
-      return true;
+      return RequestFault::kWorkerFault;
     default:
-      return false;
+      return RequestFault::kNotTheWorkers;
   }
+}
+
+WorkerHealthOptions HealthOptions(const WorkerPoolOptions& o) {
+  return {.outlier_consecutive_failures = o.outlier_consecutive_failures,
+          .base_ejection = absl::FromChrono(o.base_ejection),
+          .max_ejection = absl::FromChrono(o.max_ejection)};
 }
 
 }  // namespace
@@ -83,7 +91,7 @@ class LoadWatch final : public grpc::ClientReadReactor<wv1::LoadReport> {
 };
 
 std::shared_ptr<Worker> WorkerPool::NewWorker(const std::string& address, bool from_dns) const {
-  auto w = std::make_shared<Worker>();
+  auto w = std::make_shared<Worker>(health_options_);
   w->address = address;
   w->from_dns = from_dns;
   grpc::ChannelArguments args;
@@ -96,7 +104,7 @@ std::shared_ptr<Worker> WorkerPool::NewWorker(const std::string& address, bool f
   args.SetMaxReceiveMessageSize(64 << 20);
   w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   w->stub = wv1::Worker::NewStub(w->channel);
-  w->health = hv1::Health::NewStub(w->channel);
+  w->health_stub = hv1::Health::NewStub(w->channel);
   return w;
 }
 
@@ -105,8 +113,9 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const std::vector
   if (addresses.empty() && options.dns_names.empty()) {
     return absl::InvalidArgumentError("no workers configured (--worker HOST:PORT or --worker-dns NAME:PORT)");
   }
-  std::unique_ptr<WorkerPool> p(new WorkerPool());
-  p->options_ = options;
+  auto members = StaticMembers(addresses);
+  if (!members.ok()) return members.status();
+  std::unique_ptr<WorkerPool> p(new WorkerPool(options));
   auto policy = CreateRoutingPolicy(options.routing_policy);
   if (!policy.ok()) return policy.status();
   p->policy_ = std::move(*policy);
@@ -117,20 +126,13 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const std::vector
   }
   {
     absl::MutexLock lock(&p->workers_mu_);
-    for (const std::string& a : addresses) {
-      if (a.empty() || a.find(':') == std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat("worker address '", a, "' is not HOST:PORT"));
-      }
-      bool duplicate = false;
-      for (const auto& w : p->workers_) duplicate |= w->address == a;
-      if (!duplicate) p->workers_.push_back(p->NewWorker(a, false));
-    }
+    for (const std::string& a : *members) p->workers_.push_back(p->NewWorker(a, false));
   }
   p->refresher_ = std::thread([raw = p.get()] {
     while (true) {
       raw->RefreshNow();
       for (const auto& w : raw->Snapshot()) {
-        if (w->healthy.load()) raw->StartWatch(w);
+        if (w->health.serving()) raw->StartWatch(w);
       }
       absl::MutexLock lock(&raw->stop_mu_);
       raw->stop_mu_.AwaitWithTimeout(
@@ -143,6 +145,11 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const std::vector
   });
   return p;
 }
+
+WorkerPool::WorkerPool(const WorkerPoolOptions& options)
+    : options_(options),
+      health_options_(HealthOptions(options)),
+      retry_budget_(options.retry_budget_ratio, options.min_retry_concurrency) {}
 
 WorkerPool::~WorkerPool() {
   {
@@ -185,18 +192,13 @@ void WorkerPool::ResolveDns() {
   std::vector<std::shared_ptr<Worker>> gone;
   {
     absl::MutexLock lock(&workers_mu_);
-    absl::flat_hash_set<std::string> have;
+    std::vector<Member> members;
+    for (const auto& w : workers_) members.push_back({w->address, w->from_dns});
+    const MembershipChange change = DiffMembership(members, found);
+    const absl::flat_hash_set<std::string> removed(change.removed.begin(), change.removed.end());
     std::vector<std::shared_ptr<Worker>> keep;
-    for (auto& w : workers_) {
-      if (w->from_dns && !found.contains(w->address)) {
-        gone.push_back(w);
-        continue;
-      }
-      have.insert(w->address);
-      keep.push_back(w);
-    }
-    for (const std::string& a : found) {
-      if (have.contains(a)) continue;
+    for (auto& w : workers_) (w->from_dns && removed.contains(w->address) ? gone : keep).push_back(w);
+    for (const std::string& a : change.added) {
       keep.push_back(NewWorker(a, true));
       Log(absl::StrCat("worker discovery: added ", a));
     }
@@ -206,7 +208,7 @@ void WorkerPool::ResolveDns() {
     Log(absl::StrCat("worker discovery: removed ", w->address, " (", w->in_flight.load(),
                      " streams in flight finish there)"));
     w->removed.store(true);
-    w->healthy.store(false);
+    w->health.OnProbe(/*passed=*/false, absl::Now());
     {
       absl::MutexLock lock(&w->mu);
       if (w->watch != nullptr) w->watch->Cancel();
@@ -266,12 +268,9 @@ void WorkerPool::ProbeAll() {
   std::vector<std::unique_ptr<Probe>> probes;
   const auto deadline = std::chrono::system_clock::now() + options_.probe_timeout;
   for (const auto& w : workers) {
-    if (w->ejected.load()) {
-      absl::MutexLock lock(&w->mu);
-      if (absl::Now() < w->ejected_until) {  // not yet due for re-admission
-        pending.DecrementCount();
-        continue;
-      }
+    if (!w->health.ProbeDue(absl::Now())) {  // ejected, not yet due for re-admission
+      pending.DecrementCount();
+      continue;
     }
     auto p = std::make_unique<Probe>();
     p->worker = w;
@@ -279,7 +278,7 @@ void WorkerPool::ProbeAll() {
     p->info_ctx.set_deadline(deadline);
     Probe* raw = p.get();
     probes.push_back(std::move(p));
-    w->health->async()->Check(
+    w->health_stub->async()->Check(
         &raw->health_ctx, &raw->health_request, &raw->health_response, [this, raw, &pending](grpc::Status s) {
           if (s.ok() && raw->health_response.status() != hv1::HealthCheckResponse::SERVING) {
             s = grpc::Status(grpc::StatusCode::UNAVAILABLE, "health check: not serving");
@@ -302,31 +301,24 @@ void WorkerPool::ProbeAll() {
 void WorkerPool::OnProbed(const std::shared_ptr<Worker>& wp, const grpc::Status& status, const wv1::ModelInfo* info) {
   Worker& w = *wp;
   if (w.removed.load()) return;
-  const bool was_healthy = w.healthy.load();
   if (!status.ok()) {
-    w.healthy.store(false);
-    if (was_healthy) Log(absl::StrCat("worker ", w.address, " is not serving: ", status.error_message()));
+    if (w.health.OnProbe(/*passed=*/false, absl::Now()).became_not_serving) {
+      Log(absl::StrCat("worker ", w.address, " is not serving: ", status.error_message()));
+    }
     return;
   }
   {
     absl::MutexLock lock(&w.mu);
     w.info = *info;
-    if (w.ejected.load()) {
-      w.ejected.store(false);
-      w.consecutive_failures.store(0);
-      Log(absl::StrCat("worker ", w.address, " re-admitted after a passing probe"));
-    } else if (w.ejections > 0 && absl::Now() > w.ejected_until + absl::Milliseconds(options_.max_ejection.count())) {
-      w.ejections = 0;  // well-behaved for a while: the next ejection is short again
-    }
   }
-  w.healthy.store(true);
-  if (!was_healthy) Log(absl::StrCat("worker ", w.address, " is serving"));
+  const WorkerHealth::ProbeTransition t = w.health.OnProbe(/*passed=*/true, absl::Now());
+  if (t.readmitted) Log(absl::StrCat("worker ", w.address, " re-admitted after a passing probe"));
+  if (t.became_serving) Log(absl::StrCat("worker ", w.address, " is serving"));
   RestoreRuntimeAdapters(wp, *info);
 }
 
 void WorkerPool::RememberRuntimeAdapter(const std::string& name, const std::string& path) {
-  absl::MutexLock lock(&runtime_mu_);
-  runtime_adapters_[name] = path;
+  runtime_adapters_.Remember(name, path);
 }
 
 void WorkerPool::NoteAdapterChange(Worker& w, const std::string& name, bool loaded) {
@@ -344,28 +336,16 @@ void WorkerPool::NoteAdapterChange(Worker& w, const std::string& name, bool load
   }
 }
 
-void WorkerPool::ForgetRuntimeAdapter(const std::string& name) {
-  absl::MutexLock lock(&runtime_mu_);
-  runtime_adapters_.erase(name);
-}
+void WorkerPool::ForgetRuntimeAdapter(const std::string& name) { runtime_adapters_.Forget(name); }
 
 void WorkerPool::RestoreRuntimeAdapters(const std::shared_ptr<Worker>& w, const wv1::ModelInfo& info) {
-  std::vector<std::pair<std::string, std::string>> missing;
-  {
-    absl::MutexLock lock(&runtime_mu_);
-    for (const auto& [name, path] : runtime_adapters_) {
-      bool present = false;
-      for (const auto& a : info.adapters()) present |= a.name() == name;
-      if (!present) missing.emplace_back(name, path);
-    }
-  }
+  absl::flat_hash_set<std::string> catalog;
+  for (const auto& a : info.adapters()) catalog.insert(a.name());
   const absl::Time now = absl::Now();
-  for (auto& [name, path] : missing) {
+  for (auto& [name, path] : runtime_adapters_.MissingFrom(catalog)) {
     {
       absl::MutexLock lock(&w->mu);
-      absl::Time& last = w->restoring[name];
-      if (now - last < absl::Seconds(30)) continue;  // one try at a time, and not in a loop on refusals
-      last = now;
+      if (!w->restoring.TryBegin(name, now)) continue;
     }
     Log(absl::StrCat("worker ", w->address, " lacks runtime adapter '", name, "': loading it from ", path));
     struct Call {
@@ -394,37 +374,35 @@ void WorkerPool::RestoreRuntimeAdapters(const std::shared_ptr<Worker>& w, const 
 void WorkerPool::Eject(Worker& w, const std::string& reason, std::string_view kind) {
   const std::vector<std::shared_ptr<Worker>> all = Snapshot();
   int ejected = 0;
-  for (const auto& o : all) ejected += o->ejected.load();
+  for (const auto& o : all) ejected += o->health.ejected();
   if (ejected >= std::max<int>(1, static_cast<int>(all.size()) / 2)) {
     Log(absl::StrCat("worker ", w.address, " not ejected (", reason, "): ", ejected,
                      " of ", all.size(), " workers are ejected already"));
     return;
   }
-  absl::MutexLock lock(&w.mu);
-  if (w.ejected.load()) return;
-  ++w.ejections;
-  const auto duration = std::min(options_.base_ejection * w.ejections, options_.max_ejection);
-  w.ejected_until = absl::Now() + absl::Milliseconds(duration.count());
-  w.ejected.store(true);
+  const std::optional<absl::Duration> duration = w.health.Eject(absl::Now());
+  if (!duration) return;  // ejected already
   if (options_.metrics != nullptr) options_.metrics->Ejected(w.address, kind);
-  Log(absl::StrCat("worker ", w.address, " ejected for ", duration.count(), " ms: ", reason));
+  Log(absl::StrCat("worker ", w.address, " ejected for ", absl::ToInt64Milliseconds(*duration), " ms: ", reason));
 }
 
-void WorkerPool::ReportSuccess(Worker& w) { w.consecutive_failures.store(0); }
+void WorkerPool::ReportSuccess(Worker& w) { w.health.OnRequestSucceeded(); }
 
 void WorkerPool::ReportFailure(Worker& w, const grpc::Status& status) {
-  if (!IsWorkerFault(status.error_code())) return;
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    // Unreachable or shutting down: out of rotation until a probe passes.
-    if (w.healthy.exchange(false)) {
+  switch (w.health.OnRequestFailed(FaultOf(status.error_code()))) {
+    case WorkerHealth::Verdict::kNothing:
+      return;
+    case WorkerHealth::Verdict::kNowNotServing:
+      // Unreachable or shutting down: out of rotation until a probe passes.
       Log(absl::StrCat("worker ", w.address, " is unavailable: ", status.error_message()));
-    }
-    RequestRefresh();
-    return;
-  }
-  const int failures = w.consecutive_failures.fetch_add(1) + 1;
-  if (failures >= options_.outlier_consecutive_failures) {
-    Eject(w, absl::StrCat(failures, " consecutive failed requests, the last: ", status.error_message()), "failures");
+      [[fallthrough]];
+    case WorkerHealth::Verdict::kStillNotServing:
+      RequestRefresh();
+      return;
+    case WorkerHealth::Verdict::kEject:
+      Eject(w, absl::StrCat(w.health.consecutive_failures(), " consecutive failed requests, the last: ",
+                            status.error_message()), "failures");
+      return;
   }
 }
 
@@ -455,16 +433,6 @@ void WorkerPool::AbortAll(const absl::Status& status) {
   for (auto& c : live) c->Abort(status);  // outside calls_mu_: Abort untracks
 }
 
-bool WorkerPool::TryStartRetry() {
-  const int limit = std::max(options_.min_retry_concurrency,
-                             static_cast<int>(options_.retry_budget_ratio * requests_in_flight_.load()));
-  if (retries_in_flight_.fetch_add(1) >= limit) {
-    retries_in_flight_.fetch_sub(1);
-    return false;
-  }
-  return true;
-}
-
 void WorkerPool::RefreshNow() {
   absl::MutexLock lock(&refresh_mu_);  // the refresher and start-up may both refresh
   ResolveDns();
@@ -473,7 +441,7 @@ void WorkerPool::RefreshNow() {
 
 bool WorkerPool::AnyHealthy() {
   for (const auto& w : Snapshot()) {
-    if (w->healthy.load() && !w->ejected.load()) return true;
+    if (w->health.serving() && !w->health.ejected()) return true;
   }
   return false;
 }
@@ -486,13 +454,13 @@ void WorkerPool::RequestRefresh() {
 std::vector<std::shared_ptr<Worker>> WorkerPool::Healthy() {
   std::vector<std::shared_ptr<Worker>> out;
   for (auto& w : Snapshot()) {
-    if (w->healthy.load()) out.push_back(w);
+    if (w->health.serving()) out.push_back(w);
   }
   return out;
 }
 
 bool WorkerPool::Routable(const Worker& w, int max_in_flight) {
-  return w.healthy.load() && !w.ejected.load() && !w.removed.load() && w.in_flight.load() < max_in_flight;
+  return w.health.serving() && !w.health.ejected() && !w.removed.load() && w.in_flight.load() < max_in_flight;
 }
 
 absl::StatusOr<WorkerPool::Candidates> WorkerPool::CollectCandidates(const std::string& model,
@@ -508,7 +476,7 @@ absl::StatusOr<WorkerPool::Candidates> WorkerPool::CollectCandidates(const std::
   for (const auto& w : all) {
     if (std::find(exclude.begin(), exclude.end(), w.get()) != exclude.end()) continue;
     if (!Routable(*w, options_.max_in_flight_per_worker)) {
-      any_open_circuit |= w->healthy.load() && !w->ejected.load() && !w->removed.load();
+      any_open_circuit |= w->health.serving() && !w->health.ejected() && !w->removed.load();
       continue;
     }
     any_routable = true;
@@ -607,8 +575,8 @@ void WorkerPool::ExportWorkerMetrics() {
   for (const auto& w : Snapshot()) {
     GatewayMetrics::WorkerState s;
     s.address = w->address;
-    s.healthy = w->healthy.load();
-    s.ejected = w->ejected.load();
+    s.healthy = w->health.serving();
+    s.ejected = w->health.ejected();
     s.in_flight = w->in_flight.load();
     absl::MutexLock lock(&w->mu);
     if (w->have_report) {
@@ -629,7 +597,7 @@ std::vector<WorkerPool::Listing> WorkerPool::Models() {
     out.push_back(std::move(l));
   };
   for (auto& w : Snapshot()) {
-    if (!w->healthy.load()) continue;
+    if (!w->health.serving()) continue;
     absl::MutexLock lock(&w->mu);
     add({w->info.model_id(), "", w->info.created_unix_s(), w->info.context_length(), w->info.weight_type()});
     for (const auto& a : w->info.adapters()) {

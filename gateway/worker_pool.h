@@ -35,6 +35,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "gateway/discovery/dns_resolver.h"
+#include "gateway/pool/retry_budget.h"
+#include "gateway/pool/runtime_adapters.h"
+#include "gateway/pool/worker_health.h"
 #include "gateway/routing/routing_policy.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tessera/worker/v1/worker.grpc.pb.h"
@@ -48,12 +51,10 @@ struct Worker {
   bool from_dns = false;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<tessera::worker::v1::Worker::Stub> stub;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health;
-  std::atomic<bool> healthy{false};  // its last probe passed (or no request failed since)
-  std::atomic<bool> ejected{false};
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_stub;
+  WorkerHealth health;  // serving / ejected, from probes and request outcomes
   std::atomic<bool> removed{false};  // gone from discovery; finishing what it has
   std::atomic<int> in_flight{0};
-  std::atomic<int> consecutive_failures{0};
   // Requests routed here since its last load report: the report cannot know
   // them yet, so a burst does not herd onto one worker.
   std::atomic<int> sent_since_report{0};
@@ -66,10 +67,9 @@ struct Worker {
   LoadWatch* watch ABSL_GUARDED_BY(mu) = nullptr;  // the open WatchLoad stream
   // Last prefetch request per adapter (rate limit).
   absl::flat_hash_map<std::string, absl::Time> prefetched ABSL_GUARDED_BY(mu);
-  absl::Time ejected_until ABSL_GUARDED_BY(mu);
-  // Runtime adapters being restored here, by name: when the last try began.
-  absl::flat_hash_map<std::string, absl::Time> restoring ABSL_GUARDED_BY(mu);
-  int ejections ABSL_GUARDED_BY(mu) = 0;  // consecutive ejections: each lasts longer
+  RestoreThrottle restoring ABSL_GUARDED_BY(mu);  // runtime adapters being restored here
+
+  explicit Worker(const WorkerHealthOptions& health_options) : health(health_options) {}
 };
 
 class GatewayMetrics;
@@ -162,8 +162,8 @@ class WorkerPool {
   bool Draining() const { return draining_.load(); }
   void AbortAll(const absl::Status& status);
   // A retry may start if the budget allows; pair with EndRetry.
-  bool TryStartRetry();
-  void EndRetry() { retries_in_flight_.fetch_sub(1); }
+  bool TryStartRetry() { return retry_budget_.TryStart(requests_in_flight_.load()); }
+  void EndRetry() { retry_budget_.End(); }
 
   // One entry of /v1/models: a base model (parent empty) or an adapter.
   struct Listing {
@@ -185,7 +185,7 @@ class WorkerPool {
   void RequestRefresh();
 
  private:
-  WorkerPool() = default;
+  explicit WorkerPool(const WorkerPoolOptions& options);
   friend class LoadWatch;
   std::vector<std::shared_ptr<Worker>> Snapshot();
   std::shared_ptr<Worker> NewWorker(const std::string& address, bool from_dns) const;
@@ -208,7 +208,8 @@ class WorkerPool {
   absl::StatusOr<Candidates> CollectCandidates(const std::string& model, const std::string& adapter,
                                                const std::vector<const Worker*>& exclude);
 
-  WorkerPoolOptions options_;
+  const WorkerPoolOptions options_;
+  const WorkerHealthOptions health_options_;
   std::vector<DnsTarget> dns_targets_;
   absl::Mutex refresh_mu_;  // one refresh (DNS + probes) at a time
   absl::Time next_dns_ ABSL_GUARDED_BY(refresh_mu_) = absl::InfinitePast();
@@ -221,11 +222,10 @@ class WorkerPool {
   std::unique_ptr<RoutingPolicy> policy_;
   std::atomic<int> requests_in_flight_{0};
   std::atomic<bool> draining_{false};
-  absl::Mutex runtime_mu_;
-  absl::flat_hash_map<std::string, std::string> runtime_adapters_ ABSL_GUARDED_BY(runtime_mu_);  // name -> path
+  RuntimeAdapters runtime_adapters_;
   absl::Mutex calls_mu_;
   absl::flat_hash_map<const CompletionCall*, std::weak_ptr<CompletionCall>> calls_ ABSL_GUARDED_BY(calls_mu_);
-  std::atomic<int> retries_in_flight_{0};
+  RetryBudget retry_budget_;
   absl::Mutex watch_mu_;
   int open_watches_ ABSL_GUARDED_BY(watch_mu_) = 0;
   bool stopping_watches_ ABSL_GUARDED_BY(watch_mu_) = false;
