@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/chat/jinja_builtins.h"
+#include "worker/chat/jinja_operators.h"
 
 namespace tessera::jinja {
 namespace {
@@ -423,87 +424,7 @@ class Renderer : public RenderHost {
   absl::StatusOr<Value> EvalBinary(const Expr& e) {
     TESSERA_ASSIGN_OR_RETURN(Value a, Eval(*e.a));
     TESSERA_ASSIGN_OR_RETURN(Value b, Eval(*e.b));
-    const std::string& op = e.name;
-    if (op == "==") return Value(Equal(a, b));
-    if (op == "!=") return Value(!Equal(a, b));
-    if (op == "in") {
-      bool r = false;
-      if (b.is_string() && a.is_string()) r = b.as_string().find(a.as_string()) != std::string::npos;
-      else if (b.is_list()) r = std::any_of(b.list().begin(), b.list().end(), [&](const Value& x) { return Equal(a, x); });
-      else if (b.is_dict()) r = a.is_string() && b.Find(a.as_string()) != nullptr;
-      else if (!b.is_undefined() && !b.is_none()) return RenderError(e.line, absl::StrCat("'in' needs a container, got ", b.TypeName()));
-      else return RenderError(e.line, "'in' on an undefined or None value");
-      return Value(r != e.negated);
-    }
-    if (op == "<" || op == ">" || op == "<=" || op == ">=") {
-      int cmp;
-      if (a.is_number() && b.is_number()) {
-        cmp = a.as_double() < b.as_double() ? -1 : a.as_double() > b.as_double() ? 1 : 0;
-      } else if (a.is_string() && b.is_string()) {
-        cmp = a.as_string().compare(b.as_string());
-      } else {
-        return RenderError(e.line, absl::StrCat("cannot compare ", a.TypeName(), " and ", b.TypeName()));
-      }
-      if (op == "<") return Value(cmp < 0);
-      if (op == ">") return Value(cmp > 0);
-      if (op == "<=") return Value(cmp <= 0);
-      return Value(cmp >= 0);
-    }
-    if (op == "~") {
-      const size_t la = a.is_string() ? a.as_string().size() : a.Str().size();
-      const size_t lb = b.is_string() ? b.as_string().size() : b.Str().size();
-      if (!AllocationBudget::Fits(la + lb)) return MemoryError(e.line);
-      TextBuilder out;
-      out.AppendValue(a);
-      out.AppendValue(b);
-      return std::move(out).Build();
-    }
-    if (op == "+") {
-      if (a.is_string() && b.is_string()) {
-        if (!AllocationBudget::Fits(a.as_string().size() + b.as_string().size())) return MemoryError(e.line);
-        TextBuilder out;
-        out.AppendValue(a);
-        out.AppendValue(b);
-        return std::move(out).Build();
-      }
-      if (a.is_list() && b.is_list()) {
-        if (!AllocationBudget::Fits((a.list().size() + b.list().size()) * sizeof(Value))) return MemoryError(e.line);
-        ValueList l = a.list();
-        l.insert(l.end(), b.list().begin(), b.list().end());
-        return Value::List(std::move(l));
-      }
-    }
-    if (op == "*" && a.is_string() && b.is_int()) {
-      const size_t n = static_cast<size_t>(std::max<int64_t>(0, b.as_int()));
-      const size_t len = a.as_string().size();
-      if (len != 0 && (n > SIZE_MAX / len || !AllocationBudget::Fits(len * n))) return MemoryError(e.line);
-      TextBuilder out;
-      for (size_t i = 0; i < n; ++i) out.AppendValue(a);
-      return std::move(out).Build();
-    }
-    if (!a.is_number() || !b.is_number()) {
-      return RenderError(e.line, absl::StrCat("unsupported operand types for ", op, ": ", a.TypeName(), " and ", b.TypeName()));
-    }
-    const bool fl = a.kind() == Value::Kind::kFloat || b.kind() == Value::Kind::kFloat;
-    if (op == "/") {
-      if (b.as_double() == 0) return RenderError(e.line, "division by zero");
-      return Value(a.as_double() / b.as_double());
-    }
-    if (op == "+") return fl ? Value(a.as_double() + b.as_double()) : Value(a.as_int() + b.as_int());
-    if (op == "-") return fl ? Value(a.as_double() - b.as_double()) : Value(a.as_int() - b.as_int());
-    if (op == "*") return fl ? Value(a.as_double() * b.as_double()) : Value(a.as_int() * b.as_int());
-    if (op == "**") return fl ? Value(std::pow(a.as_double(), b.as_double())) : Value(static_cast<int64_t>(std::pow(a.as_double(), b.as_double())));
-    if (op == "//" || op == "%") {
-      if (b.as_double() == 0) return RenderError(e.line, "division by zero");
-      if (fl) {
-        const double q = std::floor(a.as_double() / b.as_double());
-        return op == "//" ? Value(q) : Value(a.as_double() - q * b.as_double());
-      }
-      int64_t q = a.as_int() / b.as_int();
-      if ((a.as_int() % b.as_int() != 0) && ((a.as_int() < 0) != (b.as_int() < 0))) --q;
-      return op == "//" ? Value(q) : Value(a.as_int() - q * b.as_int());
-    }
-    return RenderError(e.line, absl::StrCat("unsupported operator ", op));
+    return BinaryOp(e.name, a, b, e.negated, BuiltinCall{e.name, e.line, this});
   }
 
   absl::StatusOr<bool> EvalTest(const Expr& e) {
