@@ -17,34 +17,19 @@ namespace {
 
 namespace wv1 = tessera::worker::v1;
 
-// One Generate stream of one attempt. Deletes itself when gRPC is done with
-// it; the call it reports to stays alive through the shared_ptr it holds.
-class ChoiceStream final : public grpc::ClientReadReactor<wv1::GenerateResponse> {
+// One Generate stream of one attempt, as the call hears it. The stream
+// keeps it (and through it the call and the worker) alive until its OnDone.
+class ChoiceObserver final : public GenerateObserver {
  public:
-  ChoiceStream(std::shared_ptr<CompletionCall> call, int attempt, int choice, std::shared_ptr<Worker> worker,
-               grpc::ClientContext* ctx, wv1::GenerateRequest request)
-      : call_(std::move(call)), attempt_(attempt), choice_(choice), worker_(std::move(worker)),
-        request_(std::move(request)) {
+  ChoiceObserver(std::shared_ptr<CompletionCall> call, int attempt, int choice, std::shared_ptr<Worker> worker)
+      : call_(std::move(call)), attempt_(attempt), choice_(choice), worker_(std::move(worker)) {
     worker_->in_flight.fetch_add(1);
-    worker_->stub->async()->Generate(ctx, &request_, this);
-    StartRead(&response_);
-    StartCall();
   }
-
-  void OnReadInitialMetadataDone(bool ok) override {
-    if (ok) call_->OnAccepted(attempt_, choice_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) return;  // OnDone follows
-    call_->OnResponse(attempt_, choice_, response_);
-    StartRead(&response_);
-  }
-
+  void OnAccepted() override { call_->OnAccepted(attempt_, choice_); }
+  void OnResponse(const wv1::GenerateResponse& r) override { call_->OnResponse(attempt_, choice_, r); }
   void OnDone(const grpc::Status& s) override {
     worker_->in_flight.fetch_sub(1);
     call_->OnChoiceDone(attempt_, choice_, s);
-    delete this;
   }
 
  private:
@@ -52,8 +37,6 @@ class ChoiceStream final : public grpc::ClientReadReactor<wv1::GenerateResponse>
   int attempt_;
   int choice_;
   std::shared_ptr<Worker> worker_;
-  wv1::GenerateRequest request_;
-  wv1::GenerateResponse response_;
 };
 
 // OpenAI's echo (text completions only): a choice's text starts with its
@@ -146,7 +129,7 @@ struct CompletionCall::Attempt {
   int index = 0;
   std::shared_ptr<Worker> worker;
   std::string adapter;
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;  // one per choice
+  std::vector<std::shared_ptr<GenerateStream>> streams;  // one per choice, once launched
   int accepted = 0;   // choices whose stream the worker accepted
   int remaining = 0;  // streams not yet done
   bool failed = false;
@@ -155,7 +138,7 @@ struct CompletionCall::Attempt {
 
 CompletionCall::~CompletionCall() = default;
 
-std::shared_ptr<CompletionCall> CompletionCall::Start(WorkerPool& pool, const CompletionRequest& request,
+std::shared_ptr<CompletionCall> CompletionCall::Start(CallRouter& pool, const CompletionRequest& request,
                                                       std::shared_ptr<CompletionSink> sink,
                                                       const CompletionOptions& options) {
   std::shared_ptr<CompletionCall> call(new CompletionCall());
@@ -202,11 +185,6 @@ CompletionCall::Attempt* CompletionCall::NextAttemptLocked(const absl::Status& l
   a->worker = route->worker;
   a->adapter = route->adapter;
   a->remaining = choices_;
-  for (int c = 0; c < choices_; ++c) {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->set_deadline(deadline_);
-    a->contexts.push_back(std::move(ctx));
-  }
   tried_.push_back(a->worker.get());
   served_model_ = request_.model;
   attempts_.push_back(std::move(a));
@@ -216,9 +194,11 @@ CompletionCall::Attempt* CompletionCall::NextAttemptLocked(const absl::Status& l
 void CompletionCall::Launch(Attempt* a) {
   // `a` stays valid: attempts are never removed while the call lives.
   const int n = request_.n;
+  std::vector<std::shared_ptr<GenerateStream>> streams;
   for (int c = 0; c < choices_; ++c) {
-    new ChoiceStream(shared_from_this(), a->index, c, a->worker, a->contexts[c].get(),
-                     WireRequest(request_, a->adapter, static_cast<size_t>(c / n), c % n));
+    streams.push_back(a->worker->connection->Generate(
+        WireRequest(request_, a->adapter, static_cast<size_t>(c / n), c % n), deadline_,
+        std::make_shared<ChoiceObserver>(shared_from_this(), a->index, c, a->worker)));
   }
   const auto accept_by = std::min(deadline_, std::chrono::system_clock::now() + options_.first_response_timeout);
   // Never cancelled: when it fires after the streams were accepted (or the
@@ -229,8 +209,11 @@ void CompletionCall::Launch(Attempt* a) {
     if (auto call = weak.lock()) call->OnAcceptTimeout(index);
   });
   absl::MutexLock lock(&mu_);
-  if (cancelled_) {  // Cancel() may have run before these streams existed
-    for (auto& ctx : a->contexts) ctx->TryCancel();
+  a->streams = std::move(streams);
+  // Cancel() may have run, or the attempt failed or the call ended (a
+  // stream can finish before this line), before the streams were known.
+  if (cancelled_ || a->failed || done_) {
+    for (auto& stream : a->streams) stream->Cancel();
   }
 }
 
@@ -238,7 +221,7 @@ void CompletionCall::Cancel() {
   absl::MutexLock lock(&mu_);
   cancelled_ = true;
   for (auto& a : attempts_) {
-    for (auto& ctx : a->contexts) ctx->TryCancel();
+    for (auto& stream : a->streams) stream->Cancel();
   }
 }
 
@@ -247,7 +230,7 @@ void CompletionCall::Abort(const absl::Status& status) {
   cancelled_ = true;
   FinishLocked(status);
   for (auto& a : attempts_) {
-    for (auto& ctx : a->contexts) ctx->TryCancel();
+    for (auto& stream : a->streams) stream->Cancel();
   }
 }
 
@@ -287,7 +270,7 @@ void CompletionCall::OnResponse(int attempt, int choice, const wv1::GenerateResp
   if (ignored != nullptr) {
     FinishLocked(absl::UnimplementedError(
         absl::StrCat("worker ", attempts_[attempt]->worker->address, " does not support ", ignored)));
-    for (auto& ctx : attempts_[attempt]->contexts) ctx->TryCancel();
+    for (auto& stream : attempts_[attempt]->streams) stream->Cancel();
     return;
   }
   if (!first_output_sent_) {
@@ -340,7 +323,7 @@ void CompletionCall::OnChoiceDone(int attempt, int, const grpc::Status& status) 
 
 CompletionCall::Attempt* CompletionCall::FailAttemptLocked(Attempt& a, const grpc::Status& status, bool hung) {
   a.failed = true;
-  for (auto& ctx : a.contexts) ctx->TryCancel();  // the other choices are of no use now
+  for (auto& stream : a.streams) stream->Cancel();  // the other choices are of no use now
   absl::Status error = FromGrpcStatus(status);
   if (hung) {
     pool_->ReportHung(*a.worker, options_.first_response_timeout);

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/openai/request.h"
+#include "gateway/call_router.h"
 #include "gateway/worker_pool.h"
 
 namespace tessera::gateway {
@@ -71,7 +72,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
  public:
   // Starts the call; events go to `sink`. Errors before any worker call
   // (no healthy worker, unknown model) arrive through OnDone as well.
-  static std::shared_ptr<CompletionCall> Start(WorkerPool& pool, const CompletionRequest& request,
+  static std::shared_ptr<CompletionCall> Start(CallRouter& pool, const CompletionRequest& request,
                                                std::shared_ptr<CompletionSink> sink,
                                                const CompletionOptions& options = {});
   ~CompletionCall();
@@ -88,7 +89,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
  private:
   struct Attempt;
   CompletionCall() = default;
-  // Picks a worker and prepares the next attempt's contexts; the streams
+  // Picks a worker and records the next attempt; its streams
   // start in Launch, outside the lock. Returns nullptr (having finished the
   // call with `last_error` or the routing error) when no worker is left.
   Attempt* NextAttemptLocked(const absl::Status& last_error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -100,7 +101,7 @@ class CompletionCall : public std::enable_shared_from_this<CompletionCall> {
   Attempt* FailAttemptLocked(Attempt& a, const grpc::Status& status, bool hung) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishLocked(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  WorkerPool* pool_ = nullptr;
+  CallRouter* pool_ = nullptr;
   CompletionRequest request_;
   CompletionOptions options_;
   std::chrono::system_clock::time_point deadline_;

@@ -104,6 +104,7 @@ std::shared_ptr<Worker> WorkerPool::NewWorker(const std::string& address, bool f
   args.SetMaxReceiveMessageSize(64 << 20);
   w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   w->stub = wv1::Worker::NewStub(w->channel);
+  w->connection = NewGrpcWorkerConnection(w->stub);
   w->health_stub = hv1::Health::NewStub(w->channel);
   return w;
 }

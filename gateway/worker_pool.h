@@ -34,11 +34,13 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "gateway/call_router.h"
 #include "gateway/discovery/dns_resolver.h"
 #include "gateway/pool/retry_budget.h"
 #include "gateway/pool/runtime_adapters.h"
 #include "gateway/pool/worker_health.h"
 #include "gateway/routing/routing_policy.h"
+#include "gateway/worker_connection.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tessera/worker/v1/worker.grpc.pb.h"
 
@@ -50,11 +52,13 @@ struct Worker {
   std::string address;
   bool from_dns = false;
   std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<tessera::worker::v1::Worker::Stub> stub;
+  std::shared_ptr<tessera::worker::v1::Worker::Stub> stub;
+  // Generate streams (CompletionCall's seam); over `stub` in production.
+  std::unique_ptr<WorkerConnection> connection;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub;
   WorkerHealth health;  // serving / ejected, from probes and request outcomes
   std::atomic<bool> removed{false};  // gone from discovery; finishing what it has
-  std::atomic<int> in_flight{0};
+  std::atomic<int> in_flight{0};  // Generate streams open (counted by CompletionCall)
   // Requests routed here since its last load report: the report cannot know
   // them yet, so a burst does not herd onto one worker.
   std::atomic<int> sent_since_report{0};
@@ -101,7 +105,7 @@ struct WorkerPoolOptions {
   int min_retry_concurrency = 3;
 };
 
-class WorkerPool {
+class WorkerPool final : public CallRouter {
  public:
   // `addresses`: static workers (HOST:PORT). At least one of them or of
   // options.dns_names is required.
@@ -110,35 +114,20 @@ class WorkerPool {
   ~WorkerPool();
   std::string_view policy_name() const { return policy_->name(); }
   const WorkerPoolOptions& options() const { return options_; }
-  GatewayMetrics* metrics() const { return options_.metrics; }
+  GatewayMetrics* metrics() const override { return options_.metrics; }
   // Sets the per-worker gauges (at scrape time).
   void ExportWorkerMetrics();
 
-  // Where a request goes: a worker, and the LoRA adapter it runs with.
-  struct Route {
-    std::shared_ptr<Worker> worker;
-    std::string adapter;  // empty: the base model
-  };
-  // `model` names a base model or an adapter; `adapter` (the X-Lora-Adapter
-  // header, may be empty) names an adapter of the base model `model`.
-  // Among routable workers that serve it and are not in `exclude` (workers
-  // a retried request already failed on), the routing policy decides.
-  // NotFound (code model_not_found) if routable workers exist but none
-  // serves it; Unavailable if no worker is routable.
+  // CallRouter. Pick: the routing policy decides among the candidates.
+  // CanRoute has none of Pick's effects (no route is logged or counted, no
+  // load is attributed, nothing is prefetched).
   absl::StatusOr<Route> Pick(const std::string& model, const std::string& adapter = "",
-                             const std::vector<const Worker*>& exclude = {});
-  // Whether Pick would find a worker, without Pick's effects (no route is
-  // logged or counted, no load is attributed, nothing is prefetched): a
-  // caller deciding whether a retry is possible asks this first.
+                             const std::vector<const Worker*>& exclude = {}) override;
   absl::Status CanRoute(const std::string& model, const std::string& adapter,
-                        const std::vector<const Worker*>& exclude);
-
-  // Outcomes of requests, for health and outlier detection.
-  void ReportSuccess(Worker& w);
-  // `status` as the worker's stream ended (before its first response).
-  void ReportFailure(Worker& w, const grpc::Status& status);
-  // The worker accepted no request within the first-response timeout.
-  void ReportHung(Worker& w, std::chrono::milliseconds waited);
+                        const std::vector<const Worker*>& exclude) override;
+  void ReportSuccess(Worker& w) override;
+  void ReportFailure(Worker& w, const grpc::Status& status) override;
+  void ReportHung(Worker& w, std::chrono::milliseconds waited) override;
 
   // Adapters loaded at run time through this gateway (the admin routes):
   // a worker that serves without one of them (restarted, or newly
@@ -152,18 +141,18 @@ class WorkerPool {
 
   // Requests in flight through the gateway (for the retry budget and the
   // drain). A tracked call must be untracked before it is destroyed.
-  void TrackCall(const std::shared_ptr<CompletionCall>& call);
-  void UntrackCall(const CompletionCall* call);
+  void TrackCall(const std::shared_ptr<CompletionCall>& call) override;
+  void UntrackCall(const CompletionCall* call) override;
   int requests_in_flight() const { return requests_in_flight_.load(); }
   // Graceful drain: new requests are refused (Unavailable) and /ready fails;
   // AbortAll ends the calls still running with `status` (in-band for
   // streams that have begun).
   void StartDrain() { draining_.store(true); }
-  bool Draining() const { return draining_.load(); }
+  bool Draining() const override { return draining_.load(); }
   void AbortAll(const absl::Status& status);
   // A retry may start if the budget allows; pair with EndRetry.
-  bool TryStartRetry() { return retry_budget_.TryStart(requests_in_flight_.load()); }
-  void EndRetry() { retry_budget_.End(); }
+  bool TryStartRetry() override { return retry_budget_.TryStart(requests_in_flight_.load()); }
+  void EndRetry() override { retry_budget_.End(); }
 
   // One entry of /v1/models: a base model (parent empty) or an adapter.
   struct Listing {
