@@ -17,9 +17,12 @@
 #define TESSERA_KERNELS_CUDA_CUDA_BACKEND_H_
 
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/comm/communicator.h"
 
 namespace tessera {
 
@@ -31,6 +34,12 @@ bool CudaBackendBuilt();
 // Devices visible to this process (0 without a driver or a device).
 int CudaDeviceCount();
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOptions& options = {});
+
+// A tensor-parallel group over `devices` (rank r on devices[r]) with NCCL,
+// from the same module. FailedPrecondition without the module, without
+// NCCL in it, or for a device that does not exist.
+absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclGroup(std::span<const int> devices,
+                                                                            const CommunicatorOptions& options);
 
 }  // namespace tessera
 

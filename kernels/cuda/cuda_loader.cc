@@ -4,6 +4,8 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <mutex>
 #include <string>
@@ -16,11 +18,14 @@ namespace {
 
 using CreateFn = Backend* (*)(int device, char* error, size_t error_size);
 using CountFn = int (*)();
+using NcclGroupFn = int (*)(int size, const int* devices, int timeout_ms, Communicator** out, char* error,
+                            size_t error_size);
 
 struct Module {
   void* handle = nullptr;
   CreateFn create = nullptr;
   CountFn count = nullptr;
+  NcclGroupFn nccl_group = nullptr;  // absent when the module was built without NCCL
   std::string error;
 };
 
@@ -49,6 +54,7 @@ const Module& Load() {
         dlclose(h);
         continue;
       }
+      m.nccl_group = reinterpret_cast<NcclGroupFn>(dlsym(h, "TesseraCreateNcclGroup"));
       m.handle = h;
       return;
     }
@@ -76,6 +82,29 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
   Backend* b = m.create(options.device, error, sizeof(error));
   if (b == nullptr) return absl::FailedPreconditionError(error);
   return std::unique_ptr<Backend>(b);
+}
+
+absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclGroup(std::span<const int> devices,
+                                                                            const CommunicatorOptions& options) {
+  const Module& m = Load();
+  if (m.handle == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("tensor parallelism over GPUs needs the CUDA backend: ", m.error));
+  }
+  if (m.nccl_group == nullptr) {
+    return absl::FailedPreconditionError("the CUDA backend was built without NCCL: tensor parallelism over GPUs is unavailable");
+  }
+  if (devices.empty() || devices.size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor parallel size ", devices.size(), " not in [1, 64]"));
+  }
+  std::vector<Communicator*> raw(devices.size(), nullptr);
+  char error[512] = {};
+  const auto timeout_ms = static_cast<int>(std::min<int64_t>(options.timeout.count(), INT32_MAX));
+  if (m.nccl_group(static_cast<int>(devices.size()), devices.data(), timeout_ms, raw.data(), error, sizeof(error)) != 0) {
+    return absl::FailedPreconditionError(error);
+  }
+  std::vector<std::unique_ptr<Communicator>> group;
+  for (Communicator* c : raw) group.emplace_back(c);
+  return group;
 }
 
 }  // namespace tessera
