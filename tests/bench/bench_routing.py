@@ -1,4 +1,4 @@
-"""Routing experiment: 8 simulated workers (tessera-worker --backend=sim)
+"""Routing experiment: 8 simulated workers (tessera-worker --engine=sim)
 behind one gateway, 200 adapters with Zipf(1.0) popularity, Poisson
 arrivals at 50%, 70% and 90% of the cluster's capacity; for each routing
 policy side by side: device-hit rate (requests that found their adapter on
@@ -69,7 +69,7 @@ def run(policy, rate, n_warm, n_measure, seed, pb, pb_grpc, gateway_log=None):
     try:
         for p in ports:
             procs.append(subprocess.Popen(
-                [f"{BIN}/tessera-worker", "--backend", "sim", "--listen", f"127.0.0.1:{p}", "--sim-adapters",
+                [f"{BIN}/tessera-worker", "--engine", "sim", "--listen", f"127.0.0.1:{p}", "--sim-adapters",
                  str(ADAPTERS), "--max-num-seqs", str(SEQS), "--max-loras", "32", "--max-cpu-loras", "64",
                  "--max-waiting", "1024", "--sim-step-ms", str(STEP_MS), "--sim-decode-us-per-seq",
                  str(DECODE_MS * 1000), "--sim-prefill-us-per-token", str(PREFILL_US), "--sim-adapter-load-ms",

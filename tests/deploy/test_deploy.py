@@ -295,7 +295,7 @@ def test_plain_manifests_are_the_chart_defaults(helm):
 def worker_defaults():
     """The worker's effective configuration with no file and no flags (but a
     loopback port and the simulated engine, which loads no model)."""
-    args = [os.path.join(BIN, "tessera-worker"), "--backend", "sim", "--listen", f"127.0.0.1:{free_port()}"]
+    args = [os.path.join(BIN, "tessera-worker"), "--engine", "sim", "--listen", f"127.0.0.1:{free_port()}"]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:

@@ -71,7 +71,7 @@ def test_unavailable_says_a_retry_can_help():
 
 
 def test_full_queue_says_when_to_retry():
-    s = Stack(extra_worker_args=["--backend", "sim", "--max-num-seqs", "1", "--max-waiting", "1",
+    s = Stack(extra_worker_args=["--engine", "sim", "--max-num-seqs", "1", "--max-waiting", "1",
                                  "--sim-decode-us-per-seq", "20000"])
     try:
         with concurrent.futures.ThreadPoolExecutor(12) as pool:

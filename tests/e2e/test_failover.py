@@ -63,7 +63,7 @@ def procs():
 
 def worker_args(listen, sim=False):
     if sim:
-        return [f"{BIN}/tessera-worker", "--backend", "sim", "--listen", listen, "--sim-step-ms", "2"]
+        return [f"{BIN}/tessera-worker", "--engine", "sim", "--listen", listen, "--sim-step-ms", "2"]
     return [f"{BIN}/tessera-worker", "--listen", listen, "--max-num-seqs", "4"]
 
 

@@ -27,7 +27,7 @@ def metric(url, name, **labels):
 @pytest.fixture(scope="module")
 def overloaded():
     metrics_port = free_port()
-    s = Stack(extra_worker_args=["--backend", "sim", "--max-num-seqs", "1", "--max-waiting", "1",
+    s = Stack(extra_worker_args=["--engine", "sim", "--max-num-seqs", "1", "--max-waiting", "1",
                                  "--sim-decode-us-per-seq", "20000"],
               extra_gateway_args=["--metrics-listen", f"127.0.0.1:{metrics_port}"])
     s.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"

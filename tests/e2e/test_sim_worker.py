@@ -1,4 +1,4 @@
-"""tessera-worker --backend=sim: the worker's gRPC service without a model,
+"""tessera-worker --engine=sim: the worker's gRPC service without a model,
 with batching, adapter slots, load reports and a bounded queue."""
 import subprocess
 import threading
@@ -13,7 +13,7 @@ from conftest import BIN, compile_protos, free_port
 def sim():
     pb, pb_grpc = compile_protos("tessera/worker/v1/worker.proto", "tessera.worker.v1.worker")
     port = free_port()
-    p = subprocess.Popen([f"{BIN}/tessera-worker", "--backend", "sim", "--listen", f"127.0.0.1:{port}",
+    p = subprocess.Popen([f"{BIN}/tessera-worker", "--engine", "sim", "--listen", f"127.0.0.1:{port}",
                           "--sim-adapters", "3", "--max-loras", "1", "--max-cpu-loras", "2", "--max-num-seqs", "4",
                           "--max-waiting", "8", "--sim-adapter-load-ms", "50"], stderr=subprocess.DEVNULL)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -68,3 +68,23 @@ def test_full_queue_is_refused(sim):
             codes.append(e.code())
         c.cancel()
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and "ok" in codes
+
+
+def test_backend_is_a_deprecated_spelling_of_engine():
+    # --backend=cpu|sim was renamed --engine=model|sim; the old spelling still
+    # works, says so in one line, and the printed configuration names the engine.
+    p = subprocess.Popen([f"{BIN}/tessera-worker", "--backend", "sim", "--listen", f"127.0.0.1:{free_port()}"],
+                         stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stderr:
+            lines.append(line)
+            if line.startswith("tessera-worker: serving"):
+                break
+    finally:
+        p.terminate()
+        p.communicate(timeout=30)
+    out = "".join(lines)
+    assert "tessera-worker: --backend is deprecated; use --engine (cpu is now model)\n" in out, out
+    assert sum("deprecated" in line for line in lines) == 1, out
+    assert "\nengine: sim\n" in out and "backend:" not in out, out

@@ -1,6 +1,6 @@
 // SimWorker: the tessera.worker.v1 service without a model, for scale tests
 // and routing experiments on machines without accelerators
-// (`tessera-worker --backend=sim`; never the default).
+// (`tessera-worker --engine=sim`; never the default).
 //
 // It keeps the real worker's externally visible behaviour: a bounded queue
 // (RESOURCE_EXHAUSTED), continuous batching up to max_num_seqs, adapters
