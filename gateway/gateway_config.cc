@@ -1,97 +1,153 @@
 #include "gateway/gateway_config.h"
 
-#include "gateway/routing/routing_policy.h"
-
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
+#include <chrono>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
+#include "gateway/discovery/dns_resolver.h"
+#include "gateway/routing/routing_policy.h"
 
 namespace tessera::gateway {
+namespace {
 
-absl::Status GatewayConfig::LoadYaml(const std::string& path) {
-  try {
-    YAML::Node root = YAML::LoadFile(path);
-    if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(path, ": the top level must be a mapping"));
-    for (const auto& kv : root) {
-      const std::string key = kv.first.as<std::string>();
-      const YAML::Node& v = kv.second;
-      if (key == "listen") listen = v.as<std::string>();
-      else if (key == "grpc_listen") grpc_listen = v.as<std::string>();
-      else if (key == "workers") workers = v.as<std::vector<std::string>>();
-      else if (key == "worker_dns") worker_dns = v.as<std::vector<std::string>>();
-      else if (key == "dns_server") dns_server = v.as<std::string>();
-      else if (key == "dns_refresh_ms") dns_refresh_ms = v.as<int>();
-      else if (key == "health_check_interval_ms") health_check_interval_ms = v.as<int>();
-      else if (key == "health_check_timeout_ms") health_check_timeout_ms = v.as<int>();
-      else if (key == "connect_timeout_ms") connect_timeout_ms = v.as<int>();
-      else if (key == "first_response_timeout_ms") first_response_timeout_ms = v.as<int>();
-      else if (key == "max_attempts") max_attempts = v.as<int>();
-      else if (key == "retry_budget_ratio") retry_budget_ratio = v.as<double>();
-      else if (key == "outlier_consecutive_failures") outlier_consecutive_failures = v.as<int>();
-      else if (key == "base_ejection_ms") base_ejection_ms = v.as<int>();
-      else if (key == "max_in_flight_per_worker") max_in_flight_per_worker = v.as<int>();
-      else if (key == "metrics_listen") metrics_listen = v.as<std::string>();
-      else if (key == "drain_timeout_s") drain_timeout_s = v.as<int>();
-      else if (key == "api_keys") api_keys = v.as<std::vector<std::string>>();
-      else if (key == "admin_api_keys") admin_api_keys = v.as<std::vector<std::string>>();
-      else if (key == "io_threads") io_threads = v.as<int>();
-      else if (key == "routing_policy") routing_policy = v.as<std::string>();
-      else if (key == "log_routing") log_routing = v.as<bool>();
-      else if (key == "request_timeout_s") request_timeout_s = v.as<int>();
-      else if (key == "max_n") request.max_n = v.as<int>();
-      else if (key == "max_body_bytes") http.max_body_bytes = v.as<size_t>();
-      else if (key == "max_header_bytes") http.max_header_bytes = v.as<size_t>();
-      else if (key == "max_header_count") http.max_header_count = v.as<size_t>();
-      else if (key == "max_json_depth") request.max_depth = v.as<int>();
-      else if (key == "request_read_timeout_s") http.request_timeout = std::chrono::seconds(v.as<int>());
-      else if (key == "idle_timeout_s") http.idle_timeout = std::chrono::seconds(v.as<int>());
-      else return absl::InvalidArgumentError(absl::StrCat(path, ": unknown key '", key, "'"));
-    }
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
+using config::AtLeast;
+using config::InRange;
+using K = config::Key<GatewayConfig>;
+using Strings = std::vector<std::string>;
+
+// Defaults owned by the gateway itself; the rest are read from what they
+// configure, so that each is spelt once.
+constexpr int kDefaultDrainTimeoutS = 30;
+constexpr int kDefaultIoThreads = 2;
+
+const WorkerPoolOptions kPool;
+const CompletionOptions kCall;
+const HttpLimits kHttp;
+const RequestLimits kRequest;
+
+template <typename Duration>
+int Ms(Duration d) {
+  return static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
+absl::Status CheckWorkerDns(std::string_view, const Strings& names) {
+  for (const auto& name : names) {
+    if (auto t = ParseDnsTarget(name); !t.ok()) return t.status();
   }
   return absl::OkStatus();
 }
 
-absl::Status GatewayConfig::Validate() const {
-  if (workers.empty() && worker_dns.empty()) {
-    return absl::InvalidArgumentError(
-        "no workers: give --worker HOST:PORT (repeatable), --worker-dns NAME:PORT, 'workers:' or 'worker_dns:'");
-  }
-  for (const auto& name : worker_dns) {
-    if (auto t = ParseDnsTarget(name); !t.ok()) return t.status();
-  }
-  auto in_range = [](const char* key, double v, double lo, double hi) -> absl::Status {
-    if (v >= lo && v <= hi) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat(key, " must be in [", lo, ", ", hi, "]; got ", v));
-  };
-  for (absl::Status s : {in_range("dns_refresh_ms", dns_refresh_ms, 100, 3600000),
-                         in_range("health_check_interval_ms", health_check_interval_ms, 50, 600000),
-                         in_range("health_check_timeout_ms", health_check_timeout_ms, 10, 600000),
-                         in_range("connect_timeout_ms", connect_timeout_ms, 100, 600000),
-                         in_range("first_response_timeout_ms", first_response_timeout_ms, 10, 3600000),
-                         in_range("max_attempts", max_attempts, 1, 10),
-                         in_range("retry_budget_ratio", retry_budget_ratio, 0, 1),
-                         in_range("outlier_consecutive_failures", outlier_consecutive_failures, 1, 1000),
-                         in_range("base_ejection_ms", base_ejection_ms, 10, 3600000),
-                         in_range("max_in_flight_per_worker", max_in_flight_per_worker, 1, 1000000),
-                         in_range("drain_timeout_s", drain_timeout_s, 0, 3600)}) {
-    if (!s.ok()) return s;
-  }
-  if (io_threads < 1 || io_threads > 256) return absl::InvalidArgumentError("io_threads must be in [1, 256]");
-  if (auto p = CreateRoutingPolicy(routing_policy); !p.ok()) return p.status();
-  if (request.max_n < 1 || request.max_n > 128) return absl::InvalidArgumentError("max_n must be in [1, 128]");
-  if (request_timeout_s < 1) return absl::InvalidArgumentError("request_timeout_s must be >= 1");
-  if (http.max_body_bytes < 1024) return absl::InvalidArgumentError("max_body_bytes must be >= 1024");
-  for (const auto& k : admin_api_keys) {
-    if (k.empty()) return absl::InvalidArgumentError("admin_api_keys must not contain empty keys");
-  }
-  for (const auto& k : api_keys) {
-    if (k.empty()) return absl::InvalidArgumentError("api_keys must not contain empty keys");
+absl::Status CheckRoutingPolicy(std::string_view, const std::string& name) {
+  return CreateRoutingPolicy(name).status();
+}
+
+absl::Status NoEmptyKeys(std::string_view name, const Strings& keys) {
+  for (const auto& k : keys) {
+    if (k.empty()) return absl::InvalidArgumentError(absl::StrCat(std::string(name), " must not contain empty keys"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckSomeWorkers(const GatewayConfig& c) {
+  if (!c.workers.empty() || !c.worker_dns.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      "no workers: give --worker HOST:PORT (repeatable), --worker-dns NAME:PORT, 'workers:' or 'worker_dns:'");
+}
+
+}  // namespace
+
+GatewayConfigTable MakeGatewayConfigTable() {
+  using C = GatewayConfig;
+  using std::chrono::seconds;
+  return GatewayConfigTable(
+      "tessera-gateway", "gateway/gateway_config.cc",
+      {
+          K::Of("listen", &C::listen, std::string("127.0.0.1:8080"), "HTTP address"),
+          K::Of("grpc_listen", &C::grpc_listen, std::string(), "public gRPC API address (default: off)"),
+          K::Of("workers", &C::workers, Strings(), "worker HOST:PORT; repeatable or comma-separated").Flag("worker"),
+          K::Of("worker_dns", &C::worker_dns, Strings(),
+                "NAME:PORT resolved to workers (e.g. a Kubernetes headless Service), re-resolved periodically",
+                CheckWorkerDns),
+          K::Of("dns_server", &C::dns_server, std::string(),
+                "IPV4:PORT of the DNS server for --worker-dns (default: /etc/resolv.conf)"),
+          K::Of("dns_refresh_ms", &C::dns_refresh_ms, Ms(kPool.dns_refresh_interval),
+                "re-resolve --worker-dns names this often", InRange(100, 3600000)),
+          K::Of("health_check_interval_ms", &C::health_check_interval_ms, Ms(kPool.refresh_interval),
+                "probe workers (grpc.health.v1) this often", InRange(50, 600000)),
+          K::Of("health_check_timeout_ms", &C::health_check_timeout_ms, Ms(kPool.probe_timeout),
+                "a probe not answered in this time fails", InRange(10, 600000)),
+          K::Of("connect_timeout_ms", &C::connect_timeout_ms, Ms(kPool.connect_timeout),
+                "bound on one connection attempt to a worker", InRange(100, 600000)),
+          K::Of("first_response_timeout_ms", &C::first_response_timeout_ms, Ms(kCall.first_response_timeout),
+                "a worker that has not accepted a request in this time is ejected and the request retried",
+                InRange(10, 3600000)),
+          K::Of("max_attempts", &C::max_attempts, kCall.max_attempts, "attempts per request, each on another worker",
+                InRange(1, 10)),
+          K::Of("retry_budget_ratio", &C::retry_budget_ratio, kPool.retry_budget_ratio,
+                "retries in flight at most max(3, this x requests in flight)", InRange(0.0, 1.0)),
+          K::Of("outlier_consecutive_failures", &C::outlier_consecutive_failures, kPool.outlier_consecutive_failures,
+                "consecutive failed requests that eject a worker", InRange(1, 1000)),
+          K::Of("base_ejection_ms", &C::base_ejection_ms, Ms(kPool.base_ejection),
+                "an ejected worker stays out this long times its consecutive ejections", InRange(10, 3600000)),
+          K::Of("max_in_flight_per_worker", &C::max_in_flight_per_worker, kPool.max_in_flight_per_worker,
+                "circuit breaker: streams in flight per worker", InRange(1, 1000000)),
+          K::Of("metrics_listen", &C::metrics_listen, std::string(),
+                "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)"),
+          K::Of("drain_timeout_s", &C::drain_timeout_s, kDefaultDrainTimeoutS,
+                "on SIGTERM, time for in-flight requests to finish", InRange(0, 3600)),
+          K::Of("api_keys", &C::api_keys, Strings(), "API key clients must send as 'Authorization: Bearer KEY'",
+                NoEmptyKeys)
+              .Flag("api_key")
+              .Secret(),
+          K::Of("admin_api_keys", &C::admin_api_keys, Strings(),
+                "key for the adapter load/unload routes (default: those routes are off)", NoEmptyKeys)
+              .Flag("admin_api_key")
+              .Secret(),
+          K::Of("io_threads", &C::io_threads, kDefaultIoThreads, "HTTP I/O threads", InRange(1, 256)),
+          K::Of("routing_policy", &C::routing_policy, kPool.routing_policy,
+                "adapter-affinity, least-loaded or round-robin", CheckRoutingPolicy),
+          K::Of("log_routing", &C::log_routing, kPool.log_routing, "log each routing decision with its reason"),
+          K::Of("request_timeout_s", &C::request_timeout_s, static_cast<int>(Ms(kCall.timeout) / 1000),
+                "a request's whole time, all attempts included", AtLeast(1)),
+          K::Computed<int>(
+              "max_n", [](const C& c) { return c.request.max_n; }, [](C& c, int v) { c.request.max_n = v; },
+              kRequest.max_n, "largest accepted n", InRange(1, 128)),
+          K::Computed<uint64_t>(
+              "max_body_bytes", [](const C& c) -> uint64_t { return c.http.max_body_bytes; },
+              [](C& c, uint64_t v) { c.http.max_body_bytes = v; }, kHttp.max_body_bytes,
+              "largest request body (also the public gRPC API's largest message)", AtLeast(uint64_t{1024})),
+          K::Computed<uint64_t>(
+              "max_header_bytes", [](const C& c) -> uint64_t { return c.http.max_header_bytes; },
+              [](C& c, uint64_t v) { c.http.max_header_bytes = v; }, kHttp.max_header_bytes,
+              "largest request head (request line and headers)"),
+          K::Computed<uint64_t>(
+              "max_header_count", [](const C& c) -> uint64_t { return c.http.max_header_count; },
+              [](C& c, uint64_t v) { c.http.max_header_count = v; }, kHttp.max_header_count,
+              "most headers in one request"),
+          K::Computed<int>(
+              "max_json_depth", [](const C& c) { return c.request.max_depth; },
+              [](C& c, int v) { c.request.max_depth = v; }, kRequest.max_depth, "deepest nesting of a JSON body"),
+          K::Computed<int64_t>(
+              "request_read_timeout_s", [](const C& c) -> int64_t { return c.http.request_timeout.count(); },
+              [](C& c, int64_t v) { c.http.request_timeout = seconds(v); }, kHttp.request_timeout.count(),
+              "time to receive one whole request"),
+          K::Computed<int64_t>(
+              "idle_timeout_s", [](const C& c) -> int64_t { return c.http.idle_timeout.count(); },
+              [](C& c, int64_t v) { c.http.idle_timeout = seconds(v); }, kHttp.idle_timeout.count(),
+              "keep-alive connection with no request closed after this"),
+      },
+      {CheckSomeWorkers});
+}
+
+GatewayConfigTable& TheGatewayConfigTable() {
+  static GatewayConfigTable* table = new GatewayConfigTable(MakeGatewayConfigTable());
+  return *table;
+}
+
+absl::StatusOr<GatewayConfig> LoadGatewayConfig(const GatewayConfigTable& table, const std::string& yaml_path,
+                                                const std::vector<config::FlagText>& flags) {
+  return table.Load(yaml_path, flags);
 }
 
 CompletionOptions GatewayConfig::CallOptions() const {
@@ -118,43 +174,6 @@ WorkerPoolOptions GatewayConfig::PoolOptions() const {
   o.max_in_flight_per_worker = max_in_flight_per_worker;
   o.retry_budget_ratio = retry_budget_ratio;
   return o;
-}
-
-std::string GatewayConfig::ToYaml() const {
-  YAML::Emitter out;
-  out << YAML::BeginMap;
-  out << YAML::Key << "listen" << YAML::Value << listen;
-  out << YAML::Key << "grpc_listen" << YAML::Value << grpc_listen;
-  out << YAML::Key << "workers" << YAML::Value << YAML::Flow << workers;
-  out << YAML::Key << "worker_dns" << YAML::Value << YAML::Flow << worker_dns;
-  out << YAML::Key << "dns_server" << YAML::Value << dns_server;
-  out << YAML::Key << "dns_refresh_ms" << YAML::Value << dns_refresh_ms;
-  out << YAML::Key << "health_check_interval_ms" << YAML::Value << health_check_interval_ms;
-  out << YAML::Key << "health_check_timeout_ms" << YAML::Value << health_check_timeout_ms;
-  out << YAML::Key << "connect_timeout_ms" << YAML::Value << connect_timeout_ms;
-  out << YAML::Key << "first_response_timeout_ms" << YAML::Value << first_response_timeout_ms;
-  out << YAML::Key << "max_attempts" << YAML::Value << max_attempts;
-  out << YAML::Key << "retry_budget_ratio" << YAML::Value << retry_budget_ratio;
-  out << YAML::Key << "outlier_consecutive_failures" << YAML::Value << outlier_consecutive_failures;
-  out << YAML::Key << "base_ejection_ms" << YAML::Value << base_ejection_ms;
-  out << YAML::Key << "max_in_flight_per_worker" << YAML::Value << max_in_flight_per_worker;
-  out << YAML::Key << "metrics_listen" << YAML::Value << metrics_listen;
-  out << YAML::Key << "drain_timeout_s" << YAML::Value << drain_timeout_s;
-  out << YAML::Key << "api_keys" << YAML::Value << absl::StrCat(api_keys.size(), " configured");
-  out << YAML::Key << "admin_api_keys" << YAML::Value << absl::StrCat(admin_api_keys.size(), " configured");
-  out << YAML::Key << "io_threads" << YAML::Value << io_threads;
-  out << YAML::Key << "routing_policy" << YAML::Value << routing_policy;
-  out << YAML::Key << "log_routing" << YAML::Value << log_routing;
-  out << YAML::Key << "request_timeout_s" << YAML::Value << request_timeout_s;
-  out << YAML::Key << "max_n" << YAML::Value << request.max_n;
-  out << YAML::Key << "max_body_bytes" << YAML::Value << http.max_body_bytes;
-  out << YAML::Key << "max_header_bytes" << YAML::Value << http.max_header_bytes;
-  out << YAML::Key << "max_header_count" << YAML::Value << http.max_header_count;
-  out << YAML::Key << "max_json_depth" << YAML::Value << request.max_depth;
-  out << YAML::Key << "request_read_timeout_s" << YAML::Value << http.request_timeout.count();
-  out << YAML::Key << "idle_timeout_s" << YAML::Value << http.idle_timeout.count();
-  out << YAML::EndMap;
-  return out.c_str();
 }
 
 }  // namespace tessera::gateway
