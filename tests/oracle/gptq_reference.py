@@ -34,6 +34,8 @@ Hessian H = 2/n * sum_x x x^T of its calibration inputs:
     xmax = max(max, 0); sym: xmax = max(|xmin|, xmax), xmin = -xmax if xmin <
     0; both 0 -> [-1, 1]; scale = (xmax - xmin) / maxq; zero = (maxq + 1) / 2
     (sym) or round(-xmin / scale) (asym, float scale).
+  * mse > 0 (GPTQ's Quantizer(mse=True), GPTQModel's `mse` norm): each
+    group's range is searched (find_params_mse) instead of min/max.
   * Tessera's storage: the scale is stored f16 (an underflow to 0 becomes
     2^-24) and codes are computed against the stored scale, q = clamp(round(w
     / s16) + zero, 0, maxq), round half to even, so the error fed back is the
@@ -134,6 +136,61 @@ def _quantize_follow(x, z, maxq, forced, tol, stats):
     return np.where(ok, forced, q)
 
 
+def find_params_mse(w, bits, sym, norm, forced_scale=None, forced_zero=None, tol=0.0, stats=None):
+    """GPTQ's Quantizer(mse=True, norm, grid=100, maxshrink=0.8) per row of w
+    [rows, n]: the min/max range shrunk by p = 1 - i/100 (i = 0..79, float32
+    as the published code computes it), keeping the first p with the least
+    sum |s16 * (q - zero) - w|^norm, the error of the stored f16 scale.
+    Returns (None, f16 scale as float64, zero). follow: the solver's pair is
+    accepted when it is a candidate whose error is within `tol` (relative)
+    of the best."""
+    stats = stats or _Stats()
+    maxq = (1 << bits) - 1
+    w = np.asarray(w, dtype=np.float64)
+    w32 = w.astype(np.float32)
+    xmin = np.minimum(w32.min(axis=1), np.float32(0))
+    xmax = np.maximum(w32.max(axis=1), np.float32(0))
+    if sym:
+        xmax = np.maximum(np.abs(xmin), xmax)
+        xmin = np.where(xmin < 0, -xmax, xmin)
+    both = (xmin == 0) & (xmax == 0)
+    xmin = np.where(both, np.float32(-1), xmin).astype(np.float32)
+    xmax = np.where(both, np.float32(1), xmax).astype(np.float32)
+    cands_s, cands_z, cands_e = [], [], []
+    for i in range(80):
+        p = np.float32(1) - np.float32(i) / np.float32(100)
+        lo, hi = p * xmin, p * xmax
+        scale = (hi - lo) / np.float32(maxq)
+        z = np.full(scale.shape, float((maxq + 1) // 2)) if sym else np.rint(-lo / scale).astype(np.float64)
+        s16 = f16_scale(scale)
+        q = np.clip(np.rint(w / s16[:, None]) + z[:, None], 0, maxq)
+        e = np.sum(np.abs(s16[:, None] * (q - z[:, None]) - w) ** norm, axis=1)
+        cands_s.append(s16), cands_z.append(z), cands_e.append(e)
+    S, Z, E = np.array(cands_s), np.array(cands_z), np.array(cands_e)  # [80, rows]
+    best = np.argmin(E, axis=0)  # the first least error
+    r = np.arange(S.shape[1])
+    s16, z = S[best, r], Z[best, r]
+    stats.decisions += s16.size
+    if forced_scale is not None:
+        fs = np.asarray(forced_scale, dtype=np.float64)
+        fz = np.asarray(forced_zero, dtype=np.float64) if forced_zero is not None else z
+        differ = (fs != s16) | (fz != z)
+        if differ.any():
+            emin = E[best, r]
+            ok = np.zeros_like(differ)
+            for k in np.flatnonzero(differ):
+                match = (S[:, k] == fs[k]) & (Z[:, k] == fz[k]) & (E[:, k] <= emin[k] * (1 + tol))
+                ok[k] = match.any()
+            bad = differ & ~ok
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise Mismatch(f"mse params: row {k}: reference scale {s16[k]!r} zero {z[k]:.0f} "
+                               f"(error {E[best[k], k]!r}), solver scale {fs[k]!r} zero {fz[k]:.0f}")
+            stats.scale_ties += int(ok.sum())
+            s16, z = np.where(ok, fs, s16), np.where(ok, fz, z)
+    return None, s16, z
+
+
 def find_params(w, bits, sym, forced_scale=None, forced_zero=None, tol=0.0, stats=None):
     """Per row of w [rows, n]: (float scale, f16 scale as float64, zero)."""
     stats = stats or _Stats()
@@ -172,7 +229,7 @@ def find_params(w, bits, sym, forced_scale=None, forced_zero=None, tol=0.0, stat
 
 
 def gptq(W, H, bits=4, group_size=128, sym=True, desc_act=False, static_groups=False, percdamp=0.01,
-         blocksize=128, follow=None, tie_tol=1e-3, group_params="published"):
+         blocksize=128, follow=None, tie_tol=1e-3, group_params="published", mse=0.0):
     """GPTQ of W [rows, cols] with Hessian H [cols, cols].
 
     Returns dict(codes [rows, cols] int, scales [rows, groups] f16 values as
@@ -214,8 +271,12 @@ def gptq(W, H, bits=4, group_size=128, sym=True, desc_act=False, static_groups=F
 
     def params(g, block):
         try:
-            _, s16, z = find_params(block, bits, sym, None if fs is None else fs[:, g], None if fz is None else fz[:, g],
-                                    tie_tol, stats)
+            if mse > 0:
+                _, s16, z = find_params_mse(block, bits, sym, mse, None if fs is None else fs[:, g],
+                                            None if fz is None else fz[:, g], tie_tol, stats)
+            else:
+                _, s16, z = find_params(block, bits, sym, None if fs is None else fs[:, g],
+                                        None if fz is None else fz[:, g], tie_tol, stats)
         except Mismatch as e:
             raise Mismatch(f"group {g}: {e}") from None
         scales[:, g] = s16

@@ -127,7 +127,7 @@ def test_each_linear_is_solved_from_its_own_inputs(tmp_path):
             mod = f"model.layers.{l}.{n}"
             got = _unpack_gptq({k: qt[f"{mod}.{k}"] for k in ("qweight", "qzeros", "scales", "g_idx")}, qc)
             w = layer.lin[n]
-            want = ref.gptq(w, h, bits=4, group_size=128, sym=True)
+            want = ref.gptq(w, h, bits=4, group_size=128, sym=True, percdamp=qc["damp_percent"], mse=qc["mse"])
             rtn = ref.rtn(w, bits=4, group_size=128, sym=True)
             wq = ref.dequantize(got["codes"], got["scales"], got["zeros"], got["g_idx"])
             e_tool = ref.layer_error(w, wq, h)

@@ -56,6 +56,10 @@ CASES = {
     "b4-g32-asym-actorder": (dict(seed=5, rows=64, cols=192, n=512), dict(bits=4, group_size=32, sym=False,
                                                                           desc_act=True)),
     "b8-gm1-sym": (dict(seed=6, rows=64, cols=256, n=512, dead=(3,)), dict(bits=8, group_size=-1, sym=True)),
+    "b4-g128-sym-mse": (dict(seed=8, rows=64, cols=256, n=512, dead=(9,)), dict(bits=4, group_size=128, sym=True,
+                                                                          mse=2.4, damp=0.1)),
+    "b4-g128-asym-actorder-mse": (dict(seed=9, rows=64, cols=256, n=512), dict(bits=4, group_size=128, sym=False,
+                                                                              desc_act=True, mse=2.4)),
     "b4-g128-lowrank-damp": (dict(seed=7, rows=64, cols=256, n=512, rank=40), dict(bits=4, group_size=128, sym=True,
                                                                                   damp=0.05)),
 }
@@ -66,7 +70,8 @@ def solve(tmp_path, w, h, o):
     save_file({"w": np.ascontiguousarray(w), "h": np.ascontiguousarray(h)}, str(src))
     args = [tool("tessera-gptq-solve"), "--input", str(src), "--output", str(dst), "--bits", str(o["bits"]),
             "--group_size", str(o["group_size"]), f"--sym={str(o['sym']).lower()}",
-            f"--desc_act={str(o.get('desc_act', False)).lower()}", "--damp", str(o.get("damp", 0.01))]
+            f"--desc_act={str(o.get('desc_act', False)).lower()}", "--damp", str(o.get("damp", 0.01)),
+            "--mse", str(o.get("mse", 0))]
     r = subprocess.run(args, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stderr
     return load_file(str(dst))
@@ -82,7 +87,7 @@ def test_solver_equals_the_reference(case, tmp_path):
     follow = {"codes": out["codes"].astype(np.int64), "scales": out["scales"].astype(np.float64),
               "zeros": out["zeros"].astype(np.int64), "g_idx": out["g_idx"].astype(np.int64)}
     r = ref.gptq(w, h, bits=o["bits"], group_size=o["group_size"], sym=o["sym"], desc_act=o.get("desc_act", False),
-                 percdamp=o.get("damp", 0.01), follow=follow, tie_tol=TIE_TOL)
+                 percdamp=o.get("damp", 0.01), mse=o.get("mse", 0.0), follow=follow, tie_tol=TIE_TOL)
     # follow mode raises on any disagreement outside a tie; what is left is
     # the tie count and the bit-equality of everything else
     assert np.array_equal(r["codes"], follow["codes"])

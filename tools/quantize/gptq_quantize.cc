@@ -28,6 +28,7 @@ absl::Status RunGptq(GroupJob& job, const std::vector<int32_t>& tokens, int samp
   go.sym = o.sym;
   go.desc_act = o.desc_act;
   go.damp = o.damp;
+  go.mse = o.mse;
 
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<LayerRunner> runner, CreateLayerRunner(job, samples, seq_len));
   const int64_t n = static_cast<int64_t>(samples) * seq_len;

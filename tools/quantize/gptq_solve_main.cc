@@ -32,6 +32,7 @@ ABSL_FLAG(int, group_size, 128, "input columns per group (-1: one group per row)
 ABSL_FLAG(bool, sym, true, "symmetric groups");
 ABSL_FLAG(bool, desc_act, false, "act-order");
 ABSL_FLAG(double, damp, 0.01, "dampening as a fraction of the mean Hessian diagonal");
+ABSL_FLAG(double, mse, 0, "> 0: search each group's range for the least |error|^mse");
 
 namespace tessera::quantize {
 namespace {
@@ -61,6 +62,7 @@ absl::Status Run() {
   o.sym = absl::GetFlag(FLAGS_sym);
   o.desc_act = absl::GetFlag(FLAGS_desc_act);
   o.damp = absl::GetFlag(FLAGS_damp);
+  o.mse = absl::GetFlag(FLAGS_mse);
   TESSERA_ASSIGN_OR_RETURN(GptqResult r, GptqQuantize(wv.data(), rows, cols, std::move(hv), o));
   const GroupQuantizedLinear& q = r.q;
   const std::vector<double> damp = {r.damp};

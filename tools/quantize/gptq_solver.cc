@@ -268,8 +268,10 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, int64_t rows, int64_t co
           if (c % g == 0) {
             // One group per row: the published code finds the parameters
             // once, from the weights before dead columns are zeroed.
-            absl::StatusOr<GroupParams> p = g == n ? GptqGroupParams(src, n, o.bits, o.sym)
-                                                   : GptqGroupParams(wr.data() + c, std::min(g, n - c), o.bits, o.sym);
+            const float* gw = g == n ? src : wr.data() + c;
+            const int64_t gn = g == n ? n : std::min(g, n - c);
+            absl::StatusOr<GroupParams> p =
+                o.mse > 0 ? GptqGroupParamsMse(gw, gn, o.bits, o.sym, o.mse) : GptqGroupParams(gw, gn, o.bits, o.sym);
             if (!p.ok()) {
 #pragma omp critical
               error = p.status();

@@ -51,6 +51,7 @@ struct GptqOptions {
   bool sym = true;
   bool desc_act = false;
   double damp = 0.01;    // fraction of the mean Hessian diagonal
+  double mse = 0;        // > 0: group parameters by GptqGroupParamsMse with this norm
   int block_size = 128;
 };
 

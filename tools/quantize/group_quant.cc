@@ -93,6 +93,50 @@ absl::StatusOr<GroupParams> GptqGroupParams(const float* w, int64_t n, int bits,
   return p;
 }
 
+absl::StatusOr<GroupParams> GptqGroupParamsMse(const float* w, int64_t n, int bits, bool sym, double norm) {
+  const int maxq = (1 << bits) - 1;
+  float xmin = 0, xmax = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    xmin = std::min(xmin, w[i]);
+    xmax = std::max(xmax, w[i]);
+  }
+  if (sym) {
+    xmax = std::max(std::fabs(xmin), xmax);
+    if (xmin < 0) xmin = -xmax;
+  }
+  if (xmin == 0 && xmax == 0) {
+    xmin = -1;
+    xmax = 1;
+  }
+  GroupParams best;
+  double best_err = 0;
+  bool have = false;
+  constexpr int kGrid = 100, kSteps = 80;  // maxshrink 0.8
+  for (int i = 0; i < kSteps; ++i) {
+    const float p = 1.f - static_cast<float>(i) / static_cast<float>(kGrid);
+    const float lo = p * xmin, hi = p * xmax;
+    const float scale = (hi - lo) / static_cast<float>(maxq);
+    GroupParams g;
+    g.zero = sym ? (maxq + 1) / 2 : static_cast<int32_t>(std::nearbyint(-lo / scale));
+    if (!ScaleToF16(scale, &g.scale)) {
+      if (i == 0) return ScaleError(scale);
+      continue;
+    }
+    const float s = Fp16ToFp32(g.scale);
+    double err = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      const float d = s * static_cast<float>(QuantizeValue(w[k], s, g.zero, maxq) - g.zero) - w[k];
+      err += std::pow(std::fabs(static_cast<double>(d)), norm);
+    }
+    if (!have || err < best_err) {
+      best = g;
+      best_err = err;
+      have = true;
+    }
+  }
+  return best;
+}
+
 absl::StatusOr<GroupParams> AwqGroupParams(const float* w, int64_t n) {
   float mn = w[0], mx = w[0];
   for (int64_t i = 1; i < n; ++i) {

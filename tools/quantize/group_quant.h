@@ -53,6 +53,11 @@ bool ScaleToF16(float scale, uint16_t* out);
 // the range [-1, 1]). The zero is computed with the float scale before it is
 // rounded to f16, as GPTQModel does.
 absl::StatusOr<GroupParams> GptqGroupParams(const float* w, int64_t n, int bits, bool sym);
+// GPTQ's Quantizer with mse=True (norm `norm`, grid 100, maxshrink 0.8):
+// the range [xmin, xmax] of GptqGroupParams shrunk by p = 1 - i/100, i = 0..79,
+// keeping the first p with the least sum |s16 (q - zero) - w|^norm (the error
+// of the stored f16 scale s16; asym: zero = round(-p xmin / scale)).
+absl::StatusOr<GroupParams> GptqGroupParamsMse(const float* w, int64_t n, int bits, bool sym, double norm);
 // AutoAWQ's pseudo_quantize_tensor (zero_point=True) over n values:
 // s = max(max - min, 1e-5) / 15, z = clamp(-round(min / s), 0, 15).
 absl::StatusOr<GroupParams> AwqGroupParams(const float* w, int64_t n);

@@ -73,6 +73,9 @@ absl::Status CheckOptions(const QuantizeOptions& o) {
   if (f == "gptq" && !(o.damp > 0 && o.damp < 1)) {
     return Invalid(absl::StrCat("--damp must be in (0, 1); got ", o.damp));
   }
+  if (f == "gptq" && !(o.mse >= 0 && o.mse <= 16)) {
+    return Invalid(absl::StrCat("--mse must be 0 (off) or a norm in (0, 16]; got ", o.mse));
+  }
   if (f == "awq" || f == "gptq") {
     if (o.calibration.empty()) {
       return Invalid(absl::StrCat("--format ", f,
@@ -137,7 +140,7 @@ nlohmann::json GptqConfig(const QuantizeOptions& o, bool rtn) {
                          {"damp_auto_increment", 0.0025},
                          {"static_groups", false},
                          {"true_sequential", true},
-                         {"mse", 0.0}};
+                         {"mse", rtn ? 0.0 : o.mse}};
   return {{"bits", o.bits},
           {"group_size", o.group_size},
           {"desc_act", o.desc_act},
@@ -147,7 +150,7 @@ nlohmann::json GptqConfig(const QuantizeOptions& o, bool rtn) {
           {"damp_auto_increment", 0.0025},
           {"static_groups", false},
           {"true_sequential", true},
-          {"mse", 0.0},
+          {"mse", rtn ? 0.0 : o.mse},
           {"quant_method", "gptq"},
           {"checkpoint_format", "gptq"},
           {"format", "gptq"},

@@ -36,7 +36,12 @@ ABSL_FLAG(bool, desc_act, false, "gptq: quantize columns in order of decreasing 
 ABSL_FLAG(bool, sym, true, "gptq/rtn: symmetric groups");
 ABSL_FLAG(bool, zero_point, true, "awq: asymmetric groups with a zero point");
 ABSL_FLAG(bool, clip, true, "awq: search a clipping ratio after the scales");
-ABSL_FLAG(double, damp, 0.01, "gptq: dampening as a fraction of the mean Hessian diagonal");
+ABSL_FLAG(double, damp, 0.1,
+          "gptq: dampening as a fraction of the mean Hessian diagonal (AutoGPTQ's 0.01 overfits small calibration "
+          "sets)");
+ABSL_FLAG(double, mse, 2.4,
+          "gptq: > 0 searches each group's range (GPTQ's mse quantizer: shrink 1 .. 0.21 of the min/max range) for "
+          "the least sum |error|^mse; 0: the plain min/max range");
 ABSL_FLAG(std::string, rtn_layout, "gptq", "rtn: write GPTQ's layout (gptq) or AutoAWQ's (awq)");
 ABSL_FLAG(std::string, calibration, "", "awq/gptq: calibration text (plain UTF-8)");
 ABSL_FLAG(int, calibration_samples, 0,
@@ -83,6 +88,7 @@ int main(int argc, char** argv) {
   o.zero_point = absl::GetFlag(FLAGS_zero_point);
   o.clip = absl::GetFlag(FLAGS_clip);
   o.damp = absl::GetFlag(FLAGS_damp);
+  o.mse = absl::GetFlag(FLAGS_mse);
   o.rtn_layout = absl::GetFlag(FLAGS_rtn_layout);
   o.calibration = absl::GetFlag(FLAGS_calibration);
   o.calibration_samples = absl::GetFlag(FLAGS_calibration_samples);
