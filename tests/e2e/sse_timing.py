@@ -32,11 +32,29 @@ def _has_text(choice):
     return bool(choice.get("text") or (choice.get("delta") or {}).get("content"))
 
 
-def stream(port, body, path="/v1/completions", on_token=None):
+def _tokens(choice):
+    """Tokens an event carries, from its logprobs (completions: tokens; chat:
+    content): a token whose text is held back (part of a UTF-8 character)
+    still has its logprob entry, so this counts every token the worker
+    produced, not only those that completed a character."""
+    lp = choice.get("logprobs") or {}
+    if isinstance(lp.get("tokens"), list):
+        return len(lp["tokens"])
+    if isinstance(lp.get("content"), list):
+        return len(lp["content"])
+    return 0
+
+
+def stream(port, body, path="/v1/completions", on_token=None, per_token=False):
     """POSTs `body` to the gateway on 127.0.0.1:`port` and reads its SSE stream
     to the end. `on_token(now)` is called at each arrival as it happens (for
     callers that watch streams while something else runs). An error event
-    raises RuntimeError."""
+    raises RuntimeError.
+
+    per_token: an arrival per generated token instead of per event with text
+    (the request must ask for logprobs): the gaps are then the worker's steps
+    as this stream saw them, without the waits of characters that span two
+    tokens."""
     data = json.dumps(body).encode()
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -62,7 +80,9 @@ def stream(port, body, path="/v1/completions", on_token=None):
                     raise RuntimeError(j)
                 if j.get("usage"):
                     result.usage = j["usage"]
-                if any(_has_text(c) for c in j.get("choices", [])):
+                choices = j.get("choices", [])
+                n = sum(_tokens(c) for c in choices) if per_token else int(any(_has_text(c) for c in choices))
+                for _ in range(n):
                     result.arrivals.append(now)
                     if on_token is not None:
                         on_token(now)

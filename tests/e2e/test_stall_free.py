@@ -46,9 +46,11 @@ def test_a_long_prompt_never_stalls_running_streams(stack):
     times = [[] for _ in range(STREAMS)]
     threads = []
     for k in range(STREAMS):
+        # logprobs: every token is an event, also one whose text waits for the
+        # rest of its character, so gaps are the steps this stream saw.
         body = {"model": MODEL_ID, "prompt": f"Story number {k}:", "max_tokens": 400, "temperature": 0.8,
-                "ignore_eos": True, "stream": True, "seed": k}
-        t = threading.Thread(target=stream, args=(port, body), kwargs={"on_token": times[k].append})
+                "ignore_eos": True, "stream": True, "seed": k, "logprobs": 1}
+        t = threading.Thread(target=stream, args=(port, body), kwargs={"on_token": times[k].append, "per_token": True})
         t.start()
         threads.append(t)
     deadline = time.time() + 60
