@@ -93,9 +93,11 @@ def main():
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--requests-per-client", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--step-target-ms", type=float, default=0, help="the stall-free worker's target (0: its default)")
     a = ap.parse_args()
     levels = [int(c) for c in a.concurrency.split(",")]
-    configs = [("stall-free (auto budget)", []), ("fixed 256 (before)", ["--max-num-batched-tokens", "256"])]
+    stall_free = ["--step-target-ms", str(a.step_target_ms)] if a.step_target_ms else []
+    configs = [("stall-free (auto budget)", stall_free), ("fixed 256 (before)", ["--max-num-batched-tokens", "256"])]
     table = {}
     for name, extra in configs:
         worker, gateway, port, budget = serve(extra)
