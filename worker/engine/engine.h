@@ -90,9 +90,10 @@ inline constexpr int64_t kDefaultKvCacheBytes = int64_t{256} << 20;
 struct EngineOptions {
   // scheduler.max_num_batched_tokens 0: stall-free batching. Create
   // measures the step cost (per step, per row, per attended key) and each
-  // step is planned to take about step_target_seconds: every decode runs,
-  // prompt chunks take the time left, so a running stream waits at most
-  // about one target for someone else's prompt. The model is corrected by
+  // step is planned to take 85% of step_target_seconds (headroom for
+  // step-to-step noise): every decode runs, prompt chunks take the time
+  // left, so a running stream waits at most about one target for someone
+  // else's prompt. The model is corrected by
   // each step's measured time (StepCostTracker). options() then reports
   // the rows a step takes at short context. A non-zero budget is a plain
   // token budget (no time target), as before.
