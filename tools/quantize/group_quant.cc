@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/fp16.h"
@@ -71,8 +72,11 @@ int QuantizeValue(float w, float scale, int32_t zero, int maxq) {
   return static_cast<int>(std::clamp(q, 0.f, static_cast<float>(maxq)));
 }
 
-absl::StatusOr<GroupParams> GptqGroupParams(const float* w, int64_t n, int bits, bool sym) {
-  const int maxq = (1 << bits) - 1;
+namespace {
+
+// GPTQ's quantizer range: [min(w, 0), max(w, 0)], symmetric about 0 for
+// sym, and [-1, 1] for an all-zero group.
+std::pair<float, float> GptqRange(const float* w, int64_t n, bool sym) {
   float xmin = 0, xmax = 0;
   for (int64_t i = 0; i < n; ++i) {
     xmin = std::min(xmin, w[i]);
@@ -82,43 +86,40 @@ absl::StatusOr<GroupParams> GptqGroupParams(const float* w, int64_t n, int bits,
     xmax = std::max(std::fabs(xmin), xmax);
     if (xmin < 0) xmin = -xmax;
   }
-  if (xmin == 0 && xmax == 0) {
-    xmin = -1;
-    xmax = 1;
-  }
-  const float scale = (xmax - xmin) / static_cast<float>(maxq);
+  if (xmin == 0 && xmax == 0) return {-1.f, 1.f};
+  return {xmin, xmax};
+}
+
+// Scale and zero point of the range [lo, hi]; false if the scale has no
+// finite f16 form.
+bool ParamsForRange(float lo, float hi, int maxq, bool sym, GroupParams* out, float* scale) {
+  *scale = (hi - lo) / static_cast<float>(maxq);
+  out->zero = sym ? (maxq + 1) / 2 : static_cast<int32_t>(std::nearbyint(-lo / *scale));
+  return ScaleToF16(*scale, &out->scale);
+}
+
+}  // namespace
+
+absl::StatusOr<GroupParams> GptqGroupParams(const float* w, int64_t n, int bits, bool sym) {
+  const auto [xmin, xmax] = GptqRange(w, n, sym);
   GroupParams p;
-  p.zero = sym ? (maxq + 1) / 2 : static_cast<int32_t>(std::nearbyint(-xmin / scale));
-  if (!ScaleToF16(scale, &p.scale)) return ScaleError(scale);
+  float scale = 0;
+  if (!ParamsForRange(xmin, xmax, (1 << bits) - 1, sym, &p, &scale)) return ScaleError(scale);
   return p;
 }
 
 absl::StatusOr<GroupParams> GptqGroupParamsMse(const float* w, int64_t n, int bits, bool sym, double norm) {
   const int maxq = (1 << bits) - 1;
-  float xmin = 0, xmax = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    xmin = std::min(xmin, w[i]);
-    xmax = std::max(xmax, w[i]);
-  }
-  if (sym) {
-    xmax = std::max(std::fabs(xmin), xmax);
-    if (xmin < 0) xmin = -xmax;
-  }
-  if (xmin == 0 && xmax == 0) {
-    xmin = -1;
-    xmax = 1;
-  }
+  const auto [xmin, xmax] = GptqRange(w, n, sym);
   GroupParams best;
   double best_err = 0;
   bool have = false;
   constexpr int kGrid = 100, kSteps = 80;  // maxshrink 0.8
   for (int i = 0; i < kSteps; ++i) {
     const float p = 1.f - static_cast<float>(i) / static_cast<float>(kGrid);
-    const float lo = p * xmin, hi = p * xmax;
-    const float scale = (hi - lo) / static_cast<float>(maxq);
     GroupParams g;
-    g.zero = sym ? (maxq + 1) / 2 : static_cast<int32_t>(std::nearbyint(-lo / scale));
-    if (!ScaleToF16(scale, &g.scale)) {
+    float scale = 0;
+    if (!ParamsForRange(p * xmin, p * xmax, maxq, sym, &g, &scale)) {
       if (i == 0) return ScaleError(scale);
       continue;
     }
