@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 
 namespace tessera::eval {
 namespace {

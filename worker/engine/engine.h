@@ -32,7 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/engine/block_manager.h"
 #include "worker/engine/generate.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/step_cost.h"
 #include "worker/model/model_bundle.h"

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 #include "worker/model/llama_model.h"
 #include "worker/sampling/sampler.h"
 #include "worker/structured/constraint.h"

@@ -20,7 +20,7 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 #include "worker/model/llama_model.h"
 
 namespace tessera {

@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/llama_config.h"
 

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "worker/engine/engine.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 #include "worker/model/model_bundle.h"
 
 namespace tessera {

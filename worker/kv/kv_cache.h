@@ -6,8 +6,8 @@
 // kernels read that layout directly.
 //
 // Thread-safety: not thread-safe; owned by the engine thread.
-#ifndef TESSERA_WORKER_ENGINE_KV_CACHE_H_
-#define TESSERA_WORKER_ENGINE_KV_CACHE_H_
+#ifndef TESSERA_WORKER_KV_KV_CACHE_H_
+#define TESSERA_WORKER_KV_KV_CACHE_H_
 
 #include <cstdint>
 #include <memory>
@@ -53,4 +53,4 @@ class KvCache {
 
 }  // namespace tessera
 
-#endif  // TESSERA_WORKER_ENGINE_KV_CACHE_H_
+#endif  // TESSERA_WORKER_KV_KV_CACHE_H_

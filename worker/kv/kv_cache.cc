@@ -1,4 +1,4 @@
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"

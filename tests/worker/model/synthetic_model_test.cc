@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "common/gguf/gguf_file.h"
-#include "worker/engine/kv_cache.h"
+#include "worker/kv/kv_cache.h"
 #include "worker/model/model_bundle.h"
 
 namespace tessera {
