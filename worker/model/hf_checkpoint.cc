@@ -1,15 +1,18 @@
 // A Hugging Face checkpoint directory as a Checkpoint: config.json,
-// model.safetensors (or shards listed by model.safetensors.index.json),
+// model.safetensors (or shards listed by model.safetensors.index.json, or
+// exllamav2's output*.safetensors),
 // generation_config.json and the tokenizer files. Dense F16/BF16/F32 weights
 // are used in place in the mappings; group-quantized linear layers (AWQ,
-// GPTQ, compressed-tensors; quant_format.h) are repacked into memory the
+// GPTQ, compressed-tensors, EXL2; quant_format.h) are repacked into memory the
 // checkpoint owns, after which their file pages are dropped from the
 // resident set. Every file must resolve inside the directory (ModelDirectory).
 #include <deque>
 #include <filesystem>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/escape.h"
 #include "common/json/json_file.h"
 #include "common/model_dir.h"
@@ -139,6 +142,24 @@ absl::Status HfCheckpoint::OpenWeights() {
   }
   if (index.status().code() != absl::StatusCode::kNotFound) return index.status();
   absl::Status single = AddShard("model.safetensors", nullptr);
+  if (single.code() == absl::StatusCode::kNotFound) {
+    // exllamav2's converter (EXL2) writes output.safetensors, or
+    // output-00001-of-0000N.safetensors ... without an index.
+    if (dir_.Exists("output.safetensors")) return AddShard("output.safetensors", nullptr);
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_.path(), ec)) {
+      const std::string name = entry.path().filename().string();
+      int n = 0;
+      if (name.size() != 33 || !name.starts_with("output-00001-of-") || !name.ends_with(".safetensors") ||
+          !absl::SimpleAtoi(name.substr(16, 5), &n) || n < 1) {
+        continue;
+      }
+      for (int i = 1; i <= n; ++i) {
+        TESSERA_RETURN_IF_ERROR(AddShard(absl::StrFormat("output-%05d-of-%05d.safetensors", i, n), nullptr));
+      }
+      return absl::OkStatus();
+    }
+  }
   if (single.code() == absl::StatusCode::kNotFound && dir_.Exists("pytorch_model.bin")) {
     return absl::InvalidArgumentError(
         "the directory holds pytorch_model.bin, a pickle file, which is never opened; convert it to safetensors");
@@ -204,7 +225,7 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> HfCheckpoint::Open(const std::string
     info.quantization = std::string(c->quant_->method());
     info.bits = c->quant_->bits();
     info.group_size = c->quant_->group_size();
-    info.weight_type = absl::StrCat(info.quantization, "-int", info.bits, info.group_size > 0 ? absl::StrCat("-g", info.group_size) : "");
+    info.weight_type = c->quant_->WeightType();
     info.description = absl::StrCat("Hugging Face directory, ", c->quant_->Describe(), ", ", c->shards_.size(), " shard(s)");
   } else {
     info.weight_type = dtype.empty() ? "dense" : dtype;
@@ -255,7 +276,8 @@ absl::StatusOr<WeightView> HfCheckpoint::Dense(const std::string& name, bool to_
 
 void HfCheckpoint::DropPagesOf(const std::string& module) {
   for (const char* suffix : {".qweight", ".qzeros", ".scales", ".g_idx", ".weight_packed", ".weight_scale",
-                             ".weight_zero_point"}) {
+                             ".weight_zero_point", ".q_weight", ".q_scale", ".q_scale_max", ".q_groups", ".q_invperm",
+                             ".q_perm"}) {
     auto it = tensors_.find(module + suffix);
     if (it != tensors_.end()) it->second.shard->DropPages(it->second.tensor->bytes);
   }

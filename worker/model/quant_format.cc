@@ -24,6 +24,7 @@ constexpr Entry kFormats[] = {
     {"awq", CreateAwqFormat},
     {"gptq", CreateGptqFormat},
     {"compressed-tensors", CreateCompressedTensorsFormat},
+    {"exl2", CreateExl2Format},
 };
 
 std::string ShapeText(std::span<const int64_t> s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
@@ -65,6 +66,10 @@ void PackQ8(const GroupQuantized& q, const std::vector<int32_t>& order, int64_t 
 }
 
 }  // namespace
+
+std::string QuantFormat::WeightType() const {
+  return absl::StrCat(std::string(method()), "-int", bits(), group_size() > 0 ? absl::StrCat("-g", group_size()) : "");
+}
 
 absl::StatusOr<std::unique_ptr<QuantFormat>> CreateQuantFormat(const nlohmann::json& config) {
   if (!config.is_object()) return absl::InvalidArgumentError("quantization_config is not an object");

@@ -65,8 +65,10 @@ class QuantFormat {
   virtual ~QuantFormat() = default;
   virtual std::string_view method() const = 0;  // quant_method in config.json
   virtual int bits() const = 0;
-  virtual int group_size() const = 0;           // -1: per output channel
+  virtual int group_size() const = 0;           // -1: per output channel; 0: no single size (EXL2)
   virtual std::string Describe() const = 0;     // e.g. "gptq int4 g128 act-order"
+  // CheckpointInfo::weight_type, e.g. "gptq-int4-g128".
+  virtual std::string WeightType() const;
   // Whether `module` (e.g. "model.layers.0.self_attn.q_proj") is stored
   // quantized; false for modules kept dense (a plain .weight).
   virtual bool IsQuantized(const TensorSource& src, const std::string& module) const = 0;
@@ -84,6 +86,7 @@ absl::StatusOr<std::unique_ptr<QuantFormat>> CreateQuantFormat(const nlohmann::j
 absl::StatusOr<std::unique_ptr<QuantFormat>> CreateAwqFormat(const nlohmann::json& config);
 absl::StatusOr<std::unique_ptr<QuantFormat>> CreateGptqFormat(const nlohmann::json& config);
 absl::StatusOr<std::unique_ptr<QuantFormat>> CreateCompressedTensorsFormat(const nlohmann::json& config);
+absl::StatusOr<std::unique_ptr<QuantFormat>> CreateExl2Format(const nlohmann::json& config);
 
 // Shared by the formats: the tensor `name`, checked to have `dtype` and
 // `shape`; errors name the tensor.
