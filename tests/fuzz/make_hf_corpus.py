@@ -1,14 +1,27 @@
 """Writes the seed corpus of the hf_json fuzzer: config.json, tokenizer.json,
 tokenizer_config.json and a text, NUL-separated, for each model family and
 quantization format the reader supports (small: libFuzzer runs with
--max_len=65536).
+-max_len=65536); and EXL2 linears for the safetensors fuzzer, which decodes
+them as the loader does: valid layers (every width in one matrix, act order,
+4-bit only, padded output columns) packed by the independent reference
+(tools/checkpoints/exl2_format.py) and hostile ones (a permutation that is not
+one, group tables that do not cover the rows, widths outside the set, sizes
+that disagree).
 
     .venv/bin/python tests/fuzz/make_hf_corpus.py
 """
 import json
 import os
+import sys
 
-OUT = os.path.join(os.path.dirname(__file__), "corpus", "hf_json")
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "corpus", "hf_json")
+OUT_SAFETENSORS = os.path.join(HERE, "corpus", "safetensors")
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "checkpoints"))
+import exl2_format  # noqa: E402
+import quant_formats  # noqa: E402
 LLAMA3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 QWEN2 = LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
 
@@ -114,6 +127,12 @@ SEEDS = {
                     "ignore": ["lm_head"]}),
                 byte_level({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
                            merges_as_strings=True), {}),
+    "llama-exl2": (config("LlamaForCausalLM", tie_word_embeddings=False,
+                          quantization_config={"quant_method": "exl2", "version": "0.3.2", "bits": 4.65,
+                                               "head_bits": 6, "calibration": {"rows": 115, "length": 2048,
+                                                                               "dataset": "(default)"}}),
+                   byte_level({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, added=SPECIAL),
+                   CHATML),
     "mistral-spm-legacy": (config("MistralForCausalLM", sliding_window=128),
                            spm(normalizer={"type": "Sequence", "normalizers": [
                                {"type": "Prepend", "prepend": "▁"},
@@ -132,7 +151,44 @@ SEEDS = {
 }
 
 
+def exl2_layers():
+    """{file name: {tensor: array}}: one EXL2 linear per file under 'model.layers.0.mlp.down_proj'."""
+    rng = np.random.default_rng(20)
+    w = rng.standard_normal((32, 256)) * 0.02
+    perm = rng.permutation(256)
+    mixed = exl2_format.quantize_rtn(w, "8:0.125,6:0.125,5:0.125,4:0.125,3:0.25,2:0.25", 32, perm=perm)
+    low = exl2_format.quantize_rtn(w[:, :128], "4:0.5,3:0.25,2:0.25", 32)
+    padded = exl2_format.quantize_rtn(w[:24, :64], "6:0.5,5:0.5", 32, bias=np.ones(24))
+    cases = {"exl2_mixed": mixed, "exl2_low": low, "exl2_padded": padded}
+
+    def mutated(**changes):
+        t = {k: v.copy() for k, v in mixed.items()}
+        t.update(changes)
+        return t
+    groups = mixed["q_groups"].astype(np.int64) & 0xFFFF
+    dup = mixed["q_invperm"].copy()
+    dup[1] = dup[0]
+    bits7 = groups.copy()
+    bits7[6] = 7
+    overlap = groups.copy()
+    overlap[5] = overlap[3]
+    cases.update({
+        "exl2_hostile_not_a_permutation": mutated(q_invperm=dup),
+        "exl2_hostile_bits_7": mutated(q_groups=bits7.astype(np.uint16).view(np.int16)),
+        "exl2_hostile_groups_overlap": mutated(q_groups=overlap.astype(np.uint16).view(np.int16)),
+        "exl2_hostile_rows_not_covered": mutated(q_weight=mixed["q_weight"][:-4]),
+        "exl2_hostile_scale_max_count": mutated(q_scale_max=mixed["q_scale_max"][:-1]),
+        "exl2_hostile_q_perm": mutated(q_perm=np.arange(256, dtype=np.int32)),
+    })
+    return {name: {f"model.layers.0.mlp.down_proj.{k}": v for k, v in t.items()} for name, t in cases.items()}
+
+
 def main():
+    os.makedirs(OUT_SAFETENSORS, exist_ok=True)
+    for name, tensors in exl2_layers().items():
+        path = os.path.join(OUT_SAFETENSORS, name + ".safetensors")
+        quant_formats.write_safetensors(path, tensors)
+        assert os.path.getsize(path) < 65536, (name, os.path.getsize(path))
     os.makedirs(OUT, exist_ok=True)
     for name, (cfg, tok, tok_cfg) in SEEDS.items():
         data = b"\0".join([json.dumps(cfg).encode(), json.dumps(tok, ensure_ascii=False).encode(),
