@@ -1,6 +1,7 @@
 // Gloo (github.com/facebookincubator/gloo, Debian's libgloo-dev) behind the
 // Communicator seam. Gloo reports failures by throwing; nothing escapes this
 // file: every call is wrapped and its exception becomes a Status.
+#include <csignal>
 #include <future>
 #include <thread>
 
@@ -125,6 +126,12 @@ class GlooCommunicator final : public Communicator {
 absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateLocalGlooGroup(int size,
                                                                                  const CommunicatorOptions& options) {
   if (size < 1 || size > 64) return absl::InvalidArgumentError(absl::StrCat("tensor parallel size ", size, " not in [1, 64]"));
+  // Gloo writes to its sockets without MSG_NOSIGNAL: a write to a rank that
+  // went away would raise SIGPIPE and kill the process before the collective
+  // could report the peer gone (seen in communicator_test under load). The
+  // write's EPIPE is what Gloo turns into an error, so SIGPIPE is ignored
+  // process-wide, as gRPC servers commonly do.
+  std::signal(SIGPIPE, SIG_IGN);
   std::shared_ptr<gloo::transport::Device> device;
   try {
     gloo::transport::tcp::attr attr;
