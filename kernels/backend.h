@@ -136,6 +136,14 @@ class Backend {
   // Allocates paged KV storage for one layer.
   virtual absl::StatusOr<KvLayer> AllocateKvLayer(int64_t num_blocks, int block_size, int kv_dim) = 0;
   virtual void CopyToHost(const Mat& src, int64_t row, float* dst) = 0;
+  // Returns when every op issued so far has finished (a device backend's
+  // stream drained). Collectives on another stream (NCCL) read backend
+  // memory only after it; the CPU backend's ops finish before they return.
+  virtual void Synchronize() {}
+  // Lets the calling thread issue this backend's ops (a CUDA backend makes
+  // its device the thread's current one). Tensor-parallel ranks call it from
+  // their own threads; a single backend's engine thread need not.
+  virtual void BindToCallingThread() {}
   // dst row i = src row rows[i]. REQUIRES: dst does not overlap src.
   virtual void CopyRows(const Mat& src, std::span<const int32_t> rows, Mat dst) = 0;
 

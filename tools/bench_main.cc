@@ -17,6 +17,7 @@ ABSL_FLAG(std::string, model, "", "GGUF model (default: the bundled model)");
 ABSL_FLAG(int, pp, 512, "prompt tokens");
 ABSL_FLAG(int, tg, 128, "generated tokens");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(int, tensor_parallel_size, 1, "ranks the model is split over (CPU ranks on cpu, GPUs 0..N-1 on cuda)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, repetitions, 3, "runs; the best is reported");
 ABSL_FLAG(std::string, synthetic, "", "a synthetic model of this architecture's shapes instead of a file: llama3-8b, llama2-7b, tiny");
@@ -26,12 +27,13 @@ ABSL_FLAG(int, decode_batch, 1, "sequences decoded together in each tg step (con
 int main(int argc, char** argv) {
   tessera::ParseCommandLine(argc, argv,
                             "tessera-bench [--model PATH | --synthetic NAME] [--pp N] [--tg N] [--threads N] "
-                            "[--device cpu|cuda[:N]] [--decode-batch N]");
+                            "[--device cpu|cuda[:N]] [--decode-batch N] [--tensor-parallel-size N]");
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
   const int pp = absl::GetFlag(FLAGS_pp), tg = absl::GetFlag(FLAGS_tg);
   const tessera::ModelBundleOptions options{.device = absl::GetFlag(FLAGS_device),
                                              .threads = absl::GetFlag(FLAGS_threads),
+                                             .tensor_parallel_size = absl::GetFlag(FLAGS_tensor_parallel_size),
                                              .max_batch_tokens = std::max({pp, absl::GetFlag(FLAGS_decode_batch), 1}),
                                              .max_logit_rows = std::max(absl::GetFlag(FLAGS_decode_batch), 1)};
   const std::string synthetic = absl::GetFlag(FLAGS_synthetic);
@@ -46,7 +48,7 @@ int main(int argc, char** argv) {
   const auto& cfg = b.model->config();
   tessera::KvCacheOptions kv;
   kv.num_blocks = static_cast<int64_t>(absl::GetFlag(FLAGS_decode_batch)) * ((pp + tg + kv.block_size) / kv.block_size + 1);
-  auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
+  auto cache = b.model->CreateKvCache(kv);
   std::mt19937 rng(1);
   std::vector<int32_t> prompt(pp);
   for (auto& t : prompt) t = static_cast<int32_t>(rng() % cfg.n_vocab);

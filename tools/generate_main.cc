@@ -35,6 +35,7 @@ ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass");
 ABSL_FLAG(int, top_k, 0, "top-k sampling (0 = off)");
 ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt, "random seed (same seed, same output)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(int, tensor_parallel_size, 1, "ranks the model is split over (CPU ranks on cpu, GPUs 0..N-1 on cuda)");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(std::string, lora, "", "a PEFT LoRA adapter directory to apply (default: none)");
 ABSL_FLAG(int, max_lora_rank, 64, "largest adapter rank accepted");
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
   tessera::ModelBundleOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
   options.device = absl::GetFlag(FLAGS_device);
+  options.tensor_parallel_size = absl::GetFlag(FLAGS_tensor_parallel_size);
   options.chat_content_special_tokens = absl::GetFlag(FLAGS_chat_content_special_tokens);
   auto bundle = tessera::LoadModelBundle(path, options);
   if (!bundle.ok()) return Fail(std::string(bundle.status().message()));
@@ -106,7 +108,7 @@ int main(int argc, char** argv) {
   tessera::KvCacheOptions kv;
   kv.block_size = 16;
   kv.num_blocks = (need + kv.block_size - 1) / kv.block_size;
-  auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
+  auto cache = b.model->CreateKvCache(kv);
   if (!cache.ok()) return Fail(std::string(cache.status().message()));
   std::unique_ptr<tessera::DeviceLora> lora;
   if (const std::string dir = absl::GetFlag(FLAGS_lora); !dir.empty()) {
@@ -131,6 +133,18 @@ int main(int argc, char** argv) {
                        {"prompt_token_ids", req.prompt},
                        {"token_ids", result->tokens},
                        {"finish_reason", result->finish == tessera::FinishReason::kStop ? "stop" : "length"}};
+    // Each rank's shard and the bytes of weights it multiplies (the split
+    // matrices' slices plus the replicated embedding, norms and output).
+    const tessera::LlamaModel& m = *b.model;
+    out["tensor_parallel"] = nlohmann::json::array();
+    for (int r = 0; r < m.tensor_parallel_size(); ++r) {
+      const tessera::RankShard& s = m.shard(r);
+      out["tensor_parallel"].push_back({{"heads", {s.q_head_begin, s.q_head_end}},
+                                        {"kv_heads", {s.kv_head_begin, s.kv_head_end}},
+                                        {"ff", {s.ff_begin, s.ff_end}},
+                                        {"weight_bytes", m.rank_weight_bytes(r)},
+                                        {"replicated_bytes", m.replicated_weight_bytes()}});
+    }
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::fputc('\n', stdout);

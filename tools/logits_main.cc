@@ -31,6 +31,7 @@ ABSL_FLAG(bool, special, false, "with --text: parse special tokens and add BOS a
 ABSL_FLAG(int, top, 10, "how many top logits to print");
 ABSL_FLAG(bool, full, false, "print every logit");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(int, tensor_parallel_size, 1, "ranks the model is split over (CPU ranks on cpu, GPUs 0..N-1 on cuda)");
 ABSL_FLAG(std::string, lora, "", "with --rows-out: a PEFT LoRA adapter directory to apply");
 ABSL_FLAG(std::string, lora_dtype, "auto",
           "with --lora: storage type of the adapter weights (auto: as the worker stores them; float32, float16, bfloat16)");
@@ -45,7 +46,8 @@ int main(int argc, char** argv) {
   };
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
-  auto bundle = tessera::LoadModelBundle(path, {.threads = absl::GetFlag(FLAGS_threads)});
+  auto bundle = tessera::LoadModelBundle(path, {.threads = absl::GetFlag(FLAGS_threads),
+                                                .tensor_parallel_size = absl::GetFlag(FLAGS_tensor_parallel_size)});
   if (!bundle.ok()) return fail(bundle.status().message());
   tessera::ModelBundle& b = **bundle;
   std::vector<int32_t> ids;
@@ -68,7 +70,7 @@ int main(int argc, char** argv) {
   const auto& cfg = b.model->config();
   tessera::KvCacheOptions kv;
   kv.num_blocks = (static_cast<int64_t>(ids.size()) + kv.block_size) / kv.block_size;
-  auto cache = tessera::KvCache::Create(*b.backend, cfg.n_layers, cfg.kv_dim(), kv);
+  auto cache = b.model->CreateKvCache(kv);
   if (!cache.ok()) return fail(cache.status().message());
   if (const std::string rows_out = absl::GetFlag(FLAGS_rows_out); !rows_out.empty()) {
     std::unique_ptr<tessera::DeviceLora> lora;

@@ -109,6 +109,9 @@ class CudaBackend final : public Backend {
     return KvLayer{static_cast<uint16_t*>(k), static_cast<uint16_t*>(v), block_size, kv_dim, num_blocks};
   }
 
+  void Synchronize() override { Check(cudaStreamSynchronize(stream_), "step"); }
+  void BindToCallingThread() override { Check(cudaSetDevice(device_), "set device"); }
+
   void CopyToHost(const Mat& src, int64_t row, float* dst) override {
     Check(cudaMemcpyAsync(dst, src.row(row), src.cols * sizeof(float), cudaMemcpyDeviceToHost, stream_), "copy to host");
     Check(cudaStreamSynchronize(stream_), "step");

@@ -265,7 +265,10 @@ def test_rendered_chart_wiring(helm, tmp_path):
     spec = by_kind(gpu, "StatefulSet")["spec"]["template"]["spec"]
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and spec["tolerations"]
-    assert yaml.safe_load(by_kind(gpu, "ConfigMap", "-worker")["data"]["worker.yaml"])["device"] == "cuda"
+    gpu_worker = yaml.safe_load(by_kind(gpu, "ConfigMap", "-worker")["data"]["worker.yaml"])
+    assert gpu_worker["device"] == "cuda"
+    # tensorParallelSize sets the worker's flag as well as the GPU limit.
+    assert gpu_worker["tensor_parallel_size"] == 2
 
     on = render(helm, GOOD_VALUES["everything on"])
     rule = by_kind(on, "PrometheusRule")

@@ -30,10 +30,10 @@ class Procs:
         self.procs = {}
         self.logs = {}
 
-    def start(self, name, args):
+    def start(self, name, args, env=None):
         log = open(os.path.join(TMP, f"tessera-failover-{name}-{os.getpid()}.log"), "a+")
         self.logs[name] = log
-        self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         return self.procs[name]
 
     def log(self, name):
@@ -395,3 +395,41 @@ def test_runtime_adapter_comes_back_with_a_restarted_worker(procs, tmp_path):
         time.sleep(0.3)
     assert outcome == "ok", procs.log("gateway")[-3000:]
     assert f"worker {address} lacks runtime adapter 'late'" in procs.log("gateway")
+
+
+def test_tensor_parallel_rank_failure_ends_the_worker_and_the_gateway_fails_over(procs):
+    """A tensor-parallel worker (2 CPU ranks) whose rank 1 vanishes mid-step
+    (the test hook TESSERA_TEST_TP_RANK_EXIT ends that rank's thread without
+    a word, as a dead device or process would): rank 0's all-reduce times out,
+    the worker exits non-zero with the reason within the collective timeout,
+    and the gateway serves every request on the other worker."""
+    tp_address, other = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    # An explicit step budget: no step-cost measurement at start, so the
+    # hook's step count is the requests' own steps.
+    tp_args = worker_args(tp_address) + ["--tensor-parallel-size", "2", "--tensor-parallel-timeout-ms", "2000",
+                                         "--max-num-batched-tokens", "64"]
+    procs.start("tp", tp_args, env=dict(os.environ, TESSERA_TEST_TP_RANK_EXIT="1:30"))
+    procs.start("other", worker_args(other))
+    wait_worker(tp_address)
+    wait_worker(other)
+    http = free_port()
+    url = f"http://127.0.0.1:{http}"
+    gateway(procs, http, [tp_address, other], ["--routing-policy", "round-robin", "--log-routing=true",
+                                               "--health-check-interval-ms", "200"])
+    wait_ready(f"{url}/ready", proc=procs.procs["gateway"])
+    outcomes = []
+    t_dead = None
+    for _ in range(12):
+        outcomes.append(complete(url, MODEL_ID, stream=False))
+        if t_dead is None and procs.procs["tp"].poll() is not None:
+            t_dead = time.time()
+    code = procs.procs["tp"].wait(30)
+    log = procs.log("tp")
+    assert code == 3, log[-2000:]
+    assert "tensor-parallel group failed" in log and "exiting" in log, log[-2000:]
+    # Non-streamed requests never show the failure: they ran again elsewhere.
+    assert [o for o, _ in outcomes] == ["ok"] * len(outcomes), outcomes
+    # No request waited much beyond the collective timeout (2 s, and rank 0
+    # waits at most twice that for its peers).
+    assert max(s for _, s in outcomes) < 30, outcomes
+    assert routes_to(procs.log("gateway"), tp_address) >= 2, "the tensor-parallel worker never served"

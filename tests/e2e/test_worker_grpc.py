@@ -136,3 +136,28 @@ def test_prefetch_unknown_adapter_is_not_found(pb, worker):
     with pytest.raises(grpc.RpcError) as e:
         stub.PrefetchAdapter(pb[0].PrefetchAdapterRequest(name="nope"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_tensor_parallel_worker_serves_and_reports_its_size(pb):
+    """A worker with --tensor-parallel-size 2 (two CPU ranks) serves greedy
+    text, and says its size in load reports and in its metrics."""
+    import urllib.request
+    m = pb[0]
+    port, metrics_port = free_port(), free_port()
+    p = subprocess.Popen([f"{BIN}/tessera-worker", "--listen", f"127.0.0.1:{port}", "--tensor-parallel-size", "2",
+                          "--metrics-listen", f"127.0.0.1:{metrics_port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=60)
+        stub = pb[1].WorkerStub(channel)
+        req = m.GenerateRequest(text="The capital of France is", max_new_tokens=4,
+                                sampling=m.SamplingParams(temperature=0))
+        assert "".join(r.text for r in stub.Generate(req, timeout=60)).startswith(" Paris")
+        report = next(stub.WatchLoad(m.WatchLoadRequest(max_interval_ms=100), timeout=30))
+        assert report.tensor_parallel_size == 2
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert "tessera_worker_tensor_parallel_size 2" in text
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=15)
+    assert "tensor-parallel rank 1/2: heads [6, 9), KV heads [2, 3), feed-forward [768, 1536)" in err

@@ -31,7 +31,7 @@ struct Runner {
     const LlamaConfig& c = bundle.model->config();
     KvCacheOptions kv;
     kv.num_blocks = (ctx + kv.block_size - 1) / kv.block_size;
-    TESSERA_ASSIGN_OR_RETURN(cache, KvCache::Create(*bundle.backend, c.n_layers, c.kv_dim(), kv));
+    TESSERA_ASSIGN_OR_RETURN(cache, bundle.model->CreateKvCache(kv));
     logits.resize(static_cast<size_t>(bundle.model->max_logit_rows()) * c.n_vocab);
     return absl::OkStatus();
   }

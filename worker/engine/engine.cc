@@ -52,7 +52,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
   if (options.block_size < 1 || options.block_size > 256) {
     return absl::InvalidArgumentError(absl::StrCat("block_size must be in [1, 256]; got ", options.block_size));
   }
-  const int64_t bytes_per_block = KvCache::BytesPerBlock(c.n_layers, c.kv_dim(), options.block_size);
+  const int64_t bytes_per_block = bundle.model->kv_bytes_per_block(options.block_size);
   const int64_t bytes = options.kv_cache_bytes > 0 ? options.kv_cache_bytes : kDefaultKvCacheBytes;
   const int64_t num_blocks = bytes / bytes_per_block;
   if (num_blocks < 2) {
@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
   KvCacheOptions kv;
   kv.block_size = options.block_size;
   kv.num_blocks = num_blocks;
-  TESSERA_ASSIGN_OR_RETURN(e->cache_, KvCache::Create(*bundle.backend, c.n_layers, c.kv_dim(), kv));
+  TESSERA_ASSIGN_OR_RETURN(e->cache_, bundle.model->CreateKvCache(kv));
   e->blocks_ = std::make_unique<BlockManager>(num_blocks, options.block_size, options.prefix_caching);
   SchedulerOptions so = options.scheduler;
   if (so.max_num_batched_tokens == 0) {
@@ -116,6 +116,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelBundle& bundle, cons
   e->thread_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;
 }
+
+int Engine::tensor_parallel_size() const { return bundle_.model->tensor_parallel_size(); }
 
 Engine::Engine(ModelBundle& b, const EngineOptions& o) : bundle_(b), options_(o) {}
 
@@ -320,6 +322,12 @@ bool Engine::Step() {
                              any_adapter ? std::span<const LoraView* const>(row_adapters_)
                                          : std::span<const LoraView* const>());
   if (!status.ok()) {
+    // A failed group ends the worker first: its callers then see the
+    // connection drop, as for a killed worker, and the gateway retries
+    // elsewhere what it can.
+    if (!bundle_.model->group_status().ok() && options_.on_model_failure) {
+      options_.on_model_failure(bundle_.model->group_status());
+    }
     for (const ScheduledSequence& s : plan) FinishSequence(static_cast<Sequence*>(s.seq), status);
     return true;
   }

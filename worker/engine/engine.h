@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -106,6 +107,10 @@ struct EngineOptions {
   bool prefix_caching = true;
   AdapterGate* adapters = nullptr;  // required for jobs with an adapter; outlives the engine
   EngineObserver* observer = nullptr;  // optional; outlives the engine
+  // Called (on the engine thread) when the model can never step again (its
+  // tensor-parallel group failed); the worker ends the process. Without it
+  // every later step's requests fail with the model's status.
+  std::function<void(const absl::Status&)> on_model_failure;
 };
 
 struct EngineStats {
@@ -138,6 +143,7 @@ class Engine {
   // The options in effect: a 0 max_num_batched_tokens or step target
   // replaced by what Create chose.
   const EngineOptions& options() const { return options_; }
+  int tensor_parallel_size() const;
   // The measured step cost, if Create measured it (auto budget).
   const std::optional<StepCost>& step_cost() const { return step_cost_; }
 

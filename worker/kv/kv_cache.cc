@@ -7,6 +7,17 @@ namespace tessera {
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend, int n_layers, int kv_dim,
                                                          const KvCacheOptions& o) {
+  Backend* const backends[] = {&backend};
+  const int dims[] = {kv_dim};
+  return CreateSharded(backends, n_layers, dims, o);
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::CreateSharded(std::span<Backend* const> backends, int n_layers,
+                                                                std::span<const int> kv_dims,
+                                                                const KvCacheOptions& o) {
+  if (backends.empty() || backends.size() != kv_dims.size()) {
+    return absl::InvalidArgumentError("KV cache: one backend and one KV width per rank");
+  }
   if (o.block_size < 1 || o.block_size > 1024 || o.num_blocks < 1 || o.num_blocks > (1 << 30)) {
     return absl::InvalidArgumentError(absl::StrCat("bad KV cache geometry: ", o.num_blocks,
                                                    " blocks of ", o.block_size));
@@ -14,9 +25,13 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend& backend, int n
   std::unique_ptr<KvCache> c(new KvCache());
   c->block_size_ = o.block_size;
   c->num_blocks_ = o.num_blocks;
-  for (int l = 0; l < n_layers; ++l) {
-    TESSERA_ASSIGN_OR_RETURN(KvLayer layer, backend.AllocateKvLayer(o.num_blocks, o.block_size, kv_dim));
-    c->layers_.push_back(layer);
+  c->kv_dims_.assign(kv_dims.begin(), kv_dims.end());
+  c->ranks_.resize(backends.size());
+  for (size_t r = 0; r < backends.size(); ++r) {
+    for (int l = 0; l < n_layers; ++l) {
+      TESSERA_ASSIGN_OR_RETURN(KvLayer layer, backends[r]->AllocateKvLayer(o.num_blocks, o.block_size, kv_dims[r]));
+      c->ranks_[r].push_back(layer);
+    }
   }
   c->free_.reserve(o.num_blocks);
   for (int64_t b = o.num_blocks - 1; b >= 0; --b) c->free_.push_back(static_cast<int32_t>(b));

@@ -5,12 +5,18 @@
 // lives in slot p % block_size of block table[p / block_size]. The attention
 // kernels read that layout directly.
 //
-// Thread-safety: not thread-safe; owned by the engine thread.
+// Under tensor parallelism each rank stores its own KV heads in its own
+// backend's memory, under the same block ids: the block tables and the free
+// pool are shared, the storage is per rank.
+//
+// Thread-safety: not thread-safe; owned by the engine thread (ranks only read
+// their layers during a step).
 #ifndef TESSERA_WORKER_KV_KV_CACHE_H_
 #define TESSERA_WORKER_KV_KV_CACHE_H_
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -27,8 +33,16 @@ class KvCache {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend& backend, int n_layers, int kv_dim,
                                                          const KvCacheOptions& options);
+  // Storage for every rank r on backends[r] with kv_dims[r] values per slot.
+  // REQUIRES: backends.size() == kv_dims.size() >= 1.
+  static absl::StatusOr<std::unique_ptr<KvCache>> CreateSharded(std::span<Backend* const> backends, int n_layers,
+                                                                std::span<const int> kv_dims,
+                                                                const KvCacheOptions& options);
 
-  const KvLayer& layer(int i) const { return layers_[i]; }
+  const KvLayer& layer(int i) const { return ranks_[0][i]; }
+  const KvLayer& layer(int i, int rank) const { return ranks_[rank][i]; }
+  int ranks() const { return static_cast<int>(ranks_.size()); }
+  int kv_dim(int rank) const { return kv_dims_[rank]; }
   int block_size() const { return block_size_; }
   int64_t num_blocks() const { return num_blocks_; }
   int64_t free_blocks() const { return static_cast<int64_t>(free_.size()); }
@@ -47,7 +61,8 @@ class KvCache {
   KvCache() = default;
   int block_size_ = 0;
   int64_t num_blocks_ = 0;
-  std::vector<KvLayer> layers_;
+  std::vector<std::vector<KvLayer>> ranks_;  // [rank][layer]
+  std::vector<int> kv_dims_;
   std::vector<int32_t> free_;
 };
 

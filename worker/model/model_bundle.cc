@@ -5,7 +5,9 @@
 #include "worker/model/synthetic_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -49,16 +51,59 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(const ModelBundleOptions&
 
 namespace {
 
+// The ranks' backends and communicators: CPU ranks (each with its share of
+// the threads) joined by Gloo over loopback, or CUDA devices 0..N-1 by NCCL.
+absl::Status CreateTensorParallelRanks(const ModelBundleOptions& options, ModelBundle& b) {
+  const int tp = options.tensor_parallel_size;
+  CommunicatorOptions co;
+  co.timeout = std::chrono::milliseconds(options.collective_timeout_ms);
+  std::vector<std::unique_ptr<Backend>> backends;
+  if (options.device == "cpu") {
+    const int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+    for (int r = 0; r < tp; ++r) backends.push_back(CreateCpuBackend({.threads = std::max(1, threads / tp)}));
+    TESSERA_ASSIGN_OR_RETURN(b.communicators, CreateLocalGlooGroup(tp, co));
+  } else if (options.device == "cuda") {
+    std::vector<int> devices;
+    for (int r = 0; r < tp; ++r) {
+      devices.push_back(r);
+      TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateCudaBackend({.device = r}));
+      backends.push_back(std::move(backend));
+    }
+    TESSERA_ASSIGN_OR_RETURN(b.communicators, CreateNcclGroup(devices, co));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel_size ", tp, " takes device cpu or cuda (devices 0..",
+                                                   tp - 1, "); got '", options.device, "'"));
+  }
+  b.tensor_parallel = std::make_unique<TensorParallelGroup>();
+  b.tensor_parallel->timeout = co.timeout;
+  for (int r = 0; r < tp; ++r) {
+    b.tensor_parallel->backends.push_back(backends[r].get());
+    b.tensor_parallel->communicators.push_back(b.communicators[r].get());
+  }
+  b.backend = std::move(backends[0]);
+  for (int r = 1; r < tp; ++r) b.rank_backends.push_back(std::move(backends[r]));
+  return absl::OkStatus();
+}
+
 // Everything after the checkpoint is open: backend, model, tokenizer, template.
 absl::Status Assemble(ModelBundle* b, const std::string& path, const ModelBundleOptions& options) {
   auto in_path = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
   };
   b->chat_content_special_tokens = options.chat_content_special_tokens;
-  TESSERA_ASSIGN_OR_RETURN(b->backend, CreateBackend(options));
   LlamaModelOptions mo;
   mo.max_batch_tokens = options.max_batch_tokens;
   mo.max_logit_rows = std::min(options.max_logit_rows, options.max_batch_tokens);
+  const int tp = options.tensor_parallel_size;
+  if (tp < 1 || tp > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor_parallel_size must be in [1, 64]; got ", tp));
+  }
+  if (tp == 1) {
+    TESSERA_ASSIGN_OR_RETURN(b->backend, CreateBackend(options));
+  } else {
+    TESSERA_RETURN_IF_ERROR(CreateTensorParallelRanks(options, *b));
+    mo.tensor_parallel = b->tensor_parallel.get();
+  }
   auto model = LlamaModel::Load(*b->checkpoint, *b->backend, mo);
   if (!model.ok()) return in_path(model.status());
   b->model = std::move(*model);

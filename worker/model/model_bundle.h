@@ -25,6 +25,12 @@ std::string DefaultModelPath();
 struct ModelBundle {
   std::unique_ptr<Checkpoint> checkpoint;
   std::unique_ptr<Backend> backend;
+  // Under tensor parallelism: ranks 1..N-1's backends, every rank's
+  // communicator, and the group the model runs over (declared before the
+  // model so that they outlive it).
+  std::vector<std::unique_ptr<Backend>> rank_backends;
+  std::vector<std::unique_ptr<Communicator>> communicators;
+  std::unique_ptr<TensorParallelGroup> tensor_parallel;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<ChatTemplate> chat_template;  // null if the file has none
@@ -46,7 +52,12 @@ struct ModelBundle {
 
 struct ModelBundleOptions {
   std::string device = "cpu";  // cpu, cuda or cuda:N
-  int threads = 0;
+  int threads = 0;             // CPU threads in all (split over the ranks)
+  // Ranks the model is split over: CPU ranks on "cpu", devices 0..N-1 on
+  // "cuda" (NCCL). 1: no split.
+  int tensor_parallel_size = 1;
+  // A collective that has not completed by then ends the step with an error.
+  int collective_timeout_ms = 30000;
   int max_batch_tokens = 512;
   int max_logit_rows = 64;  // at most max_batch_tokens
   // Replaces the checkpoint's chat template when set (the text of a Jinja

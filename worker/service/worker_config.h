@@ -29,6 +29,8 @@ struct WorkerConfig {
   std::string chat_template;  // a file; empty: the model's own template
   bool chat_content_special_tokens = false;
   int threads = 0;
+  int tensor_parallel_size = 1;
+  int tensor_parallel_timeout_ms = 30000;
   int max_waiting = 0;
   int max_num_seqs = 0;
   int max_num_batched_tokens = 0;  // 0: from the measured step cost and step_target_ms

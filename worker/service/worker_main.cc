@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -140,6 +141,11 @@ int RunModel(const WorkerConfig& c, Telemetry& t) {
                                                                  : kAutoBatchTokensCap,
                                              .max_logit_rows = c.max_num_seqs + kPromptLogitRows};
   bundle_options.chat_content_special_tokens = c.chat_content_special_tokens;
+  bundle_options.tensor_parallel_size = c.tensor_parallel_size;
+  bundle_options.collective_timeout_ms = c.tensor_parallel_timeout_ms;
+  if (c.tensor_parallel_size > 1 && !c.adapter_dirs.empty()) {
+    return Fail("LoRA adapters are not served with tensor_parallel_size > 1 (adapter_dirs is set)");
+  }
   if (!c.chat_template.empty()) {
     // Templates are small; 1 MiB is far above any real one (Llama 3.1's is ~10 KiB).
     auto text = tessera::ReadRegularFile(c.chat_template, 1 << 20);
@@ -156,6 +162,18 @@ int RunModel(const WorkerConfig& c, Telemetry& t) {
   std::fprintf(stderr, "tessera-worker: loaded '%s': %s (weights %s%s)\n", c.model.c_str(),
                ckpt_info.description.c_str(), ckpt_info.weight_type.c_str(),
                ckpt_info.bits > 0 ? absl::StrCat(", ", ckpt_info.bits, "-bit").c_str() : "");
+  if (const tessera::LlamaModel& m = *(*bundle)->model; m.tensor_parallel_size() > 1) {
+    for (int r = 0; r < m.tensor_parallel_size(); ++r) {
+      const tessera::RankShard& s = m.shard(r);
+      std::fprintf(stderr,
+                   "tessera-worker: tensor-parallel rank %d/%d: heads [%d, %d), KV heads [%d, %d), "
+                   "feed-forward [%lld, %lld), weights %.1f MiB\n",
+                   r, m.tensor_parallel_size(), s.q_head_begin, s.q_head_end, s.kv_head_begin, s.kv_head_end,
+                   static_cast<long long>(s.ff_begin), static_cast<long long>(s.ff_end),
+                   m.rank_weight_bytes(r) / 1048576.0);
+    }
+  }
+  t.metrics.SetTensorParallelSize((*bundle)->model->tensor_parallel_size());
   t.metrics.SetModelLoadSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
   tessera::EngineOptions eo;
   eo.observer = &t.metrics;
@@ -165,6 +183,14 @@ int RunModel(const WorkerConfig& c, Telemetry& t) {
   eo.max_waiting = c.max_waiting;
   eo.kv_cache_bytes = static_cast<int64_t>(c.kv_cache_memory_mib) << 20;
   eo.prefix_caching = c.enable_prefix_caching;
+  eo.on_model_failure = [](const absl::Status& s) {
+    // No orderly shutdown: the group cannot step again and a rank may be
+    // wedged; the exit tells the gateway (connections drop) and the
+    // orchestrator (restart).
+    std::fprintf(stderr, "tessera-worker: %s; exiting\n", std::string(s.message()).c_str());
+    std::fflush(stderr);
+    std::_Exit(3);
+  };
   const tessera::LoraDtype lora_dtype = *tessera::ResolveLoraDtype(
       c.lora_dtype, c.device.starts_with("cuda"), ckpt_info.weight_type == "BF16");
   std::fprintf(stderr, "tessera-worker: LoRA weights stored as %s\n",

@@ -43,6 +43,8 @@ const std::vector<double>& BatchBuckets() {
 
 WorkerMetrics::WorkerMetrics(prometheus::Registry& r, const std::string& model, const std::string& backend)
     : model_load_seconds_(Gauge(r, "tessera_worker_model_load_seconds", "Time the model took to load at start")),
+      tensor_parallel_size_(Gauge(r, "tessera_worker_tensor_parallel_size",
+                                  "Ranks the worker's model is split over (1: not split)")),
       running_(Gauge(r, "tessera_worker_running_sequences", "Sequences in the running batch")),
       waiting_(Gauge(r, "tessera_worker_waiting_sequences", "Sequences queued for the batch")),
       kv_used_(Gauge(r, "tessera_worker_kv_blocks_used", "KV-cache blocks in use")),

@@ -30,6 +30,7 @@ class WorkerMetrics final : public EngineObserver {
   WorkerMetrics(prometheus::Registry& registry, const std::string& model, const std::string& backend);
 
   void SetModelLoadSeconds(double s) { model_load_seconds_.Set(s); }
+  void SetTensorParallelSize(int n) { tensor_parallel_size_.Set(n); }
   // tessera_worker_model_format{format, weight_type, quantization, bits,
   // group_size} = 1, once the checkpoint is open.
   void SetModelFormat(const CheckpointInfo& info);
@@ -46,6 +47,7 @@ class WorkerMetrics final : public EngineObserver {
 
  private:
   prometheus::Gauge& model_load_seconds_;
+  prometheus::Gauge& tensor_parallel_size_;
   prometheus::Family<prometheus::Gauge>* model_format_ = nullptr;
   prometheus::Gauge& running_;
   prometheus::Gauge& waiting_;

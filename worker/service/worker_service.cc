@@ -310,6 +310,7 @@ wv1::LoadReport WorkerService::Snapshot() const {
   r.set_max_waiting(static_cast<uint32_t>(engine_.options().max_waiting));
   r.set_max_loras(static_cast<uint32_t>(adapters_.options().max_loras));
   r.set_max_cpu_loras(static_cast<uint32_t>(adapters_.options().max_cpu_loras));
+  r.set_tensor_parallel_size(static_cast<uint32_t>(engine_.tensor_parallel_size()));
   return r;
 }
 

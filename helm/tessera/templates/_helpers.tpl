@@ -61,6 +61,7 @@ app.kubernetes.io/component: {{ .component }}
   "metrics_listen" (printf "0.0.0.0:%d" (int $w.metricsPort))
   "model" $w.model.path
   "threads" (int $w.threads)
+  "tensor_parallel_size" (int $w.tensorParallelSize)
   "max_num_seqs" (int $w.maxNumSeqs)
   "max_num_batched_tokens" (int $w.maxNumBatchedTokens)
   "kv_cache_memory" (int $w.kvCacheMemoryMiB)

@@ -58,7 +58,7 @@ TEST(WorkerConfigTest, ThePrintedConfigurationKeepsItsKeysAndReadsBack) {
   for (const auto& kv : YAML::Load(printed)) keys.push_back(kv.first.as<std::string>());
   const std::vector<std::string> expected = {
       "engine", "listen", "model", "model_name", "chat_template", "chat_content_special_tokens", "threads",
-      "max_waiting", "max_num_seqs", "max_num_batched_tokens", "step_target_ms", "kv_cache_memory",
+      "tensor_parallel_size", "tensor_parallel_timeout_ms", "max_waiting", "max_num_seqs", "max_num_batched_tokens", "step_target_ms", "kv_cache_memory",
       "enable_prefix_caching", "adapter_dirs", "max_loras", "max_cpu_loras", "max_lora_rank", "lora_dtype",
       "metrics_listen", "drain_timeout_s", "device", "synthetic", "synthetic_type", "sim_adapters", "sim_step_ms",
       "sim_prefill_us_per_token", "sim_decode_us_per_seq", "sim_adapter_load_ms"};
