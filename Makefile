@@ -40,6 +40,7 @@ bench: build
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_structured.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_lora.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_routing.py
+	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_tensor_parallel.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_hf_formats.py
 	TESSERA_BIN=$(BUILD)/bin $(PY) tests/bench/bench_cuda.py
 

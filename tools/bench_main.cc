@@ -102,6 +102,7 @@ int main(int argc, char** argv) {
                      {"tg_tokens", tg},
                      {"decode_batch", absl::GetFlag(FLAGS_decode_batch)},
                      {"device", std::string(b.backend->name())},
+                     {"tensor_parallel_size", b.model->tensor_parallel_size()},
                      {"model", synthetic.empty() ? path : "synthetic:" + synthetic},
                      {"weight_bytes_per_step", weight_bytes},
                      {"pp_tokens_per_s", best_pp},

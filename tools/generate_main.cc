@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     if (!dtype.ok()) return Fail(std::string(dtype.status().message()));
     auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, absl::GetFlag(FLAGS_max_lora_rank), *dtype);
     if (!adapter.ok()) return Fail(std::string(adapter.status().message()));
-    auto device = tessera::DeviceLora::Upload(**adapter, *b.backend);
+    auto device = tessera::DeviceLora::UploadFor(**adapter, *b.model);
     if (!device.ok()) return Fail(std::string(device.status().message()));
     lora = std::move(*device);
   }

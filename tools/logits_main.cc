@@ -31,6 +31,7 @@ ABSL_FLAG(bool, special, false, "with --text: parse special tokens and add BOS a
 ABSL_FLAG(int, top, 10, "how many top logits to print");
 ABSL_FLAG(bool, full, false, "print every logit");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
+ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N");
 ABSL_FLAG(int, tensor_parallel_size, 1, "ranks the model is split over (CPU ranks on cpu, GPUs 0..N-1 on cuda)");
 ABSL_FLAG(std::string, lora, "", "with --rows-out: a PEFT LoRA adapter directory to apply");
 ABSL_FLAG(std::string, lora_dtype, "auto",
@@ -46,7 +47,8 @@ int main(int argc, char** argv) {
   };
   std::string path = absl::GetFlag(FLAGS_model);
   if (path.empty()) path = tessera::DefaultModelPath();
-  auto bundle = tessera::LoadModelBundle(path, {.threads = absl::GetFlag(FLAGS_threads),
+  auto bundle = tessera::LoadModelBundle(path, {.device = absl::GetFlag(FLAGS_device),
+                                                .threads = absl::GetFlag(FLAGS_threads),
                                                 .tensor_parallel_size = absl::GetFlag(FLAGS_tensor_parallel_size)});
   if (!bundle.ok()) return fail(bundle.status().message());
   tessera::ModelBundle& b = **bundle;
@@ -79,7 +81,7 @@ int main(int argc, char** argv) {
       if (!dtype.ok()) return fail(dtype.status().message());
       auto adapter = tessera::LoraAdapter::Load("cli", dir, cfg, 64, *dtype);
       if (!adapter.ok()) return fail(adapter.status().message());
-      auto device = tessera::DeviceLora::Upload(**adapter, *b.backend);
+      auto device = tessera::DeviceLora::UploadFor(**adapter, *b.model);
       if (!device.ok()) return fail(device.status().message());
       lora = std::move(*device);
     }

@@ -86,9 +86,9 @@ def complete(url, model, prompt, headers=None):
     return json.loads(body)["choices"][0]["text"]
 
 
-def cli(prompt, adapter_dir=None):
+def cli(prompt, adapter_dir=None, *extra):
     args = [os.path.join(BIN, "tessera-generate"), "--prompt", prompt, "--max-tokens", str(MAX_TOKENS), "--format",
-            "json"]
+            "json", *extra]
     if adapter_dir:
         args += ["--lora", adapter_dir]
     r = subprocess.run(args, capture_output=True, text=True, check=True)
@@ -208,3 +208,26 @@ def test_admin_refusals(lora_stack, dirs, name, path_key, suffix, status):
 def test_admin_routes_disabled_without_admin_key(stack):
     code, body = post(stack.url, "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"})
     assert code == 403 and "disabled" in body
+
+
+def test_tensor_parallel_mixed_adapter_batches_equal_each_request_alone(dirs):
+    """The same mix on a worker split over 2 CPU ranks, each holding its
+    slice of every adapter (B by output features for q/k/v/gate/up, A by
+    input features for o/down). With two ranks each all-reduced element is
+    one addition, the same whichever rank's part comes first, so batching
+    changes no bit and each request must equal the CLI at the same size."""
+    s = Stack(extra_worker_args=["--adapter-dir", dirs["root"], "--max-loras", "3", "--max-cpu-loras", "4",
+                                 "--max-num-seqs", "16", "--tensor-parallel-size", "2"])
+    try:
+        jobs = [(f"ad{i}", PROMPTS[i % len(PROMPTS)]) for i in range(4)] + [(MODEL_ID, PROMPTS[0])]
+        expected = {}
+        for model, prompt in jobs:
+            adapter = None if model == MODEL_ID else os.path.join(dirs["root"], model)
+            expected[(model, prompt)] = cli(prompt, adapter, "--tensor-parallel-size", "2")
+        assert len(set(expected.values())) == len(jobs), "the adapters must matter"
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            got = list(pool.map(lambda j: complete(s.url, *j), jobs))
+        for (model, prompt), text in zip(jobs, got):
+            assert text == expected[(model, prompt)], (model, prompt)
+    finally:
+        s.stop()

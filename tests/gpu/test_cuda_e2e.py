@@ -1,6 +1,8 @@
 """End to end on a CUDA device (label gpu): greedy tokens of the bundled
-model equal the CPU path's, a synthetic model runs, and a worker on the GPU
-serves the gateway. Every test skips, saying so, without a device."""
+model equal the CPU path's, a synthetic model runs, a worker on the GPU
+serves the gateway, and the model split over every visible GPU (NCCL) stays
+within the near-tie rule of the CPU path. Every test skips, saying so,
+without a device (the tensor-parallel one also with fewer than 2)."""
 import json
 import os
 import subprocess
@@ -87,3 +89,34 @@ def test_exl2_greedy_tokens_equal_the_cpu_path(prompt):
         return json.loads(out.stdout)
     cpu, gpu = run("cpu"), run("cuda")
     assert gpu["token_ids"] == cpu["token_ids"], (cpu["text"], gpu["text"])
+
+
+def _gpu_count():
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", "def fibonacci(n):"])
+def test_tensor_parallel_over_every_gpu_is_within_a_near_tie_of_the_cpu(prompt):
+    """TP = the number of visible GPUs, ranks joined by NCCL, against the CPU
+    path unsplit, under tests/oracle/test_tensor_parallel.py's rule and cap."""
+    n = _gpu_count()
+    if n < 2:
+        pytest.skip(f"skipped: tensor parallelism needs at least 2 GPUs; {n} visible")
+    sys.path.insert(0, os.path.join(SOURCE, "tests", "oracle"))
+    from near_tie import check_greedy, tessera_rows
+    cap = 2.0  # tests/oracle/test_tensor_parallel.py's CAP, argued there
+    model = os.path.join(SOURCE, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    out = subprocess.run([f"{BIN}/tessera-generate", "--device", "cuda", "--tensor-parallel-size", str(n), "--prompt",
+                          prompt, "--max-tokens", "24", "--format", "json"],
+                         capture_output=True, text=True, timeout=600, check=True)
+    r = json.loads(out.stdout)
+    assert len(r["tensor_parallel"]) == n
+    ids = r["prompt_token_ids"] + r["token_ids"]
+    k = len(r["prompt_token_ids"])
+    split = tessera_rows(model, ids, k, ("--device", "cuda", "--tensor-parallel-size", str(n)))
+    whole = tessera_rows(model, ids, k)
+    print(check_greedy(split, whole, r["token_ids"], cap, f"cuda tp={n} {prompt!r}"))

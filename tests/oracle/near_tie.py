@@ -28,7 +28,13 @@ import tempfile
 
 import numpy as np
 
-from conftest import tool
+# The tools' directory, as conftest.py has it; spelt here so that test
+# folders with their own conftest (tests/gpu) can import this module.
+BIN = os.environ.get("TESSERA_BIN", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin"))
+
+
+def tool(name):
+    return os.path.join(BIN, name)
 
 # The contenders: a greedy choice is always in both sides' top 20 when the
 # two agree within D, and the far tail of the vocabulary says nothing about it.

@@ -436,7 +436,7 @@ void AdapterManager::LoaderLoop() {
     std::shared_ptr<const LoraAdapter> host = e->host;
     const double t0 = e->load_started > 0 ? e->load_started : Seconds();
     mu_.Unlock();
-    absl::StatusOr<std::unique_ptr<DeviceLora>> device = DeviceLora::Upload(*host, backend_);
+    absl::StatusOr<std::unique_ptr<DeviceLora>> device = options_.model != nullptr ? DeviceLora::UploadFor(*host, *options_.model) : DeviceLora::Upload(*host, backend_);
     mu_.Lock();
     e = &entries_.at(id);
     e->loading = false;

@@ -45,6 +45,10 @@ struct AdapterManagerOptions {
   int max_cpu_loras = 32;          // host copies (at least max_loras)
   int max_lora_rank = 16;
   LoraDtype lora_dtype = LoraDtype::kF32;  // host and device storage of adapter weights
+  // When set, uploads go to every tensor-parallel rank of this model, each
+  // its slice (DeviceLora::UploadFor); otherwise whole, to Create's backend.
+  // Outlives the manager.
+  const LlamaModel* model = nullptr;
 };
 
 enum class AdapterTier { kDisk = 0, kHost = 1, kDevice = 2 };

@@ -314,9 +314,6 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> tokens, const BatchLay
   for (int64_t i = 0; i < static_cast<int64_t>(row_adapters.size()); ++i) {
     const LoraView* view = row_adapters[i];
     if (view == nullptr) continue;
-    if (ranks_.size() > 1) {
-      return absl::UnimplementedError("LoRA adapters are not served with tensor_parallel_size > 1");
-    }
     auto it = std::find_if(adapter_rows_.begin(), adapter_rows_.end(),
                            [view](const AdapterRows& a) { return a.view == view; });
     if (it == adapter_rows_.end()) it = adapter_rows_.insert(adapter_rows_.end(), AdapterRows{view, {}});
@@ -415,24 +412,27 @@ absl::Status LlamaModel::RankForward(Rank& r, const Step& step) {
   const BatchLayout& layout = *step.layout;
   const int rank = r.comm == nullptr ? 0 : r.comm->rank();
   const bool split = ranks_.size() > 1;
-  // y += the adapters' delta for projection `proj` of layer `l` on input `in`
-  // (one rank only: Forward refuses adapters under tensor parallelism).
+  // y += the adapters' delta for projection `proj` of layer `l` on input
+  // `in`, with this rank's slices of the adapters.
   auto lora = [&](int l, LoraTarget proj, const Mat& in, Mat y) {
     if (adapter_rows_.empty()) return;
-    lora_groups_.clear();
+    r.lora_groups.clear();
     for (const AdapterRows& a : adapter_rows_) {
-      if (const LoraPair* p = a.view->pair(l, static_cast<int>(proj))) lora_groups_.push_back({a.rows, *p});
+      if (const LoraPair* p = a.view->pair(l, static_cast<int>(proj), rank)) r.lora_groups.push_back({a.rows, *p});
     }
-    if (!lora_groups_.empty()) b.LoraApply(in, lora_groups_, y);
+    if (!r.lora_groups.empty()) b.LoraApply(in, r.lora_groups, y);
   };
-  // x += w · in, the sum over every rank's slice of w's input features.
-  auto row_parallel = [&](const WeightView& w, const Mat& in, Mat x) -> absl::Status {
+  // x += w · in (+ the adapters' delta), summed over every rank's slice of
+  // w's input features; a rank's adapter slice adds its part before the sum.
+  auto row_parallel = [&](int l, LoraTarget proj, const WeightView& w, const Mat& in, Mat x) -> absl::Status {
     if (!split) {
       b.MatMul(w, in, x, /*accumulate=*/true);
+      lora(l, proj, in, x);
       return absl::OkStatus();
     }
     Mat partial = Rows(r.partial, n);
     b.MatMul(w, in, partial);
+    lora(l, proj, in, partial);
     b.Synchronize();  // the collective may run on another stream
     TESSERA_RETURN_IF_ERROR(r.comm->AllReduceSum(std::span<float>(partial.data, n * partial.stride)));
     b.Add(partial, x);
@@ -469,8 +469,7 @@ absl::Status LlamaModel::RankForward(Rank& r, const Step& step) {
     b.Rope(k, n_kv_heads, c.head_dim, layout.positions, rope);
     b.StoreKv(k, v, layout, step.cache->layer(l, rank));
     b.Attention(q, step.cache->layer(l, rank), layout, shape, attn);
-    TESSERA_RETURN_IF_ERROR(row_parallel(L.wo, attn, x));
-    lora(l, LoraTarget::kO, attn, x);
+    TESSERA_RETURN_IF_ERROR(row_parallel(l, LoraTarget::kO, L.wo, attn, x));
 
     b.RmsNorm(x, L.ffn_norm, c.rms_eps, xn);
     b.MatMul(L.w_gate, xn, gate);
@@ -478,8 +477,7 @@ absl::Status LlamaModel::RankForward(Rank& r, const Step& step) {
     lora(l, LoraTarget::kGate, xn, gate);
     lora(l, LoraTarget::kUp, xn, up);
     b.SwiGlu(gate, up, gate);
-    TESSERA_RETURN_IF_ERROR(row_parallel(L.w_down, gate, x));
-    lora(l, LoraTarget::kDown, gate, x);
+    TESSERA_RETURN_IF_ERROR(row_parallel(l, LoraTarget::kDown, L.w_down, gate, x));
   }
   return absl::OkStatus();
 }

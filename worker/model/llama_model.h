@@ -35,12 +35,13 @@
 namespace tessera {
 
 // One sequence's adapter as the forward pass sees it: the backend-resident
-// LoRA pair of each (layer, projection), nullptr where it adapts nothing.
+// LoRA pair of each (layer, projection) on each tensor-parallel rank (that
+// rank's slice, on its backend), nullptr where it adapts nothing.
 // Projections in layer order: q, k, v, o, gate, up, down (LoraTarget).
 class LoraView {
  public:
   virtual ~LoraView() = default;
-  virtual const LoraPair* pair(int layer, int projection) const = 0;
+  virtual const LoraPair* pair(int layer, int projection, int rank) const = 0;
 };
 
 // The ranks of a tensor-parallel model: rank r computes on backends[r] and
@@ -76,6 +77,7 @@ class LlamaModel {
   // from then on; the worker ends).
   absl::Status group_status() const { return broken_; }
   const RankShard& shard(int rank) const { return ranks_[rank].shard; }
+  Backend& rank_backend(int rank) const { return *ranks_[rank].backend; }
   // Bytes of the weights rank `rank` multiplies (its slices of the split
   // matrices plus the replicated ones), as stored.
   uint64_t rank_weight_bytes(int rank) const { return ranks_[rank].weight_bytes; }
@@ -100,8 +102,7 @@ class LlamaModel {
   // sequence appear in position order; positions before a row's own are
   // already in the cache or earlier in this batch.
   // `row_adapters`, if not empty, gives each row's adapter (nullptr: the base
-  // model); rows sharing an adapter are multiplied as one group. Under
-  // tensor parallelism adapters are refused (Unimplemented).
+  // model); rows sharing an adapter are multiplied as one group.
   // A tensor-parallel model whose collective failed (a rank timed out or
   // went away) returns that error from then on: a group cannot recover.
   absl::Status Forward(std::span<const int32_t> tokens, const BatchLayout& layout, KvCache& cache,
@@ -122,6 +123,7 @@ class LlamaModel {
     std::vector<Layer> layers;
     uint64_t weight_bytes = 0;
     Mat x, xn, q, k, v, attn, gate, up, partial;
+    std::vector<LoraGroup> lora_groups;  // this rank's adapter groups for one projection
     absl::Status status;  // of this rank's part of the current step
   };
   struct Step {
@@ -152,8 +154,7 @@ class LlamaModel {
   std::vector<Layer> layers_;  // whole weights; ranks_ hold the slices
   std::vector<Rank> ranks_;
   Mat logits_;  // rank 0's backend
-  std::vector<AdapterRows> adapter_rows_;
-  std::vector<LoraGroup> lora_groups_;
+  std::vector<AdapterRows> adapter_rows_;  // written before a step, read by every rank during it
   absl::Status broken_;  // the first collective failure; every Forward returns it after
 
   // Followers (ranks 1..N-1): each waits for step_number_ to move, runs its

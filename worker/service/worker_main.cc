@@ -143,9 +143,6 @@ int RunModel(const WorkerConfig& c, Telemetry& t) {
   bundle_options.chat_content_special_tokens = c.chat_content_special_tokens;
   bundle_options.tensor_parallel_size = c.tensor_parallel_size;
   bundle_options.collective_timeout_ms = c.tensor_parallel_timeout_ms;
-  if (c.tensor_parallel_size > 1 && !c.adapter_dirs.empty()) {
-    return Fail("LoRA adapters are not served with tensor_parallel_size > 1 (adapter_dirs is set)");
-  }
   if (!c.chat_template.empty()) {
     // Templates are small; 1 MiB is far above any real one (Llama 3.1's is ~10 KiB).
     auto text = tessera::ReadRegularFile(c.chat_template, 1 << 20);
@@ -199,7 +196,8 @@ int RunModel(const WorkerConfig& c, Telemetry& t) {
                                                   .max_loras = c.max_loras,
                                                   .max_cpu_loras = c.max_cpu_loras,
                                                   .max_lora_rank = c.max_lora_rank,
-                                                  .lora_dtype = lora_dtype},
+                                                  .lora_dtype = lora_dtype,
+                                                  .model = (*bundle)->model.get()},
                                                  (*bundle)->model->config(), *(*bundle)->backend);
   if (!adapters.ok()) return Fail(std::string(adapters.status().message()));
   eo.adapters = adapters->get();

@@ -266,8 +266,8 @@ TEST_F(AdapterManagerTest, DiscoversLoadsPinsAndEvictsLeastRecentlyUsed) {
   EXPECT_EQ(m->TryPin(a), AdapterGate::Pin::kLoading);  // cold: loaded off the caller's thread
   ASSERT_EQ(PinWhenLoaded(*m, a), AdapterGate::Pin::kPinned);
   ASSERT_NE(m->View(a), nullptr);
-  EXPECT_NE(m->View(a)->pair(1, static_cast<int>(LoraTarget::kQ)), nullptr);
-  EXPECT_EQ(m->View(a)->pair(1, static_cast<int>(LoraTarget::kV)), nullptr);
+  EXPECT_NE(m->View(a)->pair(1, static_cast<int>(LoraTarget::kQ), 0), nullptr);
+  EXPECT_EQ(m->View(a)->pair(1, static_cast<int>(LoraTarget::kV), 0), nullptr);
   // The only slot is pinned: b waits for it and a is not evicted.
   AdapterGate::Pin p = m->TryPin(b);
   for (int i = 0; i < 200 && p != AdapterGate::Pin::kWaitForSlot; ++i) {
