@@ -1,4 +1,5 @@
-// --format gptq: the decoder layers quantized one after another, each from
+// --format gptq (and the calibrated sweep --format exl2 shares): the decoder
+// layers quantized one after another, each from
 // the hidden states the already-quantized layers before it produce (the
 // quantized model feeds itself, as GPTQ does). Within a layer the published
 // "true sequential" order: q, k, v from the attention norm's output; then o
@@ -19,17 +20,9 @@
 
 namespace tessera::quantize {
 
-absl::Status RunGptq(GroupJob& job, const std::vector<int32_t>& tokens, int samples, int seq_len) {
+absl::Status SweepCalibrated(GroupJob& job, const std::vector<int32_t>& tokens, int samples, int seq_len,
+                             const LinearSolver& solve) {
   const LlamaConfig& c = job.config();
-  const QuantizeOptions& o = *job.options;
-  GptqOptions go;
-  go.bits = o.bits;
-  go.group_size = o.group_size;
-  go.sym = o.sym;
-  go.desc_act = o.desc_act;
-  go.damp = o.damp;
-  go.mse = o.mse;
-
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<LayerRunner> runner, CreateLayerRunner(job, samples, seq_len));
   const int64_t n = static_cast<int64_t>(samples) * seq_len;
   const int chunk = runner->chunk_samples();
@@ -48,21 +41,11 @@ absl::Status RunGptq(GroupJob& job, const std::vector<int32_t>& tokens, int samp
     return absl::OkStatus();
   };
 
-  job.progress->Begin("gptq", static_cast<int64_t>(c.n_layers) * kLinears);
   for (int l = 0; l < c.n_layers; ++l) {
     TESSERA_ASSIGN_OR_RETURN(LayerWeights w, ReadLayerWeights(job, l));
     auto quantize = [&](int lin, const std::vector<double>& h) -> absl::Status {
       TESSERA_RETURN_IF_ERROR(job.CheckCancelled());
-      DenseMatrix& m = w.lin[lin];
-      TESSERA_ASSIGN_OR_RETURN(GptqResult r, GptqQuantize(m.w.data(), m.rows, m.cols, h, go));
-      TESSERA_RETURN_IF_ERROR(job.WriteLinear(l, lin, r.q));
-      m.w = r.q.Dequantize();
-      if (r.dead_columns > 0 || r.damp > go.damp + 1e-9) {
-        job.progress->Log(absl::StrFormat("layer %d %s: %d dead input columns, damping %.4f", l, LinearModule(lin),
-                                          r.dead_columns, r.damp));
-      }
-      job.progress->Advance(absl::StrCat("layer ", l + 1, "/", c.n_layers, " ", LinearModule(lin)));
-      return absl::OkStatus();
+      return solve(l, lin, w.lin[lin], h);
     };
 
     // q, k, v: inputs are the attention norm of the layer input.
@@ -110,6 +93,31 @@ absl::Status RunGptq(GroupJob& job, const std::vector<int32_t>& tokens, int samp
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status RunGptq(GroupJob& job, const std::vector<int32_t>& tokens, int samples, int seq_len) {
+  const LlamaConfig& c = job.config();
+  const QuantizeOptions& o = *job.options;
+  GptqOptions go;
+  go.bits = o.bits;
+  go.group_size = o.group_size;
+  go.sym = o.sym;
+  go.desc_act = o.desc_act;
+  go.damp = o.damp;
+  go.mse = o.mse;
+  job.progress->Begin("gptq", static_cast<int64_t>(c.n_layers) * kLinears);
+  return SweepCalibrated(job, tokens, samples, seq_len,
+                         [&](int l, int lin, DenseMatrix& m, const std::vector<double>& h) -> absl::Status {
+                           TESSERA_ASSIGN_OR_RETURN(GptqResult r, GptqQuantize(m.w.data(), m.rows, m.cols, h, go));
+                           TESSERA_RETURN_IF_ERROR(job.WriteLinear(l, lin, r.q));
+                           m.w = r.q.Dequantize();
+                           if (r.dead_columns > 0 || r.damp > go.damp + 1e-9) {
+                             job.progress->Log(absl::StrFormat("layer %d %s: %d dead input columns, damping %.4f", l,
+                                                               LinearModule(lin), r.dead_columns, r.damp));
+                           }
+                           job.progress->Advance(absl::StrCat("layer ", l + 1, "/", c.n_layers, " ", LinearModule(lin)));
+                           return absl::OkStatus();
+                         });
 }
 
 }  // namespace tessera::quantize

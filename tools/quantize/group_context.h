@@ -4,6 +4,7 @@
 #define TESSERA_TOOLS_QUANTIZE_GROUP_CONTEXT_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -84,6 +85,18 @@ struct GroupJob {
 absl::Status RunRtn(GroupJob& job);
 absl::Status RunGptq(GroupJob& job, const std::vector<int32_t>& calibration_tokens, int samples, int seq_len);
 absl::Status RunAwq(GroupJob& job, const std::vector<int32_t>& calibration_tokens, int samples, int seq_len);
+
+// Called for each linear in GPTQ's true-sequential order with `h`, the
+// Hessian of its inputs (HessianAccumulator::Hessian). Whatever the solver
+// leaves in `w` is what the rest of the sweep computes with: the dequantized
+// weights make the quantized model feed itself (GPTQ), the untouched dense
+// weights make every later Hessian the dense model's (a measurement pass).
+using LinearSolver =
+    std::function<absl::Status(int layer, int linear, DenseMatrix& w, const std::vector<double>& h)>;
+// The decoder layers one after another over the calibration samples
+// (gptq_quantize.cc): the sweep RunGptq runs, with the solver supplied.
+absl::Status SweepCalibrated(GroupJob& job, const std::vector<int32_t>& calibration_tokens, int samples, int seq_len,
+                             const LinearSolver& solve);
 
 }  // namespace tessera::quantize
 

@@ -1,8 +1,8 @@
 // tessera-quantize: makes a dense (F32/F16/BF16) model small, in any format
 // Tessera serves.
 //
-//   tessera-quantize --input MODEL --output PATH --format gguf:TYPE|awq|gptq|rtn
-//                    [--bits 4|8] [--group-size N] [--desc-act] [--sym] [--damp F]
+//   tessera-quantize --input MODEL --output PATH --format gguf:TYPE|awq|gptq|rtn|exl2
+//                    [--bits 4|8, exl2: 2.5..8] [--group-size N] [--desc-act] [--sym] [--damp F]
 //                    [--calibration FILE --calibration-samples N --seq-len N]
 //
 // The output appears only when it is complete: a format writes to a hidden
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -21,16 +22,19 @@
 #include "absl/strings/str_cat.h"
 #include "common/command_line.h"
 #include "common/escape.h"
+#include "tools/quantize/exl2_quantize.h"
 #include "tools/quantize/gguf_quantize.h"
 #include "tools/quantize/group_quantize.h"
 #include "tools/quantize/quantize_options.h"
 
 ABSL_FLAG(std::string, input, "", "model to quantize: an HF directory or a GGUF file, in F32, F16 or BF16");
-ABSL_FLAG(std::string, output, "", "where to write: a .gguf file for gguf:TYPE, a directory for awq/gptq/rtn");
+ABSL_FLAG(std::string, output, "", "where to write: a .gguf file for gguf:TYPE, a directory for awq/gptq/rtn/exl2");
 ABSL_FLAG(std::string, format, "",
           "gguf:TYPE (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K Q3_K_M Q4_K_S Q4_K_M Q5_K_M), "
-          "awq, gptq or rtn");
-ABSL_FLAG(int, bits, 4, "awq/gptq/rtn: bits per weight (4 or 8; awq: 4)");
+          "awq, gptq, rtn or exl2");
+ABSL_FLAG(double, bits, 4,
+          "awq/gptq/rtn: bits per weight (4 or 8; awq: 4); exl2: the target average bits per weight, 2.5 to 8 "
+          "(for example 4.65)");
 ABSL_FLAG(int, group_size, 128, "awq/gptq/rtn: input columns per quantization group (-1: one group per row)");
 ABSL_FLAG(bool, desc_act, false, "gptq: quantize columns in order of decreasing activation energy (act-order)");
 ABSL_FLAG(bool, sym, true, "gptq/rtn: symmetric groups");
@@ -43,10 +47,15 @@ ABSL_FLAG(double, mse, 2.4,
           "gptq: > 0 searches each group's range (GPTQ's mse quantizer: shrink 1 .. 0.21 of the min/max range) for "
           "the least sum |error|^mse; 0: the plain min/max range");
 ABSL_FLAG(std::string, rtn_layout, "gptq", "rtn: write GPTQ's layout (gptq) or AutoAWQ's (awq)");
-ABSL_FLAG(std::string, calibration, "", "awq/gptq: calibration text (plain UTF-8)");
+ABSL_FLAG(std::string, calibration, "", "awq/gptq/exl2: calibration text (plain UTF-8)");
 ABSL_FLAG(int, calibration_samples, 0,
-          "awq/gptq: calibration samples (0: the format's default, gptq 32, awq 8; see group_quantize.cc)");
-ABSL_FLAG(int, seq_len, 512, "awq/gptq: tokens per calibration sample");
+          "awq/gptq/exl2: calibration samples (0: the format's default, gptq and exl2 32, awq 8; see "
+          "group_quantize.cc)");
+ABSL_FLAG(int, seq_len, 512, "awq/gptq/exl2: tokens per calibration sample");
+ABSL_FLAG(std::string, measurement, "",
+          "exl2: read the per-layer error measurement from this file (written by --measurement-out for the same "
+          "model) instead of measuring again; the target --bits may differ");
+ABSL_FLAG(std::string, measurement_out, "", "exl2: also write this run's error measurement to this file");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(bool, force, false, "replace --output if it exists");
 
@@ -74,14 +83,23 @@ int Fail(const std::string& message, int code = 1) {
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
   const tessera::CommandLine cl = tessera::ParseCommandLine(
-      argc, argv, "tessera-quantize --input MODEL --output PATH --format gguf:TYPE|awq|gptq|rtn [options]");
+      argc, argv, "tessera-quantize --input MODEL --output PATH --format gguf:TYPE|awq|gptq|rtn|exl2 [options]");
   if (cl.positional.size() > 1) return Fail(absl::StrCat("unexpected argument '", cl.positional[1], "'"), 2);
 
   tessera::quantize::QuantizeOptions o;
   o.input = absl::GetFlag(FLAGS_input);
   o.output = absl::GetFlag(FLAGS_output);
   o.format = absl::GetFlag(FLAGS_format);
-  o.bits = absl::GetFlag(FLAGS_bits);
+  const double bits = absl::GetFlag(FLAGS_bits);
+  o.exl2_bits = bits;
+  if (o.format != "exl2") {
+    // Whole widths only: a fractional average is what exl2's mixes are for.
+    if (!(std::isfinite(bits) && bits == std::floor(bits) && std::fabs(bits) < 1024)) {
+      return Fail(absl::StrCat("--bits ", bits, ": --format ", tessera::EscapeForMessage(o.format),
+                               " takes a whole number of bits (fractional averages: --format exl2)"), 2);
+    }
+    o.bits = static_cast<int>(bits);
+  }
   o.group_size = absl::GetFlag(FLAGS_group_size);
   o.desc_act = absl::GetFlag(FLAGS_desc_act);
   o.sym = absl::GetFlag(FLAGS_sym);
@@ -94,15 +112,20 @@ int main(int argc, char** argv) {
   o.calibration_samples = absl::GetFlag(FLAGS_calibration_samples);
   o.seq_len = absl::GetFlag(FLAGS_seq_len);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.exl2_measurement = absl::GetFlag(FLAGS_measurement);
+  o.exl2_measurement_out = absl::GetFlag(FLAGS_measurement_out);
+  if ((!o.exl2_measurement.empty() || !o.exl2_measurement_out.empty()) && o.format != "exl2") {
+    return Fail("--measurement and --measurement-out are --format exl2's", 2);
+  }
   if (o.input.empty() || o.output.empty() || o.format.empty()) {
     return Fail("--input, --output and --format are required", 2);
   }
   const bool gguf = o.format.starts_with("gguf:");
   if (gguf) {
     o.gguf_type = o.format.substr(5);
-  } else if (o.format != "awq" && o.format != "gptq" && o.format != "rtn") {
+  } else if (o.format != "awq" && o.format != "gptq" && o.format != "rtn" && o.format != "exl2") {
     return Fail(absl::StrCat("unknown --format '", tessera::EscapeForMessage(o.format),
-                             "': use gguf:TYPE (for example gguf:Q4_K_M), awq, gptq or rtn"), 2);
+                             "': use gguf:TYPE (for example gguf:Q4_K_M), awq, gptq, rtn or exl2"), 2);
   }
 
   std::error_code ec;
@@ -137,8 +160,9 @@ int main(int argc, char** argv) {
   ::signal(SIGTERM, OnInterrupt);
 
   tessera::quantize::Progress progress(stderr, ::isatty(STDERR_FILENO) != 0, &g_interrupted);
-  absl::Status status = gguf ? tessera::quantize::QuantizeToGguf(o, progress, staging.string())
-                             : tessera::quantize::QuantizeToGroupFormat(o, progress, staging.string());
+  absl::Status status = gguf                 ? tessera::quantize::QuantizeToGguf(o, progress, staging.string())
+                        : o.format == "exl2" ? tessera::quantize::QuantizeToExl2(o, progress, staging.string())
+                                             : tessera::quantize::QuantizeToGroupFormat(o, progress, staging.string());
   progress.End();
   if (status.ok() && g_interrupted.load()) status = absl::CancelledError("interrupted");
   if (status.ok()) {

@@ -22,12 +22,18 @@ namespace tessera::quantize {
 struct QuantizeOptions {
   std::string input;   // an HF directory (F32/F16/BF16) or a GGUF in F32/F16/BF16
   std::string output;  // final path (the format writes to a staging path instead)
-  // "gguf:TYPE" (TYPE without the prefix in gguf_type), "awq", "gptq" or "rtn".
+  // "gguf:TYPE" (TYPE without the prefix in gguf_type), "awq", "gptq", "rtn" or "exl2".
   std::string format;
   std::string gguf_type;  // "Q4_K_M", "Q8_0"... when format starts with gguf:
 
   // Group formats (awq, gptq, rtn).
   int bits = 4;
+  // exl2: the target average bits per weight of the decoder linears, in [2.5, 8].
+  double exl2_bits = 4.0;
+  // exl2: a measurement (JSON) to read instead of measuring, and where to
+  // write this run's (exllamav2's measurement.json, reused across targets).
+  std::string exl2_measurement;
+  std::string exl2_measurement_out;
   int group_size = 128;
   bool desc_act = false;     // gptq: quantize columns in order of decreasing Hessian diagonal
   bool sym = true;           // gptq/rtn: symmetric (zero fixed at the midpoint)
