@@ -208,6 +208,13 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
   }
   total_weights *= c.n_layers;
 
+  // A measurement read back is checked before any work, as the calibration text is.
+  const std::vector<Exl2Mix>& mixes = Exl2Candidates();
+  std::vector<std::vector<std::pair<int64_t, double>>> options_per_linear(static_cast<size_t>(c.n_layers) * kLinears);
+  if (!options.exl2_measurement.empty()) {
+    TESSERA_RETURN_IF_ERROR(ReadMeasurement(options.exl2_measurement, job, &options_per_linear));
+  }
+
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Create(ck->tokenizer_spec()));
   const int samples = options.calibration_samples > 0 ? options.calibration_samples : kDefaultSamples;
   TESSERA_ASSIGN_OR_RETURN(CalibrationSamples calib,
@@ -228,10 +235,7 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
   }
 
   // 1. Measurement.
-  const std::vector<Exl2Mix>& mixes = Exl2Candidates();
-  std::vector<std::vector<std::pair<int64_t, double>>> options_per_linear(static_cast<size_t>(c.n_layers) * kLinears);
   if (!options.exl2_measurement.empty()) {
-    TESSERA_RETURN_IF_ERROR(ReadMeasurement(options.exl2_measurement, job, &options_per_linear));
     progress.Log(absl::StrCat("exl2: measurement read from ", EscapeForMessage(options.exl2_measurement, 256)));
   } else {
     progress.Begin("exl2 measurement", static_cast<int64_t>(c.n_layers) * kLinears);
