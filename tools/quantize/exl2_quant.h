@@ -51,8 +51,11 @@ struct Exl2Mix {
 };
 
 // The measurement table, in increasing cost: pure widths and two-width
-// mixes covering about 2.1 to 8.1 bits per weight, in the spirit of
-// exllamav2's qparams tables (which this does not reproduce entry for entry).
+// mixes covering about 2.1 to 8.1 bits per weight, the range of exllamav2's
+// qparams tables (3:0.05,2:0.95@64 to 8@128), not reproducing them entry for
+// entry. exllamav2 measures joint options per attention block (q, k, v, o)
+// and per MLP block (gate, up, down); here every linear takes its own mix,
+// so the optimizer can trade bits between, e.g., v_proj and q_proj.
 const std::vector<Exl2Mix>& Exl2Candidates();
 
 struct Exl2Group {
