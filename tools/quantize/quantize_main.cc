@@ -55,7 +55,9 @@ ABSL_FLAG(int, seq_len, 512, "awq/gptq/exl2: tokens per calibration sample");
 ABSL_FLAG(std::string, measurement, "",
           "exl2: read the per-layer error measurement from this file (written by --measurement-out for the same "
           "model) instead of measuring again; the target --bits may differ");
-ABSL_FLAG(std::string, measurement_out, "", "exl2: also write this run's error measurement to this file");
+ABSL_FLAG(std::string, measurement_out, "",
+          "exl2: also write this run's error measurement to this file (once the measurement pass is whole, so an "
+          "interrupt during the final pass keeps it)");
 ABSL_FLAG(int, threads, 0, "CPU threads (0 = all)");
 ABSL_FLAG(bool, force, false, "replace --output if it exists");
 
