@@ -123,8 +123,10 @@ std::vector<PackedTensor> PackExl2(const Exl2Linear& q);
 // The optimizer: one option per linear minimizing the summed error with the
 // summed bits at most `budget_bits`. options[i] = (bits, error) of linear i's
 // candidates. A dynamic program over the bits in units of 1/10000 of the
-// average bit per weight (costs rounded up, so the budget holds exactly).
-// Fails if even the cheapest options exceed the budget.
+// average bit per weight (costs rounded up, so the budget holds exactly),
+// then single swaps in exact bits that lower the error and still fit (the
+// rounding leaves up to a unit per linear unused). Fails if even the
+// cheapest options exceed the budget.
 absl::StatusOr<std::vector<int>> Exl2Choose(const std::vector<std::vector<std::pair<int64_t, double>>>& options,
                                             int64_t total_weights, double budget_bits);
 
