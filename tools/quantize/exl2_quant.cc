@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/fp16.h"
+#include "common/status_macros.h"
 #include "tools/quantize/gptq_solver.h"
 
 namespace tessera::quantize {
@@ -168,51 +169,22 @@ std::vector<float> Exl2Linear::Dequantize() const {
 absl::StatusOr<Exl2Solver> Exl2Solver::Prepare(const float* w, int64_t out, int64_t in, std::vector<double> h,
                                                double damp) {
   const int64_t n = in;
-  if (static_cast<int64_t>(h.size()) != n * n) return absl::InternalError("Hessian size mismatch");
   Exl2Solver s;
   s.out_ = out;
   s.in_ = in;
-  std::vector<char> dead(n, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    if (h[i * n + i] == 0) {
-      dead[i] = 1;
-      h[i * n + i] = 1;
-      ++s.dead_;
-    }
-  }
-  s.perm_.resize(n);
-  std::iota(s.perm_.begin(), s.perm_.end(), 0);
-  std::stable_sort(s.perm_.begin(), s.perm_.end(),
-                   [&](int32_t a, int32_t b) { return h[a * n + a] > h[b * n + b]; });
+  TESSERA_ASSIGN_OR_RETURN(PreparedHessian prepared,
+                           PrepareHessian(std::move(h), n, /*act_order=*/true, damp, "EXL2"));
+  s.dead_ = prepared.dead_columns;
+  s.perm_ = std::move(prepared.perm);
   const std::vector<int32_t>& perm = s.perm_;
-  std::vector<double> hp(static_cast<size_t>(n * n));
-  double mean_diag = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) hp[i * n + j] = h[perm[i] * n + perm[j]];
-    mean_diag += hp[i * n + i];
-  }
-  mean_diag /= static_cast<double>(n);
-  h.clear();
-  h.shrink_to_fit();
+  const std::vector<char>& dead = prepared.dead;
   s.w_.resize(static_cast<size_t>(out * n));
   for (int64_t r = 0; r < out; ++r) {
     for (int64_t p = 0; p < n; ++p) s.w_[r * n + p] = dead[perm[p]] ? 0.f : w[r * n + perm[p]];
   }
-  // Damping raised 0.0025 at a time until H + damp is positive definite, as
-  // the gptq format does (GPTQModel's damp_auto_increment).
-  std::vector<double> u;
-  bool ok = false;
-  double d = damp;
-  for (; d < 1.0; d += 0.0025) {
-    std::vector<double> hd = hp;
-    for (int64_t i = 0; i < n; ++i) hd[i * n + i] += d * mean_diag;
-    if ((ok = UpperCholeskyOfInverse(hd, n, &u))) {
-      hp.swap(hd);
-      break;
-    }
-  }
-  if (!ok) return absl::InvalidArgumentError("EXL2: the Hessian is not positive definite even with damping 1");
-  s.damp_ = d;
+  s.damp_ = prepared.damp;
+  std::vector<double>& hp = prepared.damped;
+  std::vector<double>& u = prepared.u;
   // trace(W H W^T) with the damped H (in float: it only normalizes the
   // error): tiles of 8 rows share each H row.
   {

@@ -181,22 +181,13 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
   namespace fs = std::filesystem;
   const auto start = std::chrono::steady_clock::now();
   TESSERA_RETURN_IF_ERROR(CheckOptions(options));
-  std::error_code ec;
-  if (!fs::is_directory(options.input, ec)) {
-    return Invalid(absl::StrCat("--format exl2 reads a Hugging Face directory; --input ",
-                                EscapeForMessage(options.input, 256),
-                                " is not one (convert a GGUF to an HF directory first: "
-                                "tools/checkpoints/gguf_to_hf.py)"));
-  }
-  if (options.threads > 0) omp_set_num_threads(options.threads);
-  TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ck, OpenDenseInput(options.input));
-  TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<InputTensors> input, InputTensors::Open(options.input));
+  TESSERA_ASSIGN_OR_RETURN(GroupInputs in, OpenGroupInputs(options));
   GroupJob job;
   job.options = &options;
   job.progress = &progress;
-  job.checkpoint = ck.get();
-  job.input = input.get();
-  const LlamaConfig& c = ck->config();
+  job.checkpoint = in.checkpoint.get();
+  job.input = in.tensors.get();
+  const LlamaConfig& c = in.checkpoint->config();
   int64_t total_weights = 0;
   for (int lin = 0; lin < kLinears; ++lin) {
     const auto [rows, cols] = job.Shape(lin);
@@ -215,7 +206,7 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
     TESSERA_RETURN_IF_ERROR(ReadMeasurement(options.exl2_measurement, job, &options_per_linear));
   }
 
-  TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Create(ck->tokenizer_spec()));
+  TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Create(in.checkpoint->tokenizer_spec()));
   const int samples = options.calibration_samples > 0 ? options.calibration_samples : kDefaultSamples;
   TESSERA_ASSIGN_OR_RETURN(CalibrationSamples calib,
                            LoadCalibrationSamples(options.calibration, *tok, samples, options.seq_len));
@@ -229,7 +220,7 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
   for (int l = 0; l < c.n_layers; ++l) {
     for (int lin = 0; lin < kLinears; ++lin) {
       const std::string name = LinearWeightName(l, lin);
-      if (input->Find(name) == nullptr) return Invalid(absl::StrCat("the input lacks tensor '", name, "'"));
+      if (in.tensors->Find(name) == nullptr) return Invalid(absl::StrCat("the input lacks tensor '", name, "'"));
       linear_names.insert(name);
     }
   }
@@ -289,7 +280,7 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
       }
     }
   }
-  for (const SafetensorsTensor* t : input->All()) {
+  for (const SafetensorsTensor* t : in.tensors->All()) {
     if (!linear_names.contains(t->name)) decls.push_back({t->name, t->dtype, t->shape});
   }
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer,
@@ -316,10 +307,10 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
         return absl::OkStatus();
       }));
   TESSERA_RETURN_IF_ERROR(job.CheckCancelled());
-  for (const SafetensorsTensor* t : input->All()) {
+  for (const SafetensorsTensor* t : in.tensors->All()) {
     if (linear_names.contains(t->name)) continue;
     TESSERA_RETURN_IF_ERROR(writer->Write(t->name, t->bytes));
-    input->DropPages(t);
+    in.tensors->DropPages(t);
   }
   TESSERA_RETURN_IF_ERROR(writer->Finish());
   // exllamav2's compile.py keys; bits is the achieved average of the decoder

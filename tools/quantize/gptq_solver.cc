@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fp16.h"
+#include "common/status_macros.h"
 
 namespace tessera::quantize {
 namespace {
@@ -196,47 +197,59 @@ bool UpperCholeskyOfInverse(const std::vector<double>& a, int64_t n, std::vector
   return true;
 }
 
-absl::StatusOr<GptqResult> GptqQuantize(const float* w, int64_t rows, int64_t cols, std::vector<double> h,
-                                        const GptqOptions& o) {
-  const int64_t n = cols;
+absl::StatusOr<PreparedHessian> PrepareHessian(std::vector<double> h, int64_t n, bool act_order, double damp,
+                                               const char* who) {
   if (static_cast<int64_t>(h.size()) != n * n) return absl::InternalError("Hessian size mismatch");
-  GptqResult result;
-  std::vector<char> dead(n, 0);
+  PreparedHessian p;
+  p.dead.assign(n, 0);
   for (int64_t i = 0; i < n; ++i) {
     if (h[i * n + i] == 0) {
-      dead[i] = 1;
+      p.dead[i] = 1;
       h[i * n + i] = 1;
-      ++result.dead_columns;
+      ++p.dead_columns;
     }
   }
-  std::vector<int32_t> perm(n);
-  std::iota(perm.begin(), perm.end(), 0);
-  if (o.desc_act) {
-    std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return h[a * n + a] > h[b * n + b]; });
+  p.perm.resize(n);
+  std::iota(p.perm.begin(), p.perm.end(), 0);
+  if (act_order) {
+    std::stable_sort(p.perm.begin(), p.perm.end(), [&](int32_t a, int32_t b) { return h[a * n + a] > h[b * n + b]; });
   }
   std::vector<double> hp(static_cast<size_t>(n * n));
   double mean_diag = 0;
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = 0; j < n; ++j) hp[i * n + j] = h[perm[i] * n + perm[j]];
+    for (int64_t j = 0; j < n; ++j) hp[i * n + j] = h[p.perm[i] * n + p.perm[j]];
     mean_diag += hp[i * n + i];
   }
   mean_diag /= static_cast<double>(n);
   h.clear();
   h.shrink_to_fit();
-  // GPTQModel's damp_auto_increment: a Hessian that damping does not make
-  // positive definite gets more damping, 0.0025 at a time, up to 1.
-  std::vector<double> u;
   bool ok = false;
-  double damp = o.damp;
-  for (; damp < 1.0; damp += 0.0025) {
+  double d = damp;
+  for (; d < 1.0; d += 0.0025) {
     std::vector<double> hd = hp;
-    for (int64_t i = 0; i < n; ++i) hd[i * n + i] += damp * mean_diag;
-    if ((ok = UpperCholeskyOfInverse(hd, n, &u))) break;
+    for (int64_t i = 0; i < n; ++i) hd[i * n + i] += d * mean_diag;
+    if ((ok = UpperCholeskyOfInverse(hd, n, &p.u))) {
+      p.damped.swap(hd);
+      break;
+    }
   }
-  if (!ok) return absl::InvalidArgumentError("GPTQ: the Hessian is not positive definite even with damping 1");
-  result.damp = damp;
-  hp.clear();
-  hp.shrink_to_fit();
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat(who, ": the Hessian is not positive definite even with damping 1"));
+  p.damp = d;
+  return p;
+}
+
+absl::StatusOr<GptqResult> GptqQuantize(const float* w, int64_t rows, int64_t cols, std::vector<double> h,
+                                        const GptqOptions& o) {
+  const int64_t n = cols;
+  GptqResult result;
+  TESSERA_ASSIGN_OR_RETURN(PreparedHessian prepared, PrepareHessian(std::move(h), n, o.desc_act, o.damp, "GPTQ"));
+  result.damp = prepared.damp;
+  result.dead_columns = prepared.dead_columns;
+  const std::vector<char>& dead = prepared.dead;
+  const std::vector<int32_t>& perm = prepared.perm;
+  prepared.damped.clear();
+  prepared.damped.shrink_to_fit();
+  std::vector<double>& u = prepared.u;
   std::vector<float> uf(u.begin(), u.end());
   u.clear();
   u.shrink_to_fit();

@@ -65,6 +65,24 @@ struct GptqResult {
 absl::StatusOr<GptqResult> GptqQuantize(const float* w, int64_t rows, int64_t cols, std::vector<double> h,
                                         const GptqOptions& options);
 
+// GPTQ's preparation of a Hessian h (n x n, row-major), shared by the gptq
+// and exl2 solvers. A zero diagonal entry (an input no calibration token
+// reached) becomes 1 and its column is dead (its weights quantize as zero).
+// With `act_order` the columns are ordered by descending diagonal (stable),
+// else kept. Then H + damp * mean(diag) is factored, the damping raised by
+// 0.0025 until H is positive definite (GPTQModel's damp_auto_increment);
+// InvalidArgument, prefixed by `who`, past 1.
+struct PreparedHessian {
+  std::vector<char> dead;      // by input column
+  int dead_columns = 0;
+  std::vector<int32_t> perm;   // position p holds input column perm[p]
+  std::vector<double> damped;  // H in perm order plus the damping used
+  std::vector<double> u;       // the upper Cholesky factor of damped's inverse
+  double damp = 0;
+};
+absl::StatusOr<PreparedHessian> PrepareHessian(std::vector<double> h, int64_t n, bool act_order, double damp,
+                                               const char* who);
+
 // The upper-triangular U with Uᵀ U = A⁻¹ for a symmetric positive definite
 // A (n x n, row-major, double), or false if A is not positive definite.
 bool UpperCholeskyOfInverse(const std::vector<double>& a, int64_t n, std::vector<double>* u);

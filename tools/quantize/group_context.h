@@ -80,6 +80,16 @@ struct GroupJob {
   absl::Status CheckCancelled() const;
 };
 
+// The input of an HF-layout run (awq, gptq, rtn, exl2): `options.input` must
+// be a Hugging Face directory (InvalidArgument saying how to convert a GGUF
+// otherwise), opened as a checkpoint (for the forward pass) and as raw
+// tensors; applies options.threads to OpenMP.
+struct GroupInputs {
+  std::unique_ptr<Checkpoint> checkpoint;
+  std::unique_ptr<InputTensors> tensors;
+};
+absl::StatusOr<GroupInputs> OpenGroupInputs(const QuantizeOptions& options);
+
 // The drivers (one file each). Each writes every linear of every layer
 // through WriteLinear (and, for awq, the norms it rescales).
 absl::Status RunRtn(GroupJob& job);

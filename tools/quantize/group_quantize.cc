@@ -329,35 +329,40 @@ absl::Status RunRtn(GroupJob& job) {
 
 // ---- entry point ----------------------------------------------------------------
 
-absl::Status QuantizeToGroupFormat(const QuantizeOptions& options, Progress& progress, const std::string& staging_dir) {
-  namespace fs = std::filesystem;
-  const auto start = std::chrono::steady_clock::now();
-  TESSERA_RETURN_IF_ERROR(CheckOptions(options));
+absl::StatusOr<GroupInputs> OpenGroupInputs(const QuantizeOptions& options) {
   std::error_code ec;
-  if (!fs::is_directory(options.input, ec)) {
+  if (!std::filesystem::is_directory(options.input, ec)) {
     return Invalid(absl::StrCat("--format ", options.format, " reads a Hugging Face directory; --input ",
                                 EscapeForMessage(options.input, 256),
                                 " is not one (convert a GGUF to an HF directory first: "
                                 "tools/checkpoints/gguf_to_hf.py)"));
   }
   if (options.threads > 0) omp_set_num_threads(options.threads);
-  TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ck, OpenDenseInput(options.input));
-  TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<InputTensors> input, InputTensors::Open(options.input));
+  GroupInputs in;
+  TESSERA_ASSIGN_OR_RETURN(in.checkpoint, OpenDenseInput(options.input));
+  TESSERA_ASSIGN_OR_RETURN(in.tensors, InputTensors::Open(options.input));
+  return in;
+}
 
+absl::Status QuantizeToGroupFormat(const QuantizeOptions& options, Progress& progress, const std::string& staging_dir) {
+  namespace fs = std::filesystem;
+  const auto start = std::chrono::steady_clock::now();
+  TESSERA_RETURN_IF_ERROR(CheckOptions(options));
+  TESSERA_ASSIGN_OR_RETURN(GroupInputs in, OpenGroupInputs(options));
   GroupJob job;
   job.options = &options;
   job.progress = &progress;
-  job.checkpoint = ck.get();
-  job.input = input.get();
+  job.checkpoint = in.checkpoint.get();
+  job.input = in.tensors.get();
   job.awq_layout = options.format == "awq" || (options.format == "rtn" && options.rtn_layout == "awq");
   TESSERA_RETURN_IF_ERROR(CheckShapes(job));
-  const LlamaConfig& c = ck->config();
+  const LlamaConfig& c = in.checkpoint->config();
 
   // Calibration text is read and tokenized before any work, so that its
   // errors come at once.
   CalibrationSamples calib;
   if (options.format != "rtn") {
-    TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Create(ck->tokenizer_spec()));
+    TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tok, Tokenizer::Create(in.checkpoint->tokenizer_spec()));
     const int samples = options.calibration_samples > 0        ? options.calibration_samples
                         : options.format == "gptq"              ? kDefaultGptqSamples
                                                                 : kDefaultAwqSamples;
@@ -379,7 +384,7 @@ absl::Status QuantizeToGroupFormat(const QuantizeOptions& options, Progress& pro
   for (int l = 0; l < c.n_layers; ++l) {
     for (int lin = 0; lin < kLinears; ++lin) {
       const std::string name = LinearWeightName(l, lin);
-      if (input->Find(name) == nullptr) return Invalid(absl::StrCat("the input lacks tensor '", name, "'"));
+      if (in.tensors->Find(name) == nullptr) return Invalid(absl::StrCat("the input lacks tensor '", name, "'"));
       linear_names.insert(name);
       const auto [rows, cols] = job.Shape(lin);
       const std::string module = name.substr(0, name.size() - 7);
@@ -389,7 +394,7 @@ absl::Status QuantizeToGroupFormat(const QuantizeOptions& options, Progress& pro
       }
     }
   }
-  for (const SafetensorsTensor* t : input->All()) {
+  for (const SafetensorsTensor* t : in.tensors->All()) {
     if (!linear_names.contains(t->name)) decls.push_back({t->name, t->dtype, t->shape});
   }
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer,
@@ -405,10 +410,10 @@ absl::Status QuantizeToGroupFormat(const QuantizeOptions& options, Progress& pro
   }
   TESSERA_RETURN_IF_ERROR(job.CheckCancelled());
 
-  for (const SafetensorsTensor* t : input->All()) {
+  for (const SafetensorsTensor* t : in.tensors->All()) {
     if (linear_names.contains(t->name) || job.written.contains(t->name)) continue;
     TESSERA_RETURN_IF_ERROR(writer->Write(t->name, t->bytes));
-    input->DropPages(t);
+    in.tensors->DropPages(t);
   }
   TESSERA_RETURN_IF_ERROR(writer->Finish());
   TESSERA_RETURN_IF_ERROR(WriteQuantizedConfig(options.input, staging_dir,
