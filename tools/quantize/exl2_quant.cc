@@ -326,14 +326,6 @@ absl::StatusOr<Exl2Solver::Result> Exl2Solver::Quantize(const std::vector<Exl2Gr
 
 namespace {
 
-PackedTensor Tensor(const char* suffix, SafetensorsDtype dtype, std::vector<int64_t> shape) {
-  int64_t count = 1;
-  for (int64_t d : shape) count *= d;
-  PackedTensor t{suffix, dtype, std::move(shape), {}};
-  t.bytes.assign(static_cast<size_t>(count) * DtypeSize(dtype), 0);
-  return t;
-}
-
 int64_t Padded(int64_t out) { return (out + 31) / 32 * 32; }
 
 }  // namespace
@@ -343,11 +335,11 @@ std::vector<PackedTensor> Exl2Layout(int64_t out, int64_t in, const std::vector<
   for (const Exl2Group& g : plan) qrows += g.rows * g.bits / 32;
   const int64_t width = Padded(out), ng = static_cast<int64_t>(plan.size());
   std::vector<PackedTensor> t;
-  t.push_back(Tensor("q_weight", SafetensorsDtype::kI32, {qrows, width}));
-  t.push_back(Tensor("q_scale", SafetensorsDtype::kI32, {ng, width / 8}));
-  t.push_back(Tensor("q_scale_max", SafetensorsDtype::kF16, {ng}));
-  t.push_back(Tensor("q_groups", SafetensorsDtype::kI16, {2 * ng}));
-  t.push_back(Tensor("q_invperm", SafetensorsDtype::kI32, {in}));
+  t.push_back(ZeroPackedTensor("q_weight", SafetensorsDtype::kI32, {qrows, width}));
+  t.push_back(ZeroPackedTensor("q_scale", SafetensorsDtype::kI32, {ng, width / 8}));
+  t.push_back(ZeroPackedTensor("q_scale_max", SafetensorsDtype::kF16, {ng}));
+  t.push_back(ZeroPackedTensor("q_groups", SafetensorsDtype::kI16, {2 * ng}));
+  t.push_back(ZeroPackedTensor("q_invperm", SafetensorsDtype::kI32, {in}));
   return t;
 }
 

@@ -16,14 +16,6 @@ constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 void PutU32(std::vector<uint8_t>& bytes, int64_t index, uint32_t v) { std::memcpy(bytes.data() + 4 * index, &v, 4); }
 
-PackedTensor Tensor(const char* suffix, SafetensorsDtype dtype, std::vector<int64_t> shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  PackedTensor t{suffix, dtype, std::move(shape), {}};
-  t.bytes.assign(static_cast<size_t>(n) * DtypeSize(dtype), 0);
-  return t;
-}
-
 absl::Status ScaleError(float scale) {
   return absl::InvalidArgumentError(absl::StrCat("a group's scale (", scale,
                                                  ") does not fit float16: the weights are too large for this format"));
@@ -184,19 +176,19 @@ absl::StatusOr<GroupQuantizedLinear> RtnQuantize(const float* w, int64_t rows, i
 
 std::vector<PackedTensor> AwqLayout(int64_t rows, int64_t cols, int64_t groups) {
   std::vector<PackedTensor> t;
-  t.push_back(Tensor("qweight", SafetensorsDtype::kI32, {cols, rows / 8}));
-  t.push_back(Tensor("qzeros", SafetensorsDtype::kI32, {groups, rows / 8}));
-  t.push_back(Tensor("scales", SafetensorsDtype::kF16, {groups, rows}));
+  t.push_back(ZeroPackedTensor("qweight", SafetensorsDtype::kI32, {cols, rows / 8}));
+  t.push_back(ZeroPackedTensor("qzeros", SafetensorsDtype::kI32, {groups, rows / 8}));
+  t.push_back(ZeroPackedTensor("scales", SafetensorsDtype::kF16, {groups, rows}));
   return t;
 }
 
 std::vector<PackedTensor> GptqLayout(int bits, int64_t rows, int64_t cols, int64_t groups) {
   const int64_t per_word = 32 / bits;
   std::vector<PackedTensor> t;
-  t.push_back(Tensor("qweight", SafetensorsDtype::kI32, {(cols + per_word - 1) / per_word, rows}));
-  t.push_back(Tensor("qzeros", SafetensorsDtype::kI32, {groups, (rows + per_word - 1) / per_word}));
-  t.push_back(Tensor("scales", SafetensorsDtype::kF16, {groups, rows}));
-  t.push_back(Tensor("g_idx", SafetensorsDtype::kI32, {cols}));
+  t.push_back(ZeroPackedTensor("qweight", SafetensorsDtype::kI32, {(cols + per_word - 1) / per_word, rows}));
+  t.push_back(ZeroPackedTensor("qzeros", SafetensorsDtype::kI32, {groups, (rows + per_word - 1) / per_word}));
+  t.push_back(ZeroPackedTensor("scales", SafetensorsDtype::kF16, {groups, rows}));
+  t.push_back(ZeroPackedTensor("g_idx", SafetensorsDtype::kI32, {cols}));
   return t;
 }
 
@@ -251,6 +243,14 @@ std::vector<PackedTensor> PackGptq(const GroupQuantizedLinear& q) {
     for (int64_t r = 0; r < q.rows; ++r) std::memcpy(t[2].bytes.data() + 2 * (g * q.rows + r), &q.scales[r * q.groups + g], 2);
   }
   for (int64_t c = 0; c < q.cols; ++c) PutU32(t[3].bytes, c, static_cast<uint32_t>(q.g_idx[c]));
+  return t;
+}
+
+PackedTensor ZeroPackedTensor(const char* suffix, SafetensorsDtype dtype, std::vector<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  PackedTensor t{suffix, dtype, std::move(shape), {}};
+  t.bytes.assign(static_cast<size_t>(n) * DtypeSize(dtype), 0);
   return t;
 }
 

@@ -79,6 +79,9 @@ struct PackedTensor {
   std::vector<uint8_t> bytes;
 };
 
+// A tensor of `shape` and `dtype` with every byte zero, for a packer to fill.
+PackedTensor ZeroPackedTensor(const char* suffix, SafetensorsDtype dtype, std::vector<int64_t> shape);
+
 // The shapes/dtypes the packers produce, for laying out a file before any
 // tensor is quantized. `groups` as in GroupQuantizedLinear.
 std::vector<PackedTensor> AwqLayout(int64_t rows, int64_t cols, int64_t groups);
