@@ -33,6 +33,9 @@ std::optional<GgmlTypeTraits> TraitsOf(uint32_t type_id) {
     case GgmlType::kQ8G64: return GgmlTypeTraits{"Q8G64", 64, sizeof(BlockQ8G<64>)};
     case GgmlType::kQ8G128: return GgmlTypeTraits{"Q8G128", 128, sizeof(BlockQ8G<128>)};
     case GgmlType::kQ8_1F: return GgmlTypeTraits{"Q8_1F", kQk32, sizeof(BlockQ8_1F)};
+    case GgmlType::kQ84G32: return GgmlTypeTraits{"Q8/4G32", 32, 0};
+    case GgmlType::kQ84G64: return GgmlTypeTraits{"Q8/4G64", 64, 0};
+    case GgmlType::kQ84G128: return GgmlTypeTraits{"Q8/4G128", 128, 0};
   }
   return std::nullopt;
 }

@@ -47,6 +47,14 @@ enum class GgmlType : uint32_t {
   // Their activation format: Q8_1 with f32 scale and sum (the min term m * sum(x)
   // is as exact as the rest of the dot product).
   kQ8_1F = 70,
+  // Mixed-width rows (EXL2 matrices that mix 5-8 bit groups with 2-4 bit
+  // ones): each row is Q8G<G> blocks over its first WeightView::wide_cols
+  // stored columns, then Q4G<G> blocks over the rest, so the narrow groups
+  // are read at 4 bits instead of being widened to 8. No fixed bytes per
+  // block (traits' block_bytes is 0): the row's size depends on wide_cols.
+  kQ84G32 = 71,
+  kQ84G64 = 72,
+  kQ84G128 = 73,
 };
 
 inline constexpr uint32_t kFirstInternalType = 64;
@@ -67,6 +75,16 @@ inline std::optional<GgmlTypeTraits> TraitsOf(GgmlType t) {
   return TraitsOf(static_cast<uint32_t>(t));
 }
 std::string_view TypeName(GgmlType t);
+
+// Whether `t` is a mixed-width row layout (kQ84G*), and its two parts' types.
+inline bool IsMixedWidth(GgmlType t) { return t == GgmlType::kQ84G32 || t == GgmlType::kQ84G64 || t == GgmlType::kQ84G128; }
+// REQUIRES: IsMixedWidth(t).
+inline GgmlType MixedWideType(GgmlType t) {
+  return t == GgmlType::kQ84G32 ? GgmlType::kQ8G32 : t == GgmlType::kQ84G64 ? GgmlType::kQ8G64 : GgmlType::kQ8G128;
+}
+inline GgmlType MixedNarrowType(GgmlType t) {
+  return t == GgmlType::kQ84G32 ? GgmlType::kQ4G32 : t == GgmlType::kQ84G64 ? GgmlType::kQ4G64 : GgmlType::kQ4G128;
+}
 
 }  // namespace tessera
 

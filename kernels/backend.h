@@ -56,6 +56,9 @@ struct WeightView {
   // with col_offset == 0. `cols` entries, each in [0, cols), owned by the
   // weight's checkpoint.
   const int32_t* input_perm = nullptr;
+  // Mixed-width layouts (IsMixedWidth(type)) only: the stored columns whose
+  // blocks are 8-bit; a multiple of the block size, 0 < wide_cols < cols.
+  int64_t wide_cols = 0;
 };
 
 struct RopeParams {

@@ -5,7 +5,7 @@
 // any act-order column permutation, and writes float32 [out, in] tensors
 // under Hugging Face module names to a safetensors file.
 //
-//   tessera-weights --model PATH --out FILE.safetensors [--layers 0,1,...]
+//   tessera-weights --model PATH --out FILE.safetensors [--layers 0,1,...] [--head]
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -24,6 +24,7 @@
 ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face directory");
 ABSL_FLAG(std::string, out, "", "safetensors file to write");
 ABSL_FLAG(std::string, layers, "", "comma-separated layer indices (default: all)");
+ABSL_FLAG(bool, head, false, "also write the output projection as lm_head.weight (an error if it is tied)");
 
 namespace {
 
@@ -43,7 +44,7 @@ const std::pair<tessera::WeightRole, const char*> kLinear[] = {
 }  // namespace
 
 int main(int argc, char** argv) {
-  tessera::ParseCommandLine(argc, argv, "tessera-weights --model PATH --out FILE.safetensors [--layers 0,1,...]");
+  tessera::ParseCommandLine(argc, argv, "tessera-weights --model PATH --out FILE.safetensors [--layers 0,1,...] [--head]");
   auto fail = [](const std::string& m) {
     std::fprintf(stderr, "tessera-weights: %s\n", m.c_str());
     return 1;
@@ -63,22 +64,33 @@ int main(int argc, char** argv) {
     for (int i = 0; i < c.n_layers; ++i) layers.push_back(i);
   }
   std::vector<Tensor> tensors;
+  // Appends `name`: w dequantized row by row, in input column order.
+  auto dump = [&](const std::string& name, const tessera::WeightView& w) -> std::string {
+    const tessera::cpu::WeightKernels* k = tessera::cpu::ReferenceKernelsFor(w.type);
+    if (k == nullptr) return absl::StrCat("no dequantizer for ", std::string(tessera::TypeName(w.type)));
+    const int64_t n = tessera::IsMixedWidth(w.type) ? tessera::cpu::MixedWidthN(w.cols, w.wide_cols) : w.cols;
+    Tensor t{name, w.rows, w.cols, {}};
+    t.data.resize(static_cast<size_t>(w.rows * w.cols));
+    std::vector<float> row(static_cast<size_t>(w.cols));
+    for (int64_t r = 0; r < w.rows; ++r) {
+      k->dequant(w.data + r * w.row_bytes, row.data(), n);
+      float* dst = t.data.data() + r * w.cols;
+      for (int64_t j = 0; j < w.cols; ++j) dst[w.input_perm ? w.input_perm[j] : j] = row[j];
+    }
+    tensors.push_back(std::move(t));
+    return "";
+  };
   for (int l : layers) {
     for (const auto& [role, module] : kLinear) {
       auto w = (*ckpt)->Weight(role, l);
       if (!w.ok()) return fail(std::string(w.status().message()));
-      const tessera::cpu::WeightKernels* k = tessera::cpu::ReferenceKernelsFor(w->type);
-      if (k == nullptr) return fail(absl::StrCat("no dequantizer for ", std::string(tessera::TypeName(w->type))));
-      Tensor t{absl::StrCat("model.layers.", l, ".", module, ".weight"), w->rows, w->cols, {}};
-      t.data.resize(static_cast<size_t>(w->rows * w->cols));
-      std::vector<float> row(static_cast<size_t>(w->cols));
-      for (int64_t r = 0; r < w->rows; ++r) {
-        k->dequant(w->data + r * w->row_bytes, row.data(), w->cols);
-        float* dst = t.data.data() + r * w->cols;
-        for (int64_t j = 0; j < w->cols; ++j) dst[w->input_perm ? w->input_perm[j] : j] = row[j];
-      }
-      tensors.push_back(std::move(t));
+      if (std::string e = dump(absl::StrCat("model.layers.", l, ".", module, ".weight"), *w); !e.empty()) return fail(e);
     }
+  }
+  if (absl::GetFlag(FLAGS_head)) {
+    auto w = (*ckpt)->Weight(tessera::WeightRole::kOutput, 0);
+    if (!w.ok()) return fail(absl::StrCat("output projection: ", w.status().message()));
+    if (std::string e = dump("lm_head.weight", *w); !e.empty()) return fail(e);
   }
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   size_t offset = 0;

@@ -239,6 +239,8 @@ class CpuBackend final : public Backend {
 void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulate) {
   const cpu::WeightKernels* k = cpu::KernelsFor(w.type);
   const int64_t cols = w.cols;
+  // What the weight kernels take as the row length (mixed-width rows: with their 8-bit columns).
+  const int64_t kn = IsMixedWidth(w.type) ? cpu::MixedWidthN(cols, w.wide_cols) : cols;
   const size_t act_row = cpu::ActRowBytes(k->act_type, cols);
   act_scratch_.resize(act_row * x.rows);
   uint8_t* act = act_scratch_.data();
@@ -285,7 +287,7 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
           if (k->vec_dot_4x4 != nullptr) {
             float out16[16];
             for (; r + 4 <= r1; r += 4) {
-              k->vec_dot_4x4(cols, w.data + w.row_bytes * r + col_byte_offset, w.row_bytes, xa, act_row, xs,
+              k->vec_dot_4x4(kn, w.data + w.row_bytes * r + col_byte_offset, w.row_bytes, xa, act_row, xs,
                              scales_stride, out16);
               for (int h = 0; h < 4; ++h) {
                 for (int j = 0; j < 4; ++j) {
@@ -298,7 +300,7 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
           if (k->vec_dot_2x4 != nullptr) {
             float out8[8];
             for (; r + 2 <= r1; r += 2) {
-              k->vec_dot_2x4(cols, w.data + w.row_bytes * r + col_byte_offset, w.row_bytes, xa, act_row, xs,
+              k->vec_dot_2x4(kn, w.data + w.row_bytes * r + col_byte_offset, w.row_bytes, xa, act_row, xs,
                              scales_stride, out8);
               for (int h = 0; h < 2; ++h) {
                 for (int j = 0; j < 4; ++j) {
@@ -309,7 +311,7 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
             }
           }
           for (; r < r1; ++r) {
-            k->vec_dot_x4(cols, w.data + w.row_bytes * r + col_byte_offset, xa, act_row, xs, scales_stride, out4);
+            k->vec_dot_x4(kn, w.data + w.row_bytes * r + col_byte_offset, xa, act_row, xs, scales_stride, out4);
             for (int j = 0; j < 4; ++j) {
               float* yr = y.row(t + j) + r;
               *yr = accumulate ? *yr + out4[j] : out4[j];
@@ -321,7 +323,7 @@ void CpuBackend::MatMul(const WeightView& w, const Mat& x, Mat y, bool accumulat
         const uint8_t* xa = act + act_row * t;
         float* yt = y.row(t);
         for (int64_t r = r0; r < r1; ++r) {
-          const float v = k->vec_dot(cols, w.data + w.row_bytes * r + col_byte_offset, xa);
+          const float v = k->vec_dot(kn, w.data + w.row_bytes * r + col_byte_offset, xa);
           yt[r] = accumulate ? yt[r] + v : v;
         }
       }

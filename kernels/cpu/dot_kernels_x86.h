@@ -18,6 +18,7 @@
 
 #include "common/quant_blocks.h"
 #include "kernels/cpu/avx2_math.h"
+#include "kernels/cpu/quant_kernels.h"
 
 namespace tessera::cpu {
 namespace {
@@ -62,14 +63,18 @@ struct Q4GChunks {
   float m(int64_t c) const { return b[c / kPer].m; }
   const uint8_t* qs(int64_t c) const { return b[c / kPer].qs + 16 * (c % kPer); }
 };
+// The 8-bit accessors take the kernel's `n` (see MixedWidthN) and give the
+// row length (cols()) and each chunk's 32 signed codes (codes(c)).
 struct Q8_0Chunks {
   static constexpr bool kHasMin = false;
   using Act = BlockQ8_0;
   const BlockQ8_0* b;
-  explicit Q8_0Chunks(const void* w) : b(static_cast<const BlockQ8_0*>(w)) {}
+  int64_t n;
+  Q8_0Chunks(const void* w, int64_t n) : b(static_cast<const BlockQ8_0*>(w)), n(n) {}
+  int64_t cols() const { return n; }
   float d(int64_t c) const { return H(b[c].d); }
   float m(int64_t) const { return 0.f; }
-  const int8_t* qs(int64_t c) const { return b[c].qs; }
+  __m256i codes(int64_t c) const { return Load256(b[c].qs); }
 };
 template <int G>
 struct Q8GChunks {
@@ -77,10 +82,43 @@ struct Q8GChunks {
   static constexpr int kPer = G / kQk32;
   using Act = BlockQ8_1F;
   const BlockQ8G<G>* b;
-  explicit Q8GChunks(const void* w) : b(static_cast<const BlockQ8G<G>*>(w)) {}
+  int64_t n;
+  Q8GChunks(const void* w, int64_t n) : b(static_cast<const BlockQ8G<G>*>(w)), n(n) {}
+  int64_t cols() const { return n; }
   float d(int64_t c) const { return b[c / kPer].d; }
   float m(int64_t c) const { return b[c / kPer].m; }
-  const int8_t* qs(int64_t c) const { return b[c / kPer].qs + kQk32 * (c % kPer); }
+  __m256i codes(int64_t c) const { return Load256(b[c / kPer].qs + kQk32 * (c % kPer)); }
+};
+// Mixed-width rows (Q8G<G> blocks, then Q4G<G>): a 4-bit chunk is read as
+// the 8-bit chunk it widens to (codes q - 8, offset m + 8 d, as
+// WidenMixedWidth writes it), so every kernel computes exactly what it
+// computes on the widened 8-bit row, with half the code bytes.
+template <int G>
+struct Q84GChunks {
+  static constexpr bool kHasMin = true;
+  static constexpr int kPer = G / kQk32;
+  using Act = BlockQ8_1F;
+  const BlockQ8G<G>* wide;
+  const BlockQ4G<G>* narrow;  // indexed from the first narrow chunk
+  int64_t n, wide_chunks;
+  Q84GChunks(const void* w, int64_t n)
+      : wide(static_cast<const BlockQ8G<G>*>(w)),
+        narrow(reinterpret_cast<const BlockQ4G<G>*>(static_cast<const uint8_t*>(w) +
+                                                    MixedWideCols(n) / G * sizeof(BlockQ8G<G>))),
+        n(MixedCols(n)),
+        wide_chunks(MixedWideCols(n) / kQk32) {}
+  int64_t cols() const { return n; }
+  float d(int64_t c) const { return c < wide_chunks ? wide[c / kPer].d : narrow[(c - wide_chunks) / kPer].d; }
+  float m(int64_t c) const {
+    if (c < wide_chunks) return wide[c / kPer].m;
+    const BlockQ4G<G>& b = narrow[(c - wide_chunks) / kPer];
+    return b.m + 8 * b.d;
+  }
+  __m256i codes(int64_t c) const {
+    if (c < wide_chunks) return Load256(wide[c / kPer].qs + kQk32 * (c % kPer));
+    const int64_t k = c - wide_chunks;
+    return _mm256_sub_epi8(Nibbles(narrow[k / kPer].qs + 16 * (k % kPer)), _mm256_set1_epi8(8));
+  }
 };
 
 // Sum of products of signed bytes x and y, as 8 floats.
@@ -181,14 +219,13 @@ void DotQ4_2x4T(int64_t n, const void* w, size_t w_stride, const void* x, size_t
 // Q8_1 activations, whose block sums s carry the min term m * sum(x)).
 template <class Ops, class W = Q8_0Chunks>
 float DotQ8T(int64_t n, const void* w, const void* x) {
-  const W a(w);
+  const W a(w, n);
   auto* b = static_cast<const typename W::Act*>(x);
   __m256 acc = _mm256_setzero_ps();
   [[maybe_unused]] float summs = 0;
-  for (int64_t i = 0; i < n / kQk32; ++i) {
+  for (int64_t i = 0; i < a.cols() / kQk32; ++i) {
     if constexpr (W::kHasMin) summs += a.m(i) * ActS(b[i]);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d(i) * ActD(b[i])),
-                          MulSumI8T<Ops>(Load256(a.qs(i)), Load256(b[i].qs)), acc);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(a.d(i) * ActD(b[i])), MulSumI8T<Ops>(a.codes(i), Load256(b[i].qs)), acc);
   }
   if constexpr (W::kHasMin) return HSum(acc) + summs;
   return HSum(acc);
@@ -198,7 +235,7 @@ template <class Ops, class W = Q8_0Chunks>
 void DotQ8_2x4T(int64_t n, const void* w, size_t w_stride, const void* x, size_t stride, const float* scales,
                 size_t sstride, float* out) {
   using A = typename W::Act;
-  const W w0(w), w1(static_cast<const uint8_t*>(w) + w_stride);
+  const W w0(w, n), w1(static_cast<const uint8_t*>(w) + w_stride, n);
   const auto* xb = static_cast<const uint8_t*>(x);
   const A* b[4];
   const float* sc[4];
@@ -209,8 +246,8 @@ void DotQ8_2x4T(int64_t n, const void* w, size_t w_stride, const void* x, size_t
   __m256 acc0[4], acc1[4];
   for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm256_setzero_ps();
   [[maybe_unused]] float summs0[4] = {0, 0, 0, 0}, summs1[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    const __m256i qa0 = Load256(w0.qs(i)), qa1 = Load256(w1.qs(i));
+  for (int64_t i = 0; i < w0.cols() / kQk32; ++i) {
+    const __m256i qa0 = w0.codes(i), qa1 = w1.codes(i);
     const __m256i ax0 = _mm256_sign_epi8(qa0, qa0), ax1 = _mm256_sign_epi8(qa1, qa1);
     const float d0 = w0.d(i), d1 = w1.d(i);
     for (int k = 0; k < 4; ++k) {
@@ -239,7 +276,7 @@ template <class Ops, class W = Q8_0Chunks>
 void DotQ8x4T(int64_t n, const void* w, const void* x, size_t stride, const float* scales, size_t sstride,
               float* out) {
   using A = typename W::Act;
-  const W a(w);
+  const W a(w, n);
   const auto* xb = static_cast<const uint8_t*>(x);
   const A* b[4];
   const float* sc[4];
@@ -249,8 +286,8 @@ void DotQ8x4T(int64_t n, const void* w, const void* x, size_t stride, const floa
   }
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   [[maybe_unused]] float summs[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < n / kQk32; ++i) {
-    const __m256i qa = Load256(a.qs(i));
+  for (int64_t i = 0; i < a.cols() / kQk32; ++i) {
+    const __m256i qa = a.codes(i);
     const __m256i ax = _mm256_sign_epi8(qa, qa);
     const float d = a.d(i);
     for (int k = 0; k < 4; ++k) {

@@ -465,10 +465,11 @@ VectorKernels Avx2VectorKernels(GgmlOrder order) {
 
 namespace {
 // Tessera's group layouts run the Q4_1 / Q8_0 kernels with per-group scales.
-template <int G, GgmlType kQ4, GgmlType kQ8, class With>
+template <int G, GgmlType kQ4, GgmlType kQ8, GgmlType kQ84, class With>
 void RegisterGroup(With& with) {
   with(kQ4, DotQ4T<Avx2Ops, Q4GChunks<G>>, DotQ4x4T<Avx2Ops, Q4GChunks<G>>, DotQ4_2x4T<Avx2Ops, Q4GChunks<G>>);
   with(kQ8, DotQ8T<Avx2Ops, Q8GChunks<G>>, DotQ8x4T<Avx2Ops, Q8GChunks<G>>, DotQ8_2x4T<Avx2Ops, Q8GChunks<G>>);
+  with(kQ84, DotQ8T<Avx2Ops, Q84GChunks<G>>, DotQ8x4T<Avx2Ops, Q84GChunks<G>>, DotQ8_2x4T<Avx2Ops, Q84GChunks<G>>);
 }
 }  // namespace
 
@@ -502,9 +503,9 @@ void RegisterAvx2Kernels(KernelTable& t) {
   with(G::kQ2_K, DotQ2_K);
   with(G::kQ3_K, DotQ3_K);
   with(G::kQ5_K, DotQ5_K);
-  RegisterGroup<32, G::kQ4G32, G::kQ8G32>(with);
-  RegisterGroup<64, G::kQ4G64, G::kQ8G64>(with);
-  RegisterGroup<128, G::kQ4G128, G::kQ8G128>(with);
+  RegisterGroup<32, G::kQ4G32, G::kQ8G32, G::kQ84G32>(with);
+  RegisterGroup<64, G::kQ4G64, G::kQ8G64, G::kQ84G64>(with);
+  RegisterGroup<128, G::kQ4G128, G::kQ8G128, G::kQ84G128>(with);
 }
 
 }  // namespace tessera::cpu

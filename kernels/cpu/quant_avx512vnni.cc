@@ -117,10 +117,11 @@ void DotQ8_0_4x4(int64_t n, const void* w, size_t w_stride, const void* x, size_
   Finish4x4(acc, _mm512_setzero_ps(), out);
 }
 
-template <int G, GgmlType kQ4, GgmlType kQ8, class With>
+template <int G, GgmlType kQ4, GgmlType kQ8, GgmlType kQ84, class With>
 void RegisterGroup(With& with) {
   with(kQ4, DotQ4T<VnniOps, Q4GChunks<G>>, DotQ4x4T<VnniOps, Q4GChunks<G>>, DotQ4_2x4T<VnniOps, Q4GChunks<G>>, nullptr);
   with(kQ8, DotQ8T<VnniOps, Q8GChunks<G>>, DotQ8x4T<VnniOps, Q8GChunks<G>>, DotQ8_2x4T<VnniOps, Q8GChunks<G>>, nullptr);
+  with(kQ84, DotQ8T<VnniOps, Q84GChunks<G>>, DotQ8x4T<VnniOps, Q84GChunks<G>>, DotQ8_2x4T<VnniOps, Q84GChunks<G>>, nullptr);
 }
 
 }  // namespace
@@ -140,9 +141,9 @@ void RegisterAvx512VnniKernels(KernelTable& t) {
   };
   with(GgmlType::kQ4_1, DotQ4T<VnniOps>, DotQ4x4T<VnniOps>, DotQ4_2x4T<VnniOps>, DotQ4_1_4x4);
   with(GgmlType::kQ8_0, DotQ8T<VnniOps>, DotQ8x4T<VnniOps>, DotQ8_2x4T<VnniOps>, DotQ8_0_4x4);
-  RegisterGroup<32, GgmlType::kQ4G32, GgmlType::kQ8G32>(with);
-  RegisterGroup<64, GgmlType::kQ4G64, GgmlType::kQ8G64>(with);
-  RegisterGroup<128, GgmlType::kQ4G128, GgmlType::kQ8G128>(with);
+  RegisterGroup<32, GgmlType::kQ4G32, GgmlType::kQ8G32, GgmlType::kQ84G32>(with);
+  RegisterGroup<64, GgmlType::kQ4G64, GgmlType::kQ8G64, GgmlType::kQ84G64>(with);
+  RegisterGroup<128, GgmlType::kQ4G128, GgmlType::kQ8G128, GgmlType::kQ84G128>(with);
 }
 
 }  // namespace tessera::cpu

@@ -23,6 +23,14 @@
 
 namespace tessera::cpu {
 
+// Mixed-width types (IsMixedWidth) pass their kernels (dequant and every
+// vec_dot) `n` = MixedWidthN(cols, wide_cols): the row's length and its
+// leading 8-bit columns in one argument, each below 2^31; every other type's
+// `n` is the row's length.
+constexpr int64_t MixedWidthN(int64_t cols, int64_t wide_cols) { return (wide_cols << 32) | cols; }
+constexpr int64_t MixedCols(int64_t n) { return n & 0xFFFFFFFF; }
+constexpr int64_t MixedWideCols(int64_t n) { return n >> 32; }
+
 using DequantRowFn = void (*)(const void* src, float* dst, int64_t n);
 using QuantizeRowFn = void (*)(const float* src, void* dst, int64_t n);
 // Dot product of n elements of a weight row with an activation row in the

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "common/fp16.h"
 #include "common/quant_blocks.h"
@@ -109,6 +110,14 @@ void DequantQ8G(const void* src, float* y, int64_t n) {
     const float d = b[i].d, m = b[i].m;
     for (int j = 0; j < G; ++j) y[j] = b[i].qs[j] * d + m;
   }
+}
+
+// Mixed-width rows: Q8G<G> blocks over the wide columns, then Q4G<G>.
+template <int G>
+void DequantQ84G(const void* src, float* y, int64_t n) {
+  const int64_t cols = MixedCols(n), wide = MixedWideCols(n);
+  DequantQ8G<G>(src, y, wide);
+  DequantQ4G<G>(static_cast<const uint8_t*>(src) + wide / G * sizeof(BlockQ8G<G>), y + wide, cols - wide);
 }
 
 void DequantQ8_1F(const void* src, float* y, int64_t n) {
@@ -359,9 +368,22 @@ float DotViaDequant(int64_t n, const void* w, const void* x) {
   return static_cast<float>(sum);
 }
 
-template <int G, GgmlType kQ4, GgmlType kQ8>
+// A mixed-width row against a Q8_1F row, as DotViaDequant.
+template <int G>
+float DotQ84G(int64_t n, const void* w, const void* x) {
+  const int64_t cols = MixedCols(n);
+  std::vector<float> wf(static_cast<size_t>(cols)), xf(static_cast<size_t>(cols));
+  DequantQ84G<G>(w, wf.data(), n);
+  DequantQ8_1F(x, xf.data(), cols);
+  double sum = 0;
+  for (int64_t j = 0; j < cols; ++j) sum += static_cast<double>(wf[j]) * xf[j];
+  return static_cast<float>(sum);
+}
+
+template <int G, GgmlType kQ4, GgmlType kQ8, GgmlType kQ84>
 void RegisterGroup(KernelTable& t) {
   constexpr size_t kActBytes = G / kQk32 * sizeof(BlockQ8_1F);
+  t.Register({kQ84, GgmlType::kQ8_1F, Isa::kReference, DequantQ84G<G>, QuantizeQ8_1F, DotQ84G<G>});
   t.Register({kQ4, GgmlType::kQ8_1F, Isa::kReference, DequantQ4G<G>, QuantizeQ8_1F,
               DotViaDequant<DequantQ4G<G>, sizeof(BlockQ4G<G>), DequantQ8_1F, kActBytes, G>});
   t.Register({kQ8, GgmlType::kQ8_1F, Isa::kReference, DequantQ8G<G>, QuantizeQ8_1F,
@@ -427,9 +449,9 @@ void RegisterReferenceKernels(KernelTable& t) {
   t.Register({G::kQ4_K, G::kQ8_K, R, DequantQ4_K, QuantizeRowQ8_K, DotViaDequant<DequantQ4_K, sizeof(BlockQ4_K), DequantQ8_K, sizeof(BlockQ8_K), 256>});
   t.Register({G::kQ5_K, G::kQ8_K, R, DequantQ5_K, QuantizeRowQ8_K, DotViaDequant<DequantQ5_K, sizeof(BlockQ5_K), DequantQ8_K, sizeof(BlockQ8_K), 256>});
   t.Register({G::kQ6_K, G::kQ8_K, R, DequantQ6_K, QuantizeRowQ8_K, DotViaDequant<DequantQ6_K, sizeof(BlockQ6_K), DequantQ8_K, sizeof(BlockQ8_K), 256>});
-  RegisterGroup<32, G::kQ4G32, G::kQ8G32>(t);
-  RegisterGroup<64, G::kQ4G64, G::kQ8G64>(t);
-  RegisterGroup<128, G::kQ4G128, G::kQ8G128>(t);
+  RegisterGroup<32, G::kQ4G32, G::kQ8G32, G::kQ84G32>(t);
+  RegisterGroup<64, G::kQ4G64, G::kQ8G64, G::kQ84G64>(t);
+  RegisterGroup<128, G::kQ4G128, G::kQ8G128, G::kQ84G128>(t);
 }
 
 }  // namespace tessera::cpu

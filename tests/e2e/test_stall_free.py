@@ -8,11 +8,10 @@ attended key) and prints it; the test reads the target from that line, so it
 holds whatever this machine's speed. The attention term is what makes it
 hold: counting rows only, a budget measured at short context let the
 prompt's late chunks (positions near 2,000) take 1.2 s against a 150 ms
-target. Timing-sensitive: it must run alone.
-
-Not in CTest yet (issue 16 is open): run by hand on a quiet machine it passes
-(worst gaps 178 and 192 ms against the 225 ms limit, 150 ms target), but as
-the first test of `make test` it measured 244 and 260 ms, unexplained so far:
+target. Timing-sensitive: it must run alone (CTest: e2e_stall_free, RUN_SERIAL
+as every e2e test). On the 2-core VM the worst gap measured 159-180 ms
+against the 225 ms limit (150 ms target); the largest gaps are steps every
+stream saw alike, not client scheduling. By hand:
     cd tests/e2e && GOMP_SPINCOUNT=10000 ../../.venv/bin/python -m pytest -q -s test_stall_free.py"""
 import re
 import threading

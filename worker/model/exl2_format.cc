@@ -22,7 +22,10 @@
 // the loader keeps scale as that float16 value and the kernels compute the
 // exact float32 product; rounding it once to float16 gives exllamav2's
 // weight. A matrix whose groups are all 2-4 bits becomes 4-bit codes around
-// zero 8, any other 8-bit codes around 128: code - 2^(bits-1) is unchanged.
+// zero 8, any other 8-bit codes around 128 (code - 2^(bits-1) is unchanged)
+// with each group's width recorded, so that the repack stores its 2-4 bit
+// groups at 4 bits (a mixed-width layout; the widths never increase along
+// the rows, so the wide groups come first).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -240,6 +243,7 @@ class Exl2Format final : public QuantFormat {
     const int zero = 1 << (bits - 1);
     GroupQuantized q = MakeGroupQuantized(bits, out, in, ngroups);
     std::fill(q.zeros.begin(), q.zeros.end(), zero);
+    for (const Group& gr : groups) q.group_bits.push_back(static_cast<uint8_t>(gr.bits));
     for (int64_t g = 0; g < ngroups; ++g) {
       const float max = Fp16ToFp32(Half(*qm, g));
       if (!std::isfinite(max)) return Bad(module, absl::StrCat("q_scale_max[", g, "] is not finite"));

@@ -293,6 +293,7 @@ absl::StatusOr<WeightView> HfCheckpoint::Quantized(const std::string& module, in
   w.cols = in;
   w.type = r->type;
   w.row_bytes = r->row_bytes;
+  w.wide_cols = r->wide_cols;
   owned_.push_back(std::move(r->data));
   w.data = owned_.back().data();
   if (!r->perm.empty()) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <optional>
 
 #include "absl/strings/numbers.h"
@@ -13,21 +14,24 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "worker/model/quant_format.h"
 
 namespace tessera {
 namespace {
 
 // Looks up a weight and checks its shape and, for norms and biases, that it
-// is F32. `expected_rows` of 0 means a vector.
+// is F32. `expected_rows` of 0 means a vector. A mixed-width weight the
+// backend cannot multiply is widened to 8 bits into `owned`.
 absl::StatusOr<WeightView> Bind(Checkpoint& ckpt, const Backend& backend, WeightRole role, int layer,
-                                int64_t expected_cols, int64_t expected_rows, bool must_be_f32) {
+                                int64_t expected_cols, int64_t expected_rows, bool must_be_f32,
+                                std::deque<std::vector<uint8_t>>& owned) {
   auto named = [&](const absl::Status& s) {
     return absl::Status(s.code(), absl::StrCat(std::string(WeightRoleName(role)),
                                                 layer >= 0 ? absl::StrCat(" of layer ", layer) : "", ": ", s.message()));
   };
   absl::StatusOr<WeightView> wo = ckpt.Weight(role, layer < 0 ? 0 : layer);
   if (!wo.ok()) return wo.status().code() == absl::StatusCode::kNotFound ? wo.status() : named(wo.status());
-  const WeightView& w = *wo;
+  WeightView& w = *wo;
   const bool vector = expected_rows == 0;
   if (w.cols != expected_cols || w.rows != (vector ? 1 : expected_rows)) {
     return named(absl::InvalidArgumentError(absl::StrFormat("shape [%d, %d] (rows, columns); expected [%d, %d]", w.rows,
@@ -35,6 +39,10 @@ absl::StatusOr<WeightView> Bind(Checkpoint& ckpt, const Backend& backend, Weight
   }
   if (must_be_f32 && w.type != GgmlType::kF32) {
     return named(absl::UnimplementedError(absl::StrCat("must be F32, got ", std::string(TypeName(w.type)))));
+  }
+  if (IsMixedWidth(w.type) && !backend.SupportsWeightType(w.type)) {
+    owned.push_back(WidenMixedWidth(w));
+    w.data = owned.back().data();
   }
   if (!backend.SupportsWeightType(w.type)) {
     return named(absl::UnimplementedError(absl::StrCat("type ", std::string(TypeName(w.type)), " is not supported by the ",
@@ -52,7 +60,7 @@ int64_t BlockElems(const WeightView& w) {
 // Bytes a view reads: its rows, each over its columns only.
 uint64_t ViewBytes(const WeightView& w) {
   const std::optional<GgmlTypeTraits> t = TraitsOf(w.type);
-  if (!t.has_value() || t->block_elems < 1) return Bytes(w);
+  if (!t.has_value() || t->block_elems < 1 || IsMixedWidth(w.type)) return Bytes(w);
   return static_cast<uint64_t>(w.rows) * static_cast<uint64_t>(w.cols / t->block_elems) * t->block_bytes;
 }
 // Output features [begin, end) of a weight (rows are output features).
@@ -73,6 +81,11 @@ absl::StatusOr<WeightView> ColumnSlice(WeightView w, int64_t begin, int64_t end,
     return absl::UnimplementedError(absl::StrCat(what, " of layer ", layer,
                                                  ": an act-order (column-permuted) weight cannot be split by input "
                                                  "features for tensor parallelism"));
+  }
+  if (IsMixedWidth(w.type)) {
+    return absl::UnimplementedError(absl::StrCat(what, " of layer ", layer,
+                                                 ": a mixed-width (EXL2) weight cannot be split by input features for "
+                                                 "tensor parallelism"));
   }
   if (begin % BlockElems(w) != 0 || (end - begin) % BlockElems(w) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, " of layer ", layer, ": columns [", begin, ", ", end,
@@ -101,11 +114,11 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(Checkpoint& ckpt, B
 
   std::unique_ptr<LlamaModel> m(new LlamaModel(c, options));
   auto bind = [&](WeightRole role, int layer, int64_t cols, int64_t rows, bool f32) {
-    return Bind(ckpt, backend, role, layer, cols, rows, f32);
+    return Bind(ckpt, backend, role, layer, cols, rows, f32, m->widened_);
   };
   TESSERA_ASSIGN_OR_RETURN(m->token_embd_, bind(WeightRole::kTokenEmbd, -1, c.n_embd, c.n_vocab, false));
-  if (m->token_embd_.input_perm != nullptr) {
-    return absl::UnimplementedError("token embedding: a column-permuted (act-order) embedding cannot be looked up");
+  if (m->token_embd_.input_perm != nullptr || IsMixedWidth(m->token_embd_.type)) {
+    return absl::UnimplementedError("token embedding: a column-permuted (act-order) or mixed-width embedding cannot be looked up");
   }
   TESSERA_ASSIGN_OR_RETURN(m->output_norm_, bind(WeightRole::kOutputNorm, -1, c.n_embd, 0, true));
   if (auto out = bind(WeightRole::kOutput, -1, c.n_embd, c.n_vocab, false); out.ok()) {

@@ -17,6 +17,7 @@
 #define TESSERA_WORKER_MODEL_LLAMA_MODEL_H_
 
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <span>
 #include <thread>
@@ -152,6 +153,7 @@ class LlamaModel {
   WeightView token_embd_, output_norm_, output_;
   std::vector<float> rope_freq_factors_;
   std::vector<Layer> layers_;  // whole weights; ranks_ hold the slices
+  std::deque<std::vector<uint8_t>> widened_;  // mixed-width weights rewritten for the backend (Bind)
   std::vector<Rank> ranks_;
   Mat logits_;  // rank 0's backend
   std::vector<AdapterRows> adapter_rows_;  // written before a step, read by every rank during it

@@ -29,40 +29,90 @@ constexpr Entry kFormats[] = {
 
 std::string ShapeText(std::span<const int64_t> s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
 
+// Blocks [k0, k1) of row r (block k: stored columns [k B, (k + 1) B)) as
+// Q4G<B>, written from `out`. `recentre`: the codes are those of an 8-bit
+// matrix's narrow group, stored as code - zero + 8 around zero 8; false
+// when something outside [0, 16) comes out.
 template <int B>
-void PackQ4(const GroupQuantized& q, const std::vector<int32_t>& order, int64_t r, uint8_t* row) {
-  auto* blocks = reinterpret_cast<BlockQ4G<B>*>(row);
+bool PackQ4(const GroupQuantized& q, const std::vector<int32_t>& order, int64_t r, int64_t k0, int64_t k1,
+            bool recentre, uint8_t* out) {
+  auto* blocks = reinterpret_cast<BlockQ4G<B>*>(out);
   const uint8_t* codes = q.codes.data() + r * q.cols;
-  for (int64_t k = 0; k < q.cols / B; ++k) {
+  for (int64_t k = k0; k < k1; ++k) {
     const int64_t first = order[k * B];
     const int64_t g = r * q.groups + q.g_idx[first];
-    BlockQ4G<B>& b = blocks[k];
+    const int zero = recentre ? 8 : q.zeros[g];
+    const int shift = recentre ? 8 - q.zeros[g] : 0;
+    BlockQ4G<B>& b = blocks[k - k0];
     b.d = q.scales[g];
     // Exact for f16/bf16 scales: 11 (or 8) significant bits times a zero
     // of at most 9 bits fits a float's 24.
-    b.m = -q.scales[g] * static_cast<float>(q.zeros[g]);
+    b.m = -q.scales[g] * static_cast<float>(zero);
     for (int c = 0; c < B / 32; ++c) {
       for (int j = 0; j < 16; ++j) {
-        const uint8_t lo = codes[order[k * B + 32 * c + j]];
-        const uint8_t hi = codes[order[k * B + 32 * c + 16 + j]];
+        const int lo = codes[order[k * B + 32 * c + j]] + shift;
+        const int hi = codes[order[k * B + 32 * c + 16 + j]] + shift;
+        if (lo < 0 || lo > 15 || hi < 0 || hi > 15) return false;
         b.qs[16 * c + j] = static_cast<uint8_t>(lo | (hi << 4));
       }
     }
   }
+  return true;
 }
 
+// Blocks [k0, k1) of row r as Q8G<B> (8-bit codes), written from `out`.
 template <int B>
-void PackQ8(const GroupQuantized& q, const std::vector<int32_t>& order, int64_t r, uint8_t* row) {
-  auto* blocks = reinterpret_cast<BlockQ8G<B>*>(row);
+void PackQ8(const GroupQuantized& q, const std::vector<int32_t>& order, int64_t r, int64_t k0, int64_t k1,
+            uint8_t* out) {
+  auto* blocks = reinterpret_cast<BlockQ8G<B>*>(out);
   const uint8_t* codes = q.codes.data() + r * q.cols;
-  for (int64_t k = 0; k < q.cols / B; ++k) {
+  for (int64_t k = k0; k < k1; ++k) {
     const int64_t first = order[k * B];
     const int64_t g = r * q.groups + q.g_idx[first];
-    BlockQ8G<B>& b = blocks[k];
+    BlockQ8G<B>& b = blocks[k - k0];
     b.d = q.scales[g];
     b.m = q.scales[g] * static_cast<float>(128 - q.zeros[g]);  // q * d + m = s * (code - z) with q = code - 128
     for (int j = 0; j < B; ++j) b.qs[j] = static_cast<int8_t>(static_cast<int>(codes[order[k * B + j]]) - 128);
   }
+}
+
+// One row: blocks [0, wide) at 8 bits, the rest at 4 (of the matrix's own
+// bits when `wide` is 0 and the matrix is 4-bit).
+template <int B>
+bool PackRow(const GroupQuantized& q, const std::vector<int32_t>& order, int64_t r, int64_t wide, uint8_t* row) {
+  const int64_t blocks = q.cols / B;
+  if (q.bits == 8) PackQ8<B>(q, order, r, 0, wide, row);
+  if (wide == blocks) return true;
+  return PackQ4<B>(q, order, r, wide, blocks, /*recentre=*/q.bits == 8, row + wide * sizeof(BlockQ8G<B>));
+}
+
+template <int G>
+std::vector<uint8_t> WidenRows(WeightView& w) {
+  const int64_t wide = w.wide_cols / G, blocks = w.cols / G;
+  const size_t row_bytes = static_cast<size_t>(blocks) * sizeof(BlockQ8G<G>);
+  std::vector<uint8_t> data(row_bytes * static_cast<size_t>(w.rows));
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const uint8_t* src = w.data + static_cast<size_t>(r) * w.row_bytes;
+    auto* dst = reinterpret_cast<BlockQ8G<G>*>(data.data() + static_cast<size_t>(r) * row_bytes);
+    std::memcpy(dst, src, static_cast<size_t>(wide) * sizeof(BlockQ8G<G>));
+    const auto* narrow = reinterpret_cast<const BlockQ4G<G>*>(src + static_cast<size_t>(wide) * sizeof(BlockQ8G<G>));
+    for (int64_t k = 0; k < blocks - wide; ++k) {
+      const BlockQ4G<G>& b = narrow[k];
+      BlockQ8G<G>& o = dst[wide + k];
+      o.d = b.d;
+      o.m = b.m + 8 * b.d;
+      for (int c = 0; c < G / 32; ++c) {
+        for (int j = 0; j < 16; ++j) {
+          o.qs[32 * c + j] = static_cast<int8_t>((b.qs[16 * c + j] & 0x0F) - 8);
+          o.qs[32 * c + 16 + j] = static_cast<int8_t>((b.qs[16 * c + j] >> 4) - 8);
+        }
+      }
+    }
+  }
+  w.type = MixedWideType(w.type);
+  w.row_bytes = row_bytes;
+  w.wide_cols = 0;
+  return data;
 }
 
 }  // namespace
@@ -184,26 +234,43 @@ absl::StatusOr<RepackedWeight> RepackGroupQuantized(const GroupQuantized& q) {
   RepackedWeight out;
   const bool identity = std::is_sorted(q.g_idx.begin(), q.g_idx.end());
   if (!identity) out.perm = order;
+  // Mixed widths: the stored columns of groups wider than 4 bits, if they
+  // all come first (else the whole matrix stays 8-bit).
+  int64_t wide_cols = q.bits == 8 ? q.cols : 0;
+  if (q.bits == 8 && !q.group_bits.empty()) {
+    if (q.group_bits.size() != static_cast<size_t>(q.groups)) return absl::InternalError("inconsistent group widths");
+    int64_t k = 0;
+    while (k < q.cols && q.group_bits[q.g_idx[order[k]]] > 4) ++k;
+    bool narrow_rest = true;
+    for (int64_t j = k; j < q.cols && narrow_rest; ++j) narrow_rest = q.group_bits[q.g_idx[order[j]]] <= 4;
+    // k ends a group, and groups are whole blocks.
+    if (narrow_rest) wide_cols = k;
+  }
   using G = GgmlType;
-  const G types4[] = {G::kQ4G32, G::kQ4G64, G::kQ4G128}, types8[] = {G::kQ8G32, G::kQ8G64, G::kQ8G128};
+  const G types4[] = {G::kQ4G32, G::kQ4G64, G::kQ4G128}, types8[] = {G::kQ8G32, G::kQ8G64, G::kQ8G128},
+          mixed[] = {G::kQ84G32, G::kQ84G64, G::kQ84G128};
   const int ti = block == 32 ? 0 : block == 64 ? 1 : 2;
-  out.type = q.bits == 4 ? types4[ti] : types8[ti];
-  const auto traits = *TraitsOf(out.type);
-  out.row_bytes = static_cast<size_t>(q.cols / block) * traits.block_bytes;
+  const int64_t wide_blocks = wide_cols / block, blocks = q.cols / block;
+  out.type = wide_cols == 0 ? types4[ti] : wide_cols == q.cols ? types8[ti] : mixed[ti];
+  out.wide_cols = IsMixedWidth(out.type) ? wide_cols : 0;
+  out.row_bytes = static_cast<size_t>(wide_blocks) * TraitsOf(types8[ti])->block_bytes +
+                  static_cast<size_t>(blocks - wide_blocks) * TraitsOf(types4[ti])->block_bytes;
   out.data.assign(out.row_bytes * static_cast<size_t>(q.rows), 0);
   for (int64_t r = 0; r < q.rows; ++r) {
     uint8_t* row = out.data.data() + r * out.row_bytes;
-    switch (out.type) {
-      case G::kQ4G32: PackQ4<32>(q, order, r, row); break;
-      case G::kQ4G64: PackQ4<64>(q, order, r, row); break;
-      case G::kQ4G128: PackQ4<128>(q, order, r, row); break;
-      case G::kQ8G32: PackQ8<32>(q, order, r, row); break;
-      case G::kQ8G64: PackQ8<64>(q, order, r, row); break;
-      case G::kQ8G128: PackQ8<128>(q, order, r, row); break;
-      default: break;
+    const bool ok = block == 32    ? PackRow<32>(q, order, r, wide_blocks, row)
+                    : block == 64 ? PackRow<64>(q, order, r, wide_blocks, row)
+                                  : PackRow<128>(q, order, r, wide_blocks, row);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", r, " has a code outside the 4 bits its group declares"));
     }
   }
   return out;
+}
+
+std::vector<uint8_t> WidenMixedWidth(WeightView& w) {
+  const int64_t g = TraitsOf(w.type)->block_elems;
+  return g == 32 ? WidenRows<32>(w) : g == 64 ? WidenRows<64>(w) : WidenRows<128>(w);
 }
 
 }  // namespace tessera

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "common/ggml_types.h"
 #include "common/safetensors/safetensors_file.h"
+#include "kernels/backend.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -38,6 +39,9 @@ struct GroupQuantized {
   std::vector<float> scales;    // rows * groups (exact: the stored f16/bf16/f32 value)
   std::vector<int32_t> zeros;   // rows * groups
   std::vector<int32_t> g_idx;   // cols, each in [0, groups)
+  // Per group, the bits its codes use where groups differ (EXL2 mixes 2-8
+  // bit groups in one matrix; `bits` is then the widest); empty: all `bits`.
+  std::vector<uint8_t> group_bits;
 
   float Weight(int64_t r, int64_t c) const {
     const int64_t k = r * groups + g_idx[c];
@@ -51,14 +55,27 @@ struct RepackedWeight {
   size_t row_bytes = 0;
   std::vector<uint8_t> data;   // rows * row_bytes
   std::vector<int32_t> perm;   // stored column j holds input perm[j]; empty if the identity
+  int64_t wide_cols = 0;       // mixed-width types: WeightView::wide_cols
 };
 
 // Repacks exactly (see quant_blocks.h): columns are ordered by group (a
 // stable sort of g_idx, the identity unless act-order), and each group's
 // columns are cut into blocks of the largest of 128, 64, 32 that divides
-// every group's size. Bits 4 and 8. Refuses scales that are not finite,
-// groups whose size is not a multiple of 32, and g_idx out of range.
+// every group's size. Bits 4 and 8. An 8-bit matrix whose group_bits put
+// every group of more than 4 bits before every group of at most 4 (in
+// stored column order, as EXL2 orders its groups) becomes a mixed-width
+// layout: the narrow groups are stored at 4 bits. Refuses scales that are
+// not finite, groups whose size is not a multiple of 32, and g_idx out of
+// range.
 absl::StatusOr<RepackedWeight> RepackGroupQuantized(const GroupQuantized& q);
+
+// A mixed-width weight rewritten as plain Q8G<G> rows, for a backend
+// without mixed-width kernels: its 4-bit blocks widened (q' = q - 8 and
+// m' = m + 8 d give the same q' d + m' exactly, d and m being a float16
+// scale times small integers). Returns the new rows' bytes, which the
+// caller keeps alive and points w.data at; updates w's type, row_bytes and
+// wide_cols. REQUIRES: IsMixedWidth(w.type).
+std::vector<uint8_t> WidenMixedWidth(WeightView& w);
 
 class QuantFormat {
  public:
