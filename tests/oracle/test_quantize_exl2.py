@@ -5,11 +5,13 @@ published source, not from Tessera's loader or quantizer):
   * the achieved average bits per weight of the decoder linears, counted by
     the reference from the written tensors (exllamav2's accounting), is within
     0.02 of the target and not above it, at 3.0, 4.0, 4.65 and 6.0;
-  * every layer passes the reference's checks and dequantizes, by the
-    reference, to the weights Tessera loads and computes with (tessera-weights,
-    compared as float16, the precision exllamav2 reconstructs in); every
-    other tensor is copied unchanged; config.json gains exllamav2's
-    quantization_config;
+  * every layer, and the output head (--head-bits, default 6 as exllamav2's:
+    its 8/6-bit head mix), passes the reference's checks and dequantizes, by
+    the reference, to the weights Tessera loads and computes with
+    (tessera-weights, compared as float16, the precision exllamav2
+    reconstructs in); every other tensor is copied unchanged; config.json
+    gains exllamav2's quantization_config and, the head being its own
+    lm_head now, tie_word_embeddings false;
   * Tessera's greedy tokens stay within the near-tie rule of llama.cpp on an
     F32 GGUF of the reference-dequantized weights;
   * the error falls as the target grows: the relative output error of every
@@ -49,6 +51,7 @@ WIKI = os.path.join(SOURCE, "data", "corpus", "wiki.utf8")
 SMALL_CAL = ["--calibration", CALIB, "--calibration-samples", "4", "--seq-len", "64"]
 TARGETS = (3.0, 4.0, 4.65, 6.0)
 MEASURED = 4.0  # the target whose run measures (and writes the measurement the others read)
+HEAD_BITS = 6  # tessera-quantize's default --head-bits, as exllamav2's converter's
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
            "mlp.up_proj", "mlp.down_proj"]
 
@@ -76,7 +79,7 @@ def exl2(base_name, src, bits, cal=SMALL_CAL):
         assert r.returncode == 0, r.stderr
         with open(path + ".stderr", "w") as f:
             f.write(r.stderr)
-    return ck._cached(f"{base_name}-tq-exl2-{bits}", build)
+    return ck._cached(f"{base_name}-tq-exl2-{bits}-head{HEAD_BITS}", build)
 
 
 def tiny(bits):
@@ -96,13 +99,17 @@ def layers_of(qdir):
 
 def out_features(src):
     base = qf.read_safetensors(os.path.join(src, "model.safetensors"))
-    return {k[:-len(".weight")]: v.shape[0] for k, v in base.items() if any(k.endswith(m + ".weight") for m in LINEARS)}
+    outs = {k[:-len(".weight")]: v.shape[0] for k, v in base.items() if any(k.endswith(m + ".weight") for m in LINEARS)}
+    outs["lm_head"] = base["model.embed_tokens.weight"].shape[0]  # the vocabulary (the source's head is tied)
+    return outs
 
 
 def achieved_bpw(qdir, src):
     outs = out_features(src)
     bits = weights = 0
     for m, t in layers_of(qdir).items():
+        if m == "lm_head":
+            continue  # exllamav2's bits counts the decoder linears; the head has head_bits
         lay = E.validate(t, outs[m], key=m)
         n = lay.height * outs[m]
         bits += E.bits_per_weight(t, outs[m]) * n
@@ -128,28 +135,36 @@ def test_achieved_bits_per_weight_within_002_of_the_target():
         print(f"target {b}: {bpw:.4f} bits per weight")
         assert b - 0.02 <= bpw <= b + 1e-9, (b, bpw)
         qc = config_of(qdir)["quantization_config"]
-        assert qc["quant_method"] == "exl2" and qc["head_bits"] == 16 and qc["target_bits"] == b, qc
+        assert qc["quant_method"] == "exl2" and qc["head_bits"] == HEAD_BITS and qc["target_bits"] == b, qc
         assert abs(qc["bits"] - bpw) < 1e-4, (qc, bpw)
         # Every width the mixes chose is one exllamav2 runs, non-increasing along the rows (validate).
         widths = set()
         for m, t in layers_of(qdir).items():
             widths |= set(E.validate(t, key=m).bits)
         assert widths <= set(E.WIDTHS)
+        # The head at exllamav2's 6-bit head mix (8 bits on 15% of the rows, 6 on the rest).
+        head = layers_of(qdir)["lm_head"]
+        assert set(E.validate(head, key="lm_head").bits) == {8, 6}
+        head_bpw = E.bits_per_weight(head, out_features(src)["lm_head"])
+        print(f"target {b}: head {head_bpw:.4f} bits per weight")
+        assert 6.2 <= head_bpw <= 6.6, head_bpw
 
 
 @pytest.mark.parametrize("bits", TARGETS)
 def test_reference_dequantizes_to_the_weights_tessera_computes_with(bits, tmp_path):
     src = ck.tiny_hf()
     qdir = tiny(bits)
-    ours = hc.tessera_weights(qdir, tmp_path / "w.safetensors")
+    ours = hc.tessera_weights(qdir, tmp_path / "w.safetensors", "--head")
     theirs = reference_weights(qdir, src)
-    assert sorted(theirs) == sorted(f"model.layers.{l}.{m}.weight" for l in range(2) for m in LINEARS)
+    assert sorted(theirs) == sorted([f"model.layers.{l}.{m}.weight" for l in range(2) for m in LINEARS] +
+                                    ["lm_head.weight"])
     base = qf.read_safetensors(os.path.join(src, "model.safetensors"))
     for name, w in theirs.items():
         mine = ours[name].astype(np.float16)
         bad = mine.view(np.uint16) != w.astype(np.float16).view(np.uint16)
         assert not bad.any(), f"{name}: {int(bad.sum())} weights differ, first at {np.argwhere(bad)[0]}"
-        dense = base[name].to_f32()
+        # The source's head is tied: the embeddings are what it was quantized from.
+        dense = base["model.embed_tokens.weight" if name == "lm_head.weight" else name].to_f32()
         rel = np.linalg.norm(w - dense) / np.linalg.norm(dense)
         assert rel < 0.5, (name, rel)  # GPTQ moves weights to cancel errors, but stays near them
     # Everything else copied byte for byte; config.json the source's plus quantization_config.
@@ -162,6 +177,9 @@ def test_reference_dequantizes_to_the_weights_tessera_computes_with(bits, tmp_pa
         assert np.array_equal(np.asarray(tensors[name].data), np.asarray(t.data)), name
     cfg, base_cfg = config_of(qdir), config_of(src)
     cfg.pop("quantization_config")
+    # The quantized head is its own lm_head now; the embeddings stay for the lookup.
+    assert base_cfg.get("tie_word_embeddings") is True and cfg.pop("tie_word_embeddings") is False
+    base_cfg.pop("tie_word_embeddings")
     assert cfg == base_cfg
     for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         if os.path.exists(os.path.join(src, f)):

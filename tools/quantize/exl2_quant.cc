@@ -118,6 +118,18 @@ const std::vector<Exl2Mix>& Exl2Candidates() {
   return table;
 }
 
+std::optional<Exl2Mix> Exl2HeadMix(int head_bits) {
+  switch (head_bits) {
+    case 2: return Exl2Mix{{{4, 0.3}, {2, 0.7}}, 32};
+    case 3: return Exl2Mix{{{4, 0.15}, {3, 0.85}}, 32};
+    case 4: return Exl2Mix{{{6, 0.15}, {4, 0.85}}, 32};
+    case 5: return Exl2Mix{{{6, 0.15}, {5, 0.85}}, 128};
+    case 6: return Exl2Mix{{{8, 0.15}, {6, 0.85}}, 128};
+    case 8: return Exl2Mix{{{8, 1.0}}, 128};
+    default: return std::nullopt;
+  }
+}
+
 std::vector<Exl2Group> Exl2GroupPlan(int64_t in, const Exl2Mix& mix) {
   std::vector<Exl2Group> plan;
   int64_t remaining = in, row = 0;

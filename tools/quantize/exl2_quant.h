@@ -32,6 +32,7 @@
 #define TESSERA_TOOLS_QUANTIZE_EXL2_QUANT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,11 @@ struct Exl2Mix {
 // and per MLP block (gate, up, down); here every linear takes its own mix,
 // so the optimizer can trade bits between, e.g., v_proj and q_proj.
 const std::vector<Exl2Mix>& Exl2Candidates();
+
+// The output head's mix for --head-bits 2, 3, 4, 5, 6 or 8: exllamav2's
+// qparams_headoptions (a fixed mix per width, not measured); nullopt for
+// any other width.
+std::optional<Exl2Mix> Exl2HeadMix(int head_bits);
 
 struct Exl2Group {
   int bits = 0;

@@ -13,8 +13,10 @@
 //   3. quantization: GPTQ at the chosen mixes, the quantized layers feeding
 //      the next (as --format gptq), written as exllamav2's converter writes
 //      them (output.safetensors; config.json's quantization_config).
-// The output head and the embeddings are copied unchanged (exllamav2's
-// head_bits 16: no --head-bits).
+// The output head is quantized at --head-bits (default 6, as exllamav2's
+// converter) with exllamav2's fixed mix for that width, on the final
+// norm's output; --head-bits 16 copies it unchanged. The embeddings are
+// copied unchanged.
 //
 // Cost: the measurement solves each linear once per candidate (23 GPTQ
 // solves sharing one Cholesky factor), about 23 times the gptq format's
@@ -67,6 +69,10 @@ absl::Status CheckOptions(const QuantizeOptions& o) {
   }
   if (o.seq_len < 1 || o.seq_len > 32768) return Invalid(absl::StrCat("--seq-len must be in [1, 32768]; got ", o.seq_len));
   if (!(o.damp > 0 && o.damp < 1)) return Invalid(absl::StrCat("--damp must be in (0, 1); got ", o.damp));
+  if (o.exl2_head_bits != 16 && !Exl2HeadMix(o.exl2_head_bits).has_value()) {
+    return Invalid(absl::StrCat("--head-bits must be 2, 3, 4, 5, 6, 8 or 16 (keep the dense head); got ",
+                                o.exl2_head_bits));
+  }
   return absl::OkStatus();
 }
 
@@ -268,8 +274,23 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
   progress.Log(absl::StrFormat("exl2: target %.4g bits per weight, chose %.4f (measured error sum %.6g): %s",
                                options.exl2_bits, bpw, total_error, mix_list));
 
-  // 3. Quantization at the chosen mixes, into a file laid out for them.
+  // 3. Quantization at the chosen mixes, into a file laid out for them. The
+  // head (at --head-bits' fixed mix) is solved on the final norm's output
+  // after the last layer; a tied head is read from the embeddings, which
+  // stay as they are for the lookup, and the output is untied.
+  const std::optional<Exl2Mix> head_mix = Exl2HeadMix(options.exl2_head_bits);
+  const bool tied = in.tensors->Find("lm_head.weight") == nullptr;
+  const std::string head_source = tied ? "model.embed_tokens.weight" : "lm_head.weight";
+  if (head_mix.has_value() && in.tensors->Find(head_source) == nullptr) {
+    return Invalid(absl::StrCat("the input has neither lm_head.weight nor ", head_source, " to quantize the head from"));
+  }
+  if (head_mix.has_value() && !tied) linear_names.insert(head_source);
   std::vector<TensorDecl> decls;
+  if (head_mix.has_value()) {
+    for (const PackedTensor& t : Exl2Layout(c.n_vocab, c.n_embd, Exl2GroupPlan(c.n_embd, *head_mix))) {
+      decls.push_back({absl::StrCat("lm_head.", t.suffix), t.dtype, t.shape});
+    }
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     for (int lin = 0; lin < kLinears; ++lin) {
       const auto [rows, cols] = job.Shape(lin);
@@ -286,7 +307,17 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsWriter> writer,
                            SafetensorsWriter::Create((fs::path(staging_dir) / "output.safetensors").string(), decls));
   job.writer = writer.get();
-  progress.Begin("exl2 quantization", static_cast<int64_t>(c.n_layers) * kLinears);
+  progress.Begin("exl2 quantization", static_cast<int64_t>(c.n_layers) * kLinears + (head_mix.has_value() ? 1 : 0));
+  const HeadSolver quantize_head = [&](const std::vector<double>& h) -> absl::Status {
+    TESSERA_ASSIGN_OR_RETURN(std::vector<float> w, in.tensors->ReadFloat(head_source, c.n_vocab, c.n_embd));
+    TESSERA_ASSIGN_OR_RETURN(Exl2Solver solver, Exl2Solver::Prepare(w.data(), c.n_vocab, c.n_embd, h, options.damp));
+    TESSERA_ASSIGN_OR_RETURN(Exl2Solver::Result r, solver.Quantize(Exl2GroupPlan(c.n_embd, *head_mix)));
+    for (const PackedTensor& t : PackExl2(r.q)) {
+      TESSERA_RETURN_IF_ERROR(writer->Write(absl::StrCat("lm_head.", t.suffix), t.bytes));
+    }
+    progress.Advance(absl::StrFormat("lm_head %s (error %.4g)", head_mix->Name(), r.error));
+    return absl::OkStatus();
+  };
   TESSERA_RETURN_IF_ERROR(SweepCalibrated(
       job, calib.tokens, calib.samples, calib.seq_len,
       [&](int l, int lin, DenseMatrix& m, const std::vector<double>& h) -> absl::Status {
@@ -305,7 +336,8 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
         progress.Advance(absl::StrFormat("layer %d/%d %s %s (error %.4g)", l + 1, c.n_layers, LinearModule(lin),
                                          mix.Name(), r.error));
         return absl::OkStatus();
-      }));
+      },
+      head_mix.has_value() ? &quantize_head : nullptr));
   TESSERA_RETURN_IF_ERROR(job.CheckCancelled());
   for (const SafetensorsTensor* t : in.tensors->All()) {
     if (linear_names.contains(t->name)) continue;
@@ -319,14 +351,16 @@ absl::Status QuantizeToExl2(const QuantizeOptions& options, Progress& progress, 
       {"quant_method", "exl2"},
       {"version", kExl2Version},
       {"bits", std::round(bpw * 1e4) / 1e4},
-      {"head_bits", 16},
+      {"head_bits", options.exl2_head_bits},
       {"calibration",
        {{"rows", calib.samples},
         {"length", calib.seq_len},
         {"dataset", fs::path(options.calibration).filename().string()}}},
       {"quantizer", "tessera-quantize:exl2"},
       {"target_bits", options.exl2_bits}};
-  TESSERA_RETURN_IF_ERROR(WriteQuantizedConfig(options.input, staging_dir, qc));
+  TESSERA_RETURN_IF_ERROR(WriteQuantizedConfig(
+      options.input, staging_dir, qc,
+      head_mix.has_value() && tied ? nlohmann::json{{"tie_word_embeddings", false}} : nlohmann::json::object()));
   TESSERA_RETURN_IF_ERROR(CopySideFiles(options.input, staging_dir));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   progress.Log(absl::StrFormat("exl2: %.1f M weights quantized in %.1f s (%.3f s per million weights); peak RSS %.1f MB",

@@ -21,7 +21,7 @@
 namespace tessera::quantize {
 
 absl::Status SweepCalibrated(GroupJob& job, const std::vector<int32_t>& tokens, int samples, int seq_len,
-                             const LinearSolver& solve) {
+                             const LinearSolver& solve, const HeadSolver* head) {
   const LlamaConfig& c = job.config();
   TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<LayerRunner> runner, CreateLayerRunner(job, samples, seq_len));
   const int64_t n = static_cast<int64_t>(samples) * seq_len;
@@ -85,12 +85,23 @@ absl::Status SweepCalibrated(GroupJob& job, const std::vector<int32_t>& tokens, 
       h_down.Add(act.data() + r0 * ff, rows, ff);
     }));
     TESSERA_RETURN_IF_ERROR(quantize(kDown, h_down.Hessian()));
-    // The next layer's input, through the quantized down.
-    if (l + 1 < c.n_layers) {
+    // The next layer's input (or the head's), through the quantized down.
+    if (l + 1 < c.n_layers || head != nullptr) {
       TESSERA_RETURN_IF_ERROR(for_chunks([&](int64_t r0, int64_t rows, int) {
         runner->Matmul(w.lin[kDown], act.data() + r0 * ff, rows, x.data() + r0 * d, /*accumulate=*/true);
       }));
     }
+  }
+  if (head != nullptr) {
+    // The output head's inputs: the final norm of the last layer's output.
+    TESSERA_ASSIGN_OR_RETURN(std::vector<float> norm, job.ReadNorm("model.norm.weight"));
+    HessianAccumulator h_head(d);
+    TESSERA_RETURN_IF_ERROR(for_chunks([&](int64_t r0, int64_t rows, int) {
+      runner->RmsNorm(x.data() + r0 * d, rows, norm, xn.data());
+      h_head.Add(xn.data(), rows, d);
+    }));
+    TESSERA_RETURN_IF_ERROR(job.CheckCancelled());
+    TESSERA_RETURN_IF_ERROR((*head)(h_head.Hessian()));
   }
   return absl::OkStatus();
 }

@@ -105,8 +105,12 @@ using LinearSolver =
     std::function<absl::Status(int layer, int linear, DenseMatrix& w, const std::vector<double>& h)>;
 // The decoder layers one after another over the calibration samples
 // (gptq_quantize.cc): the sweep RunGptq runs, with the solver supplied.
+// With `head`, the sweep goes on past the last layer and calls it with the
+// Hessian of the output head's inputs (the final norm of the last layer's
+// output, through the quantized layers).
+using HeadSolver = std::function<absl::Status(const std::vector<double>& h)>;
 absl::Status SweepCalibrated(GroupJob& job, const std::vector<int32_t>& calibration_tokens, int samples, int seq_len,
-                             const LinearSolver& solve);
+                             const LinearSolver& solve, const HeadSolver* head = nullptr);
 
 }  // namespace tessera::quantize
 

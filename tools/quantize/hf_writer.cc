@@ -123,12 +123,13 @@ absl::Status CopySideFiles(const std::string& input_dir, const std::string& outp
 }
 
 absl::Status WriteQuantizedConfig(const std::string& input_dir, const std::string& output_dir,
-                                  const nlohmann::json& quantization_config) {
+                                  const nlohmann::json& quantization_config, const nlohmann::json& overrides) {
   TESSERA_ASSIGN_OR_RETURN(ModelDirectory dir, ModelDirectory::Open(input_dir));
   TESSERA_ASSIGN_OR_RETURN(std::string path, dir.Resolve("config.json"));
   TESSERA_ASSIGN_OR_RETURN(nlohmann::json config, ReadJsonFile(path, {.max_bytes = 4u << 20, .max_depth = 64}));
   if (!config.is_object()) return absl::InvalidArgumentError("config.json is not an object");
   config["quantization_config"] = quantization_config;
+  for (const auto& [key, value] : overrides.items()) config[key] = value;
   const std::string out = (std::filesystem::path(output_dir) / "config.json").string();
   std::ofstream f(out, std::ios::binary | std::ios::trunc);
   f << config.dump(2) << "\n";

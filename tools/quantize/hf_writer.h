@@ -59,9 +59,11 @@ class SafetensorsWriter {
 absl::Status CopySideFiles(const std::string& input_dir, const std::string& output_dir);
 
 // Writes output_dir/config.json: the input's config.json with
-// "quantization_config" set to `quantization_config`.
+// "quantization_config" set to `quantization_config` and each key of
+// `overrides` (an object) set to its value.
 absl::Status WriteQuantizedConfig(const std::string& input_dir, const std::string& output_dir,
-                                  const nlohmann::json& quantization_config);
+                                  const nlohmann::json& quantization_config,
+                                  const nlohmann::json& overrides = nlohmann::json::object());
 
 }  // namespace tessera::quantize
 

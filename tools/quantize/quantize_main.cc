@@ -47,6 +47,9 @@ ABSL_FLAG(double, mse, 2.4,
           "gptq: > 0 searches each group's range (GPTQ's mse quantizer: shrink 1 .. 0.21 of the min/max range) for "
           "the least sum |error|^mse; 0: the plain min/max range");
 ABSL_FLAG(std::string, rtn_layout, "gptq", "rtn: write GPTQ's layout (gptq) or AutoAWQ's (awq)");
+ABSL_FLAG(int, head_bits, 6,
+          "exl2: bits of the output head: 2, 3, 4, 5, 6 or 8 (each at exllamav2's mix for it), or 16 to keep the "
+          "input's dense head (exllamav2's --head_bits; a tied head becomes its own lm_head)");
 ABSL_FLAG(std::string, calibration, "", "awq/gptq/exl2: calibration text (plain UTF-8)");
 ABSL_FLAG(int, calibration_samples, 0,
           "awq/gptq/exl2: calibration samples (0: the format's default, gptq and exl2 32, awq 8; see "
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   o.format = absl::GetFlag(FLAGS_format);
   const double bits = absl::GetFlag(FLAGS_bits);
   o.exl2_bits = bits;
+  o.exl2_head_bits = absl::GetFlag(FLAGS_head_bits);
   if (o.format != "exl2") {
     // Whole widths only: a fractional average is what exl2's mixes are for.
     if (!(std::isfinite(bits) && bits == std::floor(bits) && std::fabs(bits) < 1024)) {

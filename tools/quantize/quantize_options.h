@@ -34,6 +34,9 @@ struct QuantizeOptions {
   // write this run's (exllamav2's measurement.json, reused across targets).
   std::string exl2_measurement;
   std::string exl2_measurement_out;
+  // exl2: bits of the output head (exllamav2's head_bits: 2, 3, 4, 5, 6 or
+  // 8 at its fixed mix for that width; 16 keeps the input's dense head).
+  int exl2_head_bits = 6;
   int group_size = 128;
   bool desc_act = false;     // gptq: quantize columns in order of decreasing Hessian diagonal
   bool sym = true;           // gptq/rtn: symmetric (zero fixed at the midpoint)
