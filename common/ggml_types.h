@@ -76,14 +76,12 @@ inline std::optional<GgmlTypeTraits> TraitsOf(GgmlType t) {
 }
 std::string_view TypeName(GgmlType t);
 
-// Whether `t` is a mixed-width row layout (kQ84G*), and its two parts' types.
+// Whether `t` is a mixed-width row layout (kQ84G*).
 inline bool IsMixedWidth(GgmlType t) { return t == GgmlType::kQ84G32 || t == GgmlType::kQ84G64 || t == GgmlType::kQ84G128; }
-// REQUIRES: IsMixedWidth(t).
+// The 8-bit type of the same group size, which a mixed-width weight widens
+// to. REQUIRES: IsMixedWidth(t).
 inline GgmlType MixedWideType(GgmlType t) {
   return t == GgmlType::kQ84G32 ? GgmlType::kQ8G32 : t == GgmlType::kQ84G64 ? GgmlType::kQ8G64 : GgmlType::kQ8G128;
-}
-inline GgmlType MixedNarrowType(GgmlType t) {
-  return t == GgmlType::kQ84G32 ? GgmlType::kQ4G32 : t == GgmlType::kQ84G64 ? GgmlType::kQ4G64 : GgmlType::kQ4G128;
 }
 
 }  // namespace tessera
