@@ -13,19 +13,21 @@ template <LoraDtype D>
 void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out, float* const* y,
           float* scratch) {
   const int rank = pair.rank;
-  float* d = scratch + 4 * rank;
+  float* t = scratch;
   for (int j = 0; j < n; ++j) {
-    float* t = scratch + j * rank;
-    std::fill(t, t + rank, 0.f);
-    for (int64_t i = 0; i < in; ++i) {
-      for (int k = 0; k < rank; ++k) t[k] = std::fma(x[j][i], LoraElement<D>(pair.a_t, i * rank + k), t[k]);
-    }
-    for (int k = 0; k < rank; ++k) t[k] *= pair.scale;
-    std::fill(d, d + out, 0.f);
     for (int k = 0; k < rank; ++k) {
-      for (int64_t o = 0; o < out; ++o) d[o] = std::fma(t[k], LoraElement<D>(pair.b_t, k * out + o), d[o]);
+      float s[kLoraShrinkLanes] = {};
+      for (int64_t i = 0; i < in; ++i) {
+        float& acc = s[i % kLoraShrinkLanes];
+        acc = std::fma(x[j][i], LoraElement<D>(pair.a_t, i * rank + k), acc);
+      }
+      t[k] = ((s[0] + s[1]) + (s[2] + s[3])) * pair.scale;
     }
-    for (int64_t o = 0; o < out; ++o) y[j][o] += d[o];
+    for (int64_t o = 0; o < out; ++o) {
+      float d = 0.f;
+      for (int k = 0; k < rank; ++k) d = std::fma(t[k], LoraElement<D>(pair.b_t, k * out + o), d);
+      y[j][o] += d;
+    }
   }
 }
 

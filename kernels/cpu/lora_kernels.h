@@ -3,8 +3,14 @@
 // bfloat16 adapters differ from float32 ones only by the rounding of A and B.
 //
 // Each row's result depends on that row alone and on nothing else of the
-// batch, and every ISA variant accumulates in the same order (over the
-// input, then over the rank), so the variants agree bit for bit.
+// batch, and every ISA variant accumulates in the same order, so the
+// variants agree bit for bit. That order: the shrink sums input i into
+// partial sum i % kLoraShrinkLanes (fused multiply-add, ascending i), then
+// ((s0 + s1) + (s2 + s3)) times the scale; the expand sums over the rank,
+// ascending, from zero, and adds the result to y. Four partial sums give a
+// vector unit four independent chains on a single row (decode with many
+// distinct adapters is one row per adapter), which one running sum would
+// serialize on the FMA latency.
 #ifndef TESSERA_KERNELS_CPU_LORA_KERNELS_H_
 #define TESSERA_KERNELS_CPU_LORA_KERNELS_H_
 
@@ -14,6 +20,8 @@
 #include "kernels/backend.h"
 
 namespace tessera::cpu {
+
+inline constexpr int kLoraShrinkLanes = 4;
 
 // y[j] += pair.scale * B (A x[j]) for j < n <= 4; x rows have `in` values,
 // y rows `out`. `scratch` holds 4 * rank + out floats.
