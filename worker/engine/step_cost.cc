@@ -39,9 +39,11 @@ struct Sample {
   double rows, pairs, seconds;
 };
 
-// Least squares for t = f + r * rows + p * pairs, with every term kept
-// non-negative (timer noise can make a larger step look cheaper): a term
-// that comes out negative is dropped and the rest refitted.
+// Least squares for t = f + r * rows + p * pairs on the relative error
+// (each sample weighted by 1 / t^2: the samples span milliseconds to
+// hundreds of them, and a step target is a relative promise at every size),
+// with every term kept non-negative (timer noise can make a larger step look
+// cheaper): a term that comes out negative is dropped and the rest refitted.
 StepCost Fit(const std::vector<Sample>& samples, bool fit_pairs) {
   for (const bool with_pairs : {true, false}) {
     if (with_pairs && !fit_pairs) continue;
@@ -49,9 +51,10 @@ StepCost Fit(const std::vector<Sample>& samples, bool fit_pairs) {
     double m[3][4] = {};
     for (const Sample& s : samples) {
       const double x[3] = {1, s.rows, s.pairs};
+      const double w = 1.0 / std::max(s.seconds * s.seconds, 1e-18);
       for (int i = 0; i < k; ++i) {
-        for (int j = 0; j < k; ++j) m[i][j] += x[i] * x[j];
-        m[i][3] += x[i] * s.seconds;
+        for (int j = 0; j < k; ++j) m[i][j] += w * x[i] * x[j];
+        m[i][3] += w * x[i] * s.seconds;
       }
     }
     // Gaussian elimination with partial pivoting on the k x k normal equations.
@@ -115,7 +118,19 @@ absl::StatusOr<StepCost> MeasureStepCost(LlamaModel& model, KvCache& cache, int 
          ((chunks + 1) * static_cast<int64_t>(large_rows) + block_size - 1) / block_size <= cache.num_blocks()) {
     ++chunks;
   }
-  const int64_t blocks = (static_cast<int64_t>(chunks) * large_rows + block_size - 1) / block_size;
+  // Far chunks, at 8, 16, 32 and 64 times large_rows as the context and the
+  // cache allow: their rows attend to keys no chunk wrote, which costs what
+  // real keys cost. Attention per key grows once K/V outgrow the CPU's
+  // caches, so a slope taken over the first few hundred keys alone
+  // underestimated a 2,000-token prompt's late chunks by about 2x.
+  const int64_t capacity = std::min<int64_t>(model.config().n_ctx_train, cache.num_blocks() * int64_t{block_size});
+  std::vector<int64_t> far_positions;
+  for (int64_t p = 8 * int64_t{large_rows}; p <= 64 * int64_t{large_rows} && p + large_rows <= capacity; p *= 2) {
+    far_positions.push_back(p);
+  }
+  const int64_t last_row_end =
+      far_positions.empty() ? static_cast<int64_t>(chunks) * large_rows : far_positions.back() + large_rows;
+  const int64_t blocks = (last_row_end + block_size - 1) / block_size;
   std::vector<int32_t> table(blocks);
   for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
   const std::span<const int32_t> tables[] = {table};
@@ -140,6 +155,7 @@ absl::StatusOr<StepCost> MeasureStepCost(LlamaModel& model, KvCache& cache, int 
   // Points: (position, rows); best time of each over the repetitions.
   std::vector<std::pair<int64_t, int>> points = {{0, small_rows}};
   for (int c = 0; c < chunks; ++c) points.push_back({static_cast<int64_t>(c) * large_rows, large_rows});
+  for (int64_t p : far_positions) points.push_back({p, large_rows});
   std::vector<double> best(points.size(), 1e30);
   for (int r = 0; r < std::max(1, repetitions); ++r) {
     for (size_t i = 0; i < points.size(); ++i) {
@@ -154,7 +170,7 @@ absl::StatusOr<StepCost> MeasureStepCost(LlamaModel& model, KvCache& cache, int 
                        static_cast<double>(AttendedPairs(points[i].first, points[i].second)), best[i]});
   }
   // Position 0 alone cannot tell attention from rows.
-  return Fit(samples, /*fit_pairs=*/chunks > 1);
+  return Fit(samples, /*fit_pairs=*/chunks > 1 || !far_positions.empty());
 }
 
 int64_t BudgetForTarget(const StepCost& cost, double target_seconds, int64_t min_rows, int64_t max_rows) {

@@ -59,12 +59,14 @@ struct StepCost {
 
 // Times forward passes at two sizes at short context and at growing
 // positions of one scratch sequence (best of `repetitions` per point after a
-// warm-up), and fits the three terms by least squares. Writes K/V into the
-// first blocks of `cache`: call it before the cache holds anything.
+// warm-up), and fits the three terms by least squares on the relative
+// error. Writes K/V into the first blocks of `cache`: call it before the
+// cache holds anything.
 // REQUIRES: 1 <= small_rows < large_rows <= model.max_batch_tokens(), and
 // `cache` has blocks for large_rows tokens. Positions beyond large_rows are
-// measured as far as the cache and the model's context allow (up to
-// 3 * large_rows); where they cannot be, per_pair_seconds stays 0.
+// measured as far as the cache and the model's context allow (chunks at
+// large_rows and 2 * large_rows, then single chunks at 8, 16, 32 and 64
+// times large_rows); where none can be, per_pair_seconds stays 0.
 absl::StatusOr<StepCost> MeasureStepCost(LlamaModel& model, KvCache& cache, int block_size, int small_rows,
                                          int large_rows, int repetitions = 2);
 
