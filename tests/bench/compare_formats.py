@@ -214,12 +214,12 @@ def compare_model(label, base_hf, a, work):
         os.remove(exl2_measurement)
 
     def measure(name, model, quant_seconds, quant_rss, measured_here=False):
-        print(f"[compare] {label} {name}: perplexity and serving", file=sys.stderr, flush=True)
+        print(f"[compare] {label} {name}: perplexity", file=sys.stderr, flush=True)
         ppl = perplexity(bin_dir, model, base_hf, wiki, a.ctx, a.chunks, a.threads)
-        serving = serve_and_measure(bin_dir, model, a.threads, a.decode_tokens, a.prompt_words)
         size = path_bytes(model)
-        rows.append({"name": name, "size": size, "bpw": size * 8 / n_params, "quant_seconds": quant_seconds,
-                     "quant_rss": quant_rss, **serving, "ppl": ppl["ppl"], "ppl_stderr": ppl.get("ppl_stderr"),
+        rows.append({"name": name, "model": model, "size": size, "bpw": size * 8 / n_params,
+                     "quant_seconds": quant_seconds, "quant_rss": quant_rss, "ppl": ppl["ppl"],
+                     "ppl_stderr": ppl.get("ppl_stderr"),
                      "kld": ppl.get("mean_kld", 0.0), "top1": ppl.get("top1_agreement", 1.0),
                      "measured_here": measured_here})
 
@@ -248,6 +248,24 @@ def compare_model(label, base_hf, a, work):
     return {"label": label, "params": n_params, "rows": rows}
 
 
+SERVING_KEYS = ("prompt_tps", "decode_tps_1", "decode_tps_16", "peak_rss")
+
+
+def measure_serving(results, a):
+    """The speed columns and peak RSS of every row, in a.serving_rounds
+    rounds over all rows (round-robin: a drift of the shared machine's speed,
+    which moved single figures by up to 2x, spreads over every row instead of
+    landing on a few); each figure is the row's best over the rounds."""
+    for r in range(a.serving_rounds):
+        for res in results:
+            for row in res["rows"]:
+                print(f"[compare] {res['label']} {row['name']}: serving, round {r + 1}/{a.serving_rounds}",
+                      file=sys.stderr, flush=True)
+                s = serve_and_measure(a.tessera_bin, row["model"], a.threads, a.decode_tokens, a.prompt_words)
+                for key in SERVING_KEYS:
+                    row[key] = max(row.get(key, 0), s[key])
+
+
 def render(results, a):
     lines = []
     for res in results:
@@ -269,10 +287,32 @@ def render(results, a):
                  f"{a.ctx} tokens of data/corpus/wiki.utf8 (second half of each window scored, as llama.cpp does), "
                  f"KL and top-1 against the F16 row; GPTQ calibrated on {a.calibration_samples} samples (AWQ on "
                  f"{max(1, a.calibration_samples // 4)}) of {a.seq_len} tokens of c4+code text, EXL2 on GPTQ's; the first EXL2 row's quantize time includes the measurement pass (marked *), the others reuse that measurement; decode rows stream {a.decode_tokens} tokens per request "
-                 f"through the gateway; prompt tok/s is a ~{a.prompt_words}-word prompt's token count over its best "
+                 f"through the gateway, each speed the best of {a.serving_rounds} rounds over all rows"
+                 f"{' (measured again on the quantized files of an earlier run, whose size, quality and quantize columns these are: --reuse-quantized)' if a.reuse_quantized else ''}; "
+                 f"prompt tok/s is a ~{a.prompt_words}-word prompt's token count over its best "
                  f"time to first token; peak RSS is the serving worker's VmHWM (weights, scratch and its default 256 MiB "
                  f"KV cache).")
     return "\n".join(lines)
+
+
+def quantize_and_score(a):
+    """Every model's rows: quantized, sized and scored (perplexity, KL, top-1)."""
+    results = []
+    for m in a.models.split(","):
+        if m == "smollm2":
+            results.append(compare_model("SmolLM2-135M-Instruct", ck.bundled_hf("f16"), a, os.path.join(a.work, m)))
+        elif m == "qwen":
+            if not os.path.exists(QWEN):
+                print("[compare] Qwen2.5-Coder-0.5B is not installed (make setup-extra): its rows are skipped",
+                      file=sys.stderr)
+                continue
+            hf = os.path.join(a.work, "qwen-hf-f16")
+            if not os.path.exists(os.path.join(hf, "config.json")):
+                ck.gguf_to_hf.convert_gguf_to_hf(QWEN, hf, dtype="f16")
+            results.append(compare_model("Qwen2.5-Coder-0.5B-Instruct", hf, a, os.path.join(a.work, m)))
+        else:
+            sys.exit(f"unknown model {m!r}: smollm2 or qwen")
+    return results
 
 
 def main():
@@ -289,22 +329,23 @@ def main():
     ap.add_argument("--prompt-words", type=int, default=400)
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "compare"))
     ap.add_argument("--readme", default="", help="write the table into this README between the compare markers")
+    ap.add_argument("--serving-rounds", type=int, default=2, help="rounds of the speed measurement over all rows")
+    ap.add_argument("--reuse-quantized", action="store_true",
+                    help="take the rows (files, size, quality, quantize time) from WORK/compare.json and measure "
+                         "only the speeds again")
     a = ap.parse_args()
-    results = []
-    for m in a.models.split(","):
-        if m == "smollm2":
-            results.append(compare_model("SmolLM2-135M-Instruct", ck.bundled_hf("f16"), a, os.path.join(a.work, m)))
-        elif m == "qwen":
-            if not os.path.exists(QWEN):
-                print("[compare] Qwen2.5-Coder-0.5B is not installed (make setup-extra): its rows are skipped",
-                      file=sys.stderr)
-                continue
-            hf = os.path.join(a.work, "qwen-hf-f16")
-            if not os.path.exists(os.path.join(hf, "config.json")):
-                ck.gguf_to_hf.convert_gguf_to_hf(QWEN, hf, dtype="f16")
-            results.append(compare_model("Qwen2.5-Coder-0.5B-Instruct", hf, a, os.path.join(a.work, m)))
-        else:
-            sys.exit(f"unknown model {m!r}: smollm2 or qwen")
+    if a.reuse_quantized:
+        with open(os.path.join(a.work, "compare.json")) as f:
+            results = json.load(f)
+        for res in results:
+            for row in res["rows"]:
+                if not os.path.exists(row.get("model", "")):
+                    sys.exit(f"--reuse-quantized: {row['name']}: its model {row.get('model')!r} is gone")
+                for key in SERVING_KEYS:
+                    row.pop(key, None)
+    else:
+        results = quantize_and_score(a)
+    measure_serving(results, a)
     table = render(results, a)
     print(table)
     with open(os.path.join(a.work, "compare.json"), "w") as f:
