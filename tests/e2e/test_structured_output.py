@@ -318,9 +318,45 @@ def test_guided_json_choice_and_json_object(sampled):
     resp = result(sampled, "guided_choice")
     assert len(resp.choices) == 4
     assert all(c.message.content in ("yes", "no", "it depends") for c in resp.choices)
+    # As in OpenAI's JSON mode, a reply cut by max_tokens is a prefix of a
+    # JSON object (the model may run a string on; on some CPUs' kernels this
+    # seed does), and a reply that stopped is a whole one.
     for c in result(sampled, "json_object").choices:
-        assert c.finish_reason == "stop", c.message.content
-        assert isinstance(json.loads(c.message.content), dict)
+        if c.finish_reason == "length":
+            assert is_json_object_prefix(c.message.content), c.message.content
+        else:
+            assert c.finish_reason == "stop", c.message.content
+            assert isinstance(json.loads(c.message.content), dict)
+
+
+def is_json_object_prefix(text):
+    """Whether some completion makes `text` a JSON object: the open strings
+    and brackets are closed after one of the few tails that end a key, a
+    value or a literal cut short."""
+    stack, in_string, escaped = [], False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append(ch)
+        elif ch in "}]" and stack:
+            stack.pop()
+    closers = "".join("}" if b == "{" else "]" for b in reversed(stack))
+    head = ('n"' if escaped else '"') if in_string else ""
+    for tail in ("", "0", ":0", '"":0', "e", "ue", "rue", "l", "ll", "ull", "se", "alse"):
+        try:
+            if isinstance(json.loads(text + head + tail + closers), dict):
+                return True
+        except ValueError:
+            pass
+    return False
 
 
 def test_streaming_logprobs_stop_and_length(sampled):
