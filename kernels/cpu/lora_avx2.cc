@@ -1,6 +1,7 @@
 // AVX2 LoRA rows (see lora_kernels.h): 8 lanes of the rank in the shrink
-// (four accumulators), 8 outputs of every row at a time in the expand; 16-bit weights widened with F16C (half)
-// or a shift (bfloat16) as they are loaded.
+// (four accumulators), 8 outputs of every row at a time in the expand;
+// 16-bit weights widened with F16C (half) or a shift (bfloat16) as they are
+// loaded.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -68,7 +69,9 @@ void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_
   for (int j = 0; j < n; ++j) {
     t[j] = scratch + j * rank;
     int k = 0;
-    for (; k < rank8; k += 8) _mm256_storeu_ps(t[j] + k, _mm256_mul_ps(Shrink8<D>(x[j], in, pair.a_t, rank, k), scale));
+    for (; k < rank8; k += 8) {
+      _mm256_storeu_ps(t[j] + k, _mm256_mul_ps(Shrink8<D>(x[j], in, pair.a_t, rank, k), scale));
+    }
     for (; k < rank; ++k) t[j][k] = Shrink1<D>(x[j], in, pair.a_t, rank, k) * pair.scale;
   }
   // Expand, 8 outputs at a time for all n rows, so each B vector is loaded
@@ -86,7 +89,9 @@ void Rows(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_
   for (; o < out; ++o) {
     for (int j = 0; j < n; ++j) {
       float d = 0.f;
-      for (int k = 0; k < rank; ++k) d = std::fma(t[j][k], LoraElement<D>(pair.b_t, static_cast<int64_t>(k) * out + o), d);
+      for (int k = 0; k < rank; ++k) {
+        d = std::fma(t[j][k], LoraElement<D>(pair.b_t, static_cast<int64_t>(k) * out + o), d);
+      }
       y[j][o] += d;
     }
   }

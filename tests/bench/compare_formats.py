@@ -273,14 +273,15 @@ def render(results, a):
         lines.append(f"**{res['label']}** ({res['params'] / 1e6:.0f}M parameters)")
         lines.append("")
         lines.append("| format | size MiB | bpw | peak RSS MiB | prompt tok/s | decode tok/s c=1 | decode tok/s c=16 "
-                     "| PPL | ΔPPL vs F16 | mean KL | top-1 agree | quantize s |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "| PPL | ΔPPL vs F16 | mean KL | top-1 agree | quantize s | s per M weights |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in res["rows"]:
             delta = (r["ppl"] / base["ppl"] - 1) * 100
             q = "—" if r["quant_seconds"] is None else f"{r['quant_seconds']:.1f}" + ("*" if r.get("measured_here") else "")
+            q_per_m = "—" if r["quant_seconds"] is None else f"{r['quant_seconds'] / (res['params'] / 1e6):.3f}"
             lines.append(f"| {r['name']} | {r['size'] / 2**20:.1f} | {r['bpw']:.2f} | {r['peak_rss'] / 2**20:.0f} "
                          f"| {r['prompt_tps']:.0f} | {r['decode_tps_1']:.1f} | {r['decode_tps_16']:.1f} "
-                         f"| {r['ppl']:.3f} | {delta:+.2f}% | {r['kld']:.4f} | {r['top1'] * 100:.1f}% | {q} |")
+                         f"| {r['ppl']:.3f} | {delta:+.2f}% | {r['kld']:.4f} | {r['top1'] * 100:.1f}% | {q} | {q_per_m} |")
         lines.append("")
     lines.append(f"Measured {datetime.date.today()} on {platform.machine()}, {a.threads} threads, in one run of "
                  f"`make compare` (`{' '.join(sys.argv[1:]) or 'defaults'}`): perplexity over {a.chunks} windows of "
