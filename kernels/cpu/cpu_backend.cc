@@ -198,7 +198,7 @@ class CpuBackend final : public Backend {
     }
     if (items.empty()) return;
     const cpu::LoraRowsFn lora_rows = cpu::BestLoraRows();
-    const size_t scratch_floats = 4 * static_cast<size_t>(max_rank) + static_cast<size_t>(y.cols);
+    const size_t scratch_floats = 4 * static_cast<size_t>(max_rank);
 #pragma omp parallel num_threads(threads_) if (items.size() > 1)
     {
       std::vector<float> scratch(scratch_floats);

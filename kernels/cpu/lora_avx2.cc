@@ -29,6 +29,7 @@ inline __m256 Load8(const void* base, int64_t i) {
 
 // t[k] for the rank lanes [k, k + 8) of one row: four accumulators, input i
 // into accumulator i % 4, as the reference orders it.
+static_assert(kLoraShrinkLanes == 4, "Shrink8 unrolls the shrink's partial sums by hand");
 template <LoraDtype D>
 inline __m256 Shrink8(const float* x, int64_t in, const void* a_t, int rank, int k) {
   __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;

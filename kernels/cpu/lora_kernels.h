@@ -24,7 +24,7 @@ namespace tessera::cpu {
 inline constexpr int kLoraShrinkLanes = 4;
 
 // y[j] += pair.scale * B (A x[j]) for j < n <= 4; x rows have `in` values,
-// y rows `out`. `scratch` holds 4 * rank + out floats.
+// y rows `out`. `scratch` holds 4 * rank floats (the rows' shrunk vectors).
 using LoraRowsFn = void (*)(int n, const float* const* x, int64_t in, const LoraPair& pair, int64_t out,
                             float* const* y, float* scratch);
 
